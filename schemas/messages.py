@@ -1,0 +1,215 @@
+"""Versioned message types of every topic (v1).
+
+Conventions (STYLE.md): units and box formats are in the names
+(``ts_capture_ns``, ``boxes_xyxy``); times are integer nanoseconds since the
+Unix epoch taken from the camera's capture clock, so every stage downstream
+works from message time, never from its own clock. Arrays travel as raw
+little-endian bytes (float32 unless stated) with their shape given by sibling
+fields; the ``*_array()`` helpers turn them back into numpy views without a copy.
+
+Every message carries ``v``, its schema version; a decoder that meets a version
+it does not know rejects the message (it goes to the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+def pack_f32(arr: np.ndarray) -> bytes:
+    """Raw little-endian float32 bytes of ``arr`` (any shape)."""
+    return np.ascontiguousarray(arr, dtype="<f4").tobytes()
+
+
+def unpack_f32(data: bytes, cols: int) -> np.ndarray:
+    """Inverse of :func:`pack_f32`: an ``(N, cols)`` float32 array (read-only view)."""
+    arr = np.frombuffer(data, dtype="<f4")
+    if cols <= 0:
+        return arr.reshape(0, 0) if arr.size == 0 else arr
+    if arr.size % cols:
+        raise ValueError(f"array of {arr.size} floats does not split into rows of {cols}")
+    return arr.reshape(-1, cols)
+
+
+class Frame(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One analysed camera frame. Topic ``crosscam.frames.v1``, key = camera_id.
+
+    ``seq`` counts the frames this camera *published* (gap-free from 0 per
+    ingest session lineage); ``ts_capture_ns`` is when the camera delivered it.
+    The image is an inline JPEG (``jpeg``) or, in claim-check mode, a Redis key
+    (``jpeg_ref``) holding the JPEG with a TTL. ``eos`` marks the end of a
+    finite stream (a replayed file): no image, and the tracker closes every
+    track of the camera.
+    """
+
+    v: int = SCHEMA_VERSION
+    camera_id: str
+    seq: int
+    ts_capture_ns: int
+    width: int = 0
+    height: int = 0
+    jpeg: bytes = b""
+    jpeg_ref: str = ""
+    eos: bool = False
+    source: str = ""
+
+
+class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """People found in one frame. Topic ``crosscam.detections.v1``, key = camera_id.
+
+    Boxes are in the frame message's pixels. For N boxes: ``boxes_xyxy`` is
+    N×4 float32, ``scores`` N float32, ``embeddings`` N×``embedding_dim``
+    float32 (L2-normalised appearance vectors; empty when no embedder runs),
+    ``sharpness`` N float32 (variance of the Laplacian of the crop) and
+    ``crops_jpeg`` N small JPEG crops, so the tracker can keep a tracklet's
+    best images without the full frame.
+    """
+
+    v: int = SCHEMA_VERSION
+    camera_id: str
+    seq: int
+    ts_capture_ns: int
+    width: int
+    height: int
+    boxes_xyxy: bytes = b""
+    scores: bytes = b""
+    embeddings: bytes = b""
+    embedding_dim: int = 0
+    sharpness: bytes = b""
+    crops_jpeg: list[bytes] = msgspec.field(default_factory=list)
+    eos: bool = False
+    ts_detected_ns: int = 0
+
+    def boxes_array(self) -> np.ndarray:
+        """(N, 4) float32 x1, y1, x2, y2."""
+        return unpack_f32(self.boxes_xyxy, 4)
+
+    def scores_array(self) -> np.ndarray:
+        """(N,) float32."""
+        return np.frombuffer(self.scores, dtype="<f4")
+
+    def embeddings_array(self) -> np.ndarray:
+        """(N, D) float32; (N, 0) when no embedder ran."""
+        n = len(self.scores) // 4
+        if not self.embedding_dim:
+            return np.zeros((n, 0), dtype=np.float32)
+        return unpack_f32(self.embeddings, self.embedding_dim)
+
+    def sharpness_array(self) -> np.ndarray:
+        """(N,) float32; zeros when the detector did not measure it."""
+        n = len(self.scores) // 4
+        if not self.sharpness:
+            return np.zeros(n, dtype=np.float32)
+        return np.frombuffer(self.sharpness, dtype="<f4")
+
+
+class Crop(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One of a tracklet's best images, with its appearance vector."""
+
+    seq: int
+    ts_capture_ns: int
+    box_xyxy: list[float]
+    score: float
+    quality: float
+    jpeg: bytes = b""
+    embedding: bytes = b""
+
+
+class Tracklet(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A finished single-camera track. Topic ``crosscam.tracklets.v1``, key = camera_id.
+
+    ``tracklet_id`` is deterministic — ``"{camera_id}:{track_id}:{ts_start_ns}"`` —
+    so a replayed tracklet overwrites its earlier copy downstream. ``frame_seqs``,
+    ``frame_ts_ns`` and ``boxes_xyxy`` (M×4 float32) give the box in every frame
+    the person was matched; ``crops`` the K best images and their vectors;
+    ``embeddings`` the vectors of every matched frame the tracker kept (bounded,
+    M'×``embedding_dim``). ``end_reason`` is ``"lost"`` (not seen for the
+    lost-track time) or ``"stream_end"``.
+    """
+
+    v: int = SCHEMA_VERSION
+    camera_id: str
+    tracklet_id: str
+    track_id: int
+    ts_start_ns: int
+    ts_end_ns: int
+    frame_width: int = 0
+    frame_height: int = 0
+    frame_seqs: list[int] = msgspec.field(default_factory=list)
+    frame_ts_ns: list[int] = msgspec.field(default_factory=list)
+    boxes_xyxy: bytes = b""
+    box_scores: bytes = b""
+    crops: list[Crop] = msgspec.field(default_factory=list)
+    embeddings: bytes = b""
+    embedding_dim: int = 0
+    end_reason: Literal["lost", "stream_end"] = "lost"
+
+    def boxes_array(self) -> np.ndarray:
+        """(M, 4) float32 x1, y1, x2, y2, one row per ``frame_seqs`` entry."""
+        return unpack_f32(self.boxes_xyxy, 4)
+
+    def embeddings_array(self) -> np.ndarray:
+        """(M', D) float32 kept appearance vectors."""
+        if not self.embedding_dim:
+            return np.zeros((0, 0), dtype=np.float32)
+        return unpack_f32(self.embeddings, self.embedding_dim)
+
+
+class MatchedTracklet(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A tracklet on another camera that a link joined, and how close it was."""
+
+    tracklet_id: str
+    camera_id: str
+    ts_start_ns: int
+    ts_end_ns: int
+    distance: float
+
+
+class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Public cross-camera event. Topic ``crosscam.matches.v1``, key = global_id, JSON.
+
+    ``kind``:
+
+    * ``new_identity`` — the tracklet matched nobody; ``global_id`` is new.
+    * ``link`` — the tracklet joined identity ``global_id``; ``matched`` lists
+      the other cameras' tracklets it was found close to, with distances.
+    * ``merge`` — evidence showed identities ``merged_ids`` are one person,
+      now ``global_id``.
+    * ``split`` — a revisited decision took ``tracklet_id`` out of
+      ``merged_ids[0]`` into ``global_id``.
+    """
+
+    v: int = SCHEMA_VERSION
+    kind: Literal["new_identity", "link", "merge", "split"]
+    global_id: str
+    tracklet_id: str = ""
+    camera_id: str = ""
+    ts_start_ns: int = 0
+    ts_end_ns: int = 0
+    matched: list[MatchedTracklet] = msgspec.field(default_factory=list)
+    merged_ids: list[str] = msgspec.field(default_factory=list)
+    thumbnail_ref: str = ""
+    ts_emitted_ns: int = 0
+
+
+class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A message a stage could not decode or process. Topic ``crosscam.deadletter.v1``.
+
+    Keeps the original bytes, where they came from and why, so nothing is lost
+    and an operator can replay it after a fix.
+    """
+
+    v: int = SCHEMA_VERSION
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    key: bytes | None = None
+    value: bytes = b""
+    ts_ns: int = 0
