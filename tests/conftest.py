@@ -1,0 +1,3 @@
+"""Shared pytest setup: the real local stack fixtures (Kafka, Redis, RTSP)."""
+
+pytest_plugins = ["tests.stack_fixtures"]
