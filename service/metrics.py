@@ -70,7 +70,7 @@ def start_metrics_server(settings: MetricsSettings, name: str = "crosscam") -> i
     server, _thread = start_http_server(settings.port, addr=settings.host)
     port = int(server.server_port)
     log.info(
-        "metrics_serving", extra={"url": f"http://{settings.host}:{port}/metrics", "process": name}
+        "metrics_serving", extra={"url": f"http://{settings.host}:{port}/metrics", "service": name}
     )
     targets = os.environ.get("CROSSCAM_METRICS_TARGETS_DIR")
     if targets:

@@ -1,0 +1,177 @@
+"""``crosscam run --cameras cameras.toml``: every stage for a camera network, supervised.
+
+Starts one ingest process per camera in the cameras file and the detector,
+tracker and ReID stages (and the gallery) as supervised child processes:
+a child that dies is restarted with backoff; SIGTERM stops them all cleanly
+(each stage finishes its batch and commits). Kafka, Redis and Qdrant are
+the local stack's unless their addresses are given (flags or environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from crosscam.supervisor import ProcessSpec, Supervisor
+from reid.topology import Topology
+from service.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+STAGES = ("ingest", "detector", "tracker", "reid", "gallery")
+
+
+def crosscam_argv(*args: str) -> list[str]:
+    """argv that runs ``crosscam ARGS`` with this interpreter (works inside a venv)."""
+    return [sys.executable, "-m", "crosscam.cli", *args]
+
+
+def build_specs(
+    cameras_file: Path,
+    only: set[str] | None = None,
+    replicas: dict[str, int] | None = None,
+    config: Path | None = None,
+    metrics_base_port: int = 19400,
+    data_dir: Path | None = None,
+    gallery_port: int = 8080,
+) -> list[ProcessSpec]:
+    """One spec per ingest camera and per stage replica, each with its own metrics port."""
+    topology = Topology.load(cameras_file)
+    only = only or set(STAGES)
+    replicas = replicas or {}
+    cfg = ["--config", str(config)] if config else []
+    specs: list[ProcessSpec] = []
+    port = metrics_base_port
+
+    def add(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        nonlocal port
+        specs.append(
+            ProcessSpec(name, argv, {**(env or {}), "CROSSCAM_METRICS__PORT": str(port)}, port)
+        )
+        port += 1
+
+    if "ingest" in only:
+        for cam in topology.cameras:
+            source = topology.source_path(cam)
+            if not source:
+                raise ValueError(f"camera {cam!r} has no source in {cameras_file}")
+            add(
+                f"ingest-{cam}",
+                crosscam_argv("ingest", "--camera-id", cam, "--source", source, *cfg),
+            )
+    for stage in ("detector", "tracker"):
+        if stage in only:
+            for i in range(replicas.get(stage, 1)):
+                add(f"{stage}-{i}", crosscam_argv(stage, *cfg))
+    data = ["--data-dir", str(data_dir)] if data_dir else []
+    if "reid" in only:
+        add("reid", crosscam_argv("reid", "--cameras", str(cameras_file), *data, *cfg))
+    if "gallery" in only:
+        add(
+            "gallery",
+            crosscam_argv(
+                "gallery", "--port", str(gallery_port), "--cameras", str(cameras_file), *cfg
+            ),
+        )
+    return specs
+
+
+def _parse_replicas(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        stage, _, n = part.partition("=")
+        if stage not in ("detector", "tracker") or not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(
+                f"bad replica count {part!r} (e.g. tracker=2,detector=1)"
+            )
+        out[stage] = int(n)
+    return out
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cameras", type=Path, required=True, help="cameras file (TOML)")
+    parser.add_argument("--config", type=Path, help="settings file (TOML) passed to every stage")
+    parser.add_argument(
+        "--only", default="", help=f"comma list of stages to run (default all: {','.join(STAGES)})"
+    )
+    parser.add_argument(
+        "--replicas", type=_parse_replicas, default={}, help="e.g. tracker=2,detector=1"
+    )
+    parser.add_argument("--kafka", help="Kafka bootstrap servers (default: local stack)")
+    parser.add_argument("--redis", help="Redis URL (default: local stack)")
+    parser.add_argument(
+        "--qdrant", help="Qdrant server URL (default: embedded, owned by the reid stage)"
+    )
+    parser.add_argument(
+        "--metrics-base-port", type=int, default=19400, help="first metrics port; +1 per process"
+    )
+    parser.add_argument("--gallery-port", type=int, default=8080)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("runs/live"),
+        help="where reid keeps its store and thumbnails",
+    )
+    parser.add_argument(
+        "--stack", action="store_true", help="start the local stack first (crosscam stack up)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging()
+    if args.kafka:
+        os.environ["CROSSCAM_KAFKA_BOOTSTRAP"] = args.kafka
+    if args.redis:
+        os.environ["CROSSCAM_REDIS_URL"] = args.redis
+    if args.qdrant:
+        os.environ["CROSSCAM_QDRANT__URL"] = args.qdrant
+    if args.stack:
+        from crosscam import stack
+
+        print(json.dumps(stack.up()), flush=True)
+    only = {s.strip() for s in args.only.split(",") if s.strip()} or None
+    if only and not only <= set(STAGES):
+        print(
+            f"unknown stage(s) {sorted(only - set(STAGES))}; known: {', '.join(STAGES)}",
+            file=sys.stderr,
+        )
+        return 2
+    specs = build_specs(
+        args.cameras,
+        only,
+        args.replicas,
+        args.config,
+        args.metrics_base_port,
+        args.data_dir,
+        args.gallery_port,
+    )
+    supervisor = Supervisor(specs, log_dir=args.data_dir / "logs")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(
+        json.dumps(
+            {
+                "processes": {s.name: f"http://127.0.0.1:{s.metrics_port}/metrics" for s in specs},
+                "logs": str(args.data_dir / "logs"),
+            }
+        ),
+        flush=True,
+    )
+    t0 = time.monotonic()
+    supervisor.run(stop)
+    log.info(
+        "run_stopped",
+        extra={
+            "after_s": round(time.monotonic() - t0, 1),
+            "restarts": json.dumps(supervisor.restarts()),
+        },
+    )
+    return 0

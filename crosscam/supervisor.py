@@ -1,0 +1,184 @@
+"""Supervised child processes: restart with backoff, clean stop on SIGTERM.
+
+Pure process management (no Kafka): the runner (``crosscam run``) builds one
+:class:`ProcessSpec` per ingest camera and per stage replica and hands them
+here. A child that exits is restarted after an exponential backoff with
+jitter; the backoff resets once a child has stayed up for
+``stable_after_s``. Stopping sends SIGTERM to every child (each stage
+finishes its batch, commits and exits), waits ``grace_s``, then SIGKILLs
+whatever is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessSpec:
+    """One supervised process: its name (unique), argv and extra environment."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int = 0
+
+
+@dataclass
+class _Child:
+    spec: ProcessSpec
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start_at: float = 0.0
+    backoff_s: float = 0.0
+    log_file: object = None
+    enabled: bool = True
+
+
+def next_backoff(previous_s: float, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with ±25 % jitter: 0 → initial, then doubling up to ``max_s``."""
+    base = initial_s if previous_s <= 0 else min(previous_s * 2, max_s)
+    return min(max_s, base * rng.uniform(0.75, 1.25))
+
+
+class Supervisor:
+    """Keeps a set of processes running until :meth:`stop`."""
+
+    def __init__(
+        self,
+        specs: list[ProcessSpec],
+        log_dir: Path,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        stable_after_s: float = 30.0,
+        grace_s: float = 20.0,
+        seed: int = 0,
+    ) -> None:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate process names: {names}")
+        self.children = {s.name: _Child(s) for s in specs}
+        self.log_dir = log_dir
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.stable_after_s = stable_after_s
+        self.grace_s = grace_s
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def _spawn(self, child: _Child) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(self.log_dir / f"{child.spec.name}.log", "ab")  # noqa: SIM115 - owned by the child record
+        env = {**os.environ, **child.spec.env, "PYTHONUNBUFFERED": "1"}
+        child.proc = subprocess.Popen(
+            child.spec.argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        child.log_file = fh
+        child.started_at = time.monotonic()
+        log.info(
+            "process_started",
+            extra={"child": child.spec.name, "pid": child.proc.pid, "restarts": child.restarts},
+        )
+
+    def start(self) -> None:
+        for child in self.children.values():
+            self._spawn(child)
+
+    def poll(self) -> None:
+        """Restart children that exited, honouring their backoff. Call periodically."""
+        now = time.monotonic()
+        with self._lock:
+            if self._stopping:
+                return
+            for child in self.children.values():
+                proc = child.proc
+                if not child.enabled:
+                    continue
+                if proc is not None and proc.poll() is None:
+                    if now - child.started_at > self.stable_after_s:
+                        child.backoff_s = 0.0
+                    continue
+                if proc is not None:
+                    code = proc.returncode
+                    child.proc = None
+                    child.backoff_s = next_backoff(
+                        child.backoff_s, self.backoff_initial_s, self.backoff_max_s, self._rng
+                    )
+                    child.next_start_at = now + child.backoff_s
+                    log.warning(
+                        "process_exited",
+                        extra={
+                            "child": child.spec.name,
+                            "code": code,
+                            "restart_in_s": round(child.backoff_s, 2),
+                        },
+                    )
+                if now >= child.next_start_at:
+                    child.restarts += 1
+                    self._spawn(child)
+
+    def run(self, stop: threading.Event, period_s: float = 0.25) -> None:
+        """Supervise until ``stop`` is set, then stop every child."""
+        self.start()
+        while not stop.wait(period_s):
+            self.poll()
+        self.stop()
+
+    def pids(self) -> dict[str, int | None]:
+        return {
+            n: (c.proc.pid if c.proc and c.proc.poll() is None else None)
+            for n, c in self.children.items()
+        }
+
+    def restarts(self) -> dict[str, int]:
+        return {n: c.restarts for n, c in self.children.items()}
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to one child (fault tests: SIGKILL a replica)."""
+        proc = self.children[name].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+
+    def stop(self, names: list[str] | None = None) -> dict[str, int | None]:
+        """SIGTERM, wait ``grace_s``, SIGKILL the rest; returns exit codes.
+
+        With ``names``, only those children stop (and are not restarted).
+        """
+        with self._lock:
+            if names is None:
+                self._stopping = True
+            chosen = [self.children[n] for n in (names or list(self.children))]
+            for child in chosen:
+                child.enabled = False
+        for child in chosen:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        codes: dict[str, int | None] = {}
+        for child in chosen:
+            if child.proc is None:
+                codes[child.spec.name] = None
+                continue
+            try:
+                codes[child.spec.name] = child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "process_killed", extra={"child": child.spec.name, "after_s": self.grace_s}
+                )
+                child.proc.kill()
+                codes[child.spec.name] = child.proc.wait()
+            if child.log_file is not None:
+                child.log_file.close()  # type: ignore[attr-defined]
+        return codes

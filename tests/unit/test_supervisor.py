@@ -1,0 +1,62 @@
+"""The process supervisor with real child processes (no Kafka needed)."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+from crosscam.supervisor import ProcessSpec, Supervisor, next_backoff
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    rng = random.Random(1)
+    delays = []
+    d = 0.0
+    for _ in range(8):
+        d = next_backoff(d, 1.0, 10.0, rng)
+        delays.append(d)
+    assert 0.75 <= delays[0] <= 1.25
+    assert delays[2] > delays[0]
+    assert max(delays) <= 10.0 and delays[-1] >= 7.5
+
+
+def test_crashing_child_is_restarted_and_steady_child_kept(tmp_path: Path) -> None:
+    crash = ProcessSpec("crash", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    steady = ProcessSpec("steady", [sys.executable, "-c", "import time; time.sleep(60)"])
+    sup = Supervisor([crash, steady], tmp_path, backoff_initial_s=0.05, backoff_max_s=0.2)
+    stop = threading.Event()
+    t = threading.Thread(target=sup.run, args=(stop, 0.02))
+    t.start()
+    deadline = time.monotonic() + 20
+    while sup.restarts()["crash"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    steady_pid = sup.pids()["steady"]
+    stop.set()
+    t.join(30)
+    assert sup.restarts()["crash"] >= 3
+    assert sup.restarts()["steady"] == 0 and steady_pid is not None
+
+
+def test_stop_sends_sigterm_then_kills_after_grace(tmp_path: Path) -> None:
+    polite = ProcessSpec("polite", [sys.executable, "-c", "import time; time.sleep(60)"])
+    stubborn = ProcessSpec(
+        "stubborn",
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ok', flush=True); time.sleep(60)",
+        ],
+    )
+    sup = Supervisor([polite, stubborn], tmp_path, grace_s=1.0)
+    sup.start()
+    deadline = time.monotonic() + 10
+    while b"ok" not in (tmp_path / "stubborn.log").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    codes = sup.stop()
+    assert codes["polite"] == -15  # SIGTERM
+    assert codes["stubborn"] == -9  # ignored SIGTERM, killed after the grace period
+    sup.poll()
+    assert sup.pids() == {"polite": None, "stubborn": None}  # stopped children stay stopped
