@@ -1,0 +1,594 @@
+"""The per-camera tracker: Deep SORT with ByteTrack's second association.
+
+One :class:`CameraTracker` per camera. Each :meth:`CameraTracker.step` takes
+one frame's detections as arrays and returns the tracks matched in that frame
+and the tracklets that finished. Per frame:
+
+1. **Predict** every track to the frame's capture time (Kalman, time in seconds).
+2. **Appearance stage.** Confirmed tracks against confident detections
+   (score >= ``high_score``): cosine distance to the track's gallery (or its
+   smoothed vector), pairs the Mahalanobis gate rejects forbidden, assigned
+   by Deep SORT's matching cascade (tracks seen more recently choose first)
+   or in one global assignment.
+3. **IoU stage.** Tentative tracks and tracks missed only briefly
+   (``iou_max_lost_s``) against the confident detections left, by box overlap.
+4. **Low-score stage** (ByteTrack). Confirmed tracks still unmatched and
+   missed only briefly against the doubtful detections (``low_score`` <=
+   score < ``high_score``), by overlap: occluded people keep their track.
+5. **Lifecycle.** Tentative tracks that miss a frame die silently; confirmed
+   tracks not matched for ``lost_track_s`` are deleted and become tracklets;
+   confident detections nobody took start tentative tracks, confirmed after
+   ``confirm_hits`` matches.
+
+Time comes only from the messages (``ts_ns``), track ids from the
+:class:`IdCounter` passed in, so the same input always gives the same output.
+Nothing here imports Kafka, Redis or Prometheus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from schemas.messages import Crop, Detections, Tracklet, pack_f32
+from tracker import kalman
+from tracker.kalman import CHI2_95_2DOF, CHI2_95_4DOF, KalmanParams
+from tracker.matching import INFEASIBLE, assign, cascade_assign, covered_fraction, iou_matrix
+from tracker.track import CropCandidate, Gallery, Track, TrackState
+
+NS_PER_S = 1_000_000_000
+
+# Detection-crop quality: the embedder's input height (OSNet: 256×128). A crop
+# at least this tall loses no detail when resized, so taller is no better.
+CROP_FULL_DETAIL_HEIGHT_PX = 256.0
+# Variance of the Laplacian at which a crop counts as half sharp; ~100 is the
+# customary blur threshold for that measure on 8-bit images.
+SHARPNESS_HALF_POINT = 100.0
+
+
+@dataclass(frozen=True)
+class TrackerParams:
+    """What the tracker may match, for how long, and what it keeps.
+
+    Times are in seconds so they hold at any frame rate; counts are of
+    matches (evidence), not of time.
+    """
+
+    kalman: KalmanParams = field(default_factory=KalmanParams)
+
+    high_score: float = 0.5
+    """Detections at or above this score take part in appearance matching and
+    may start tracks. Raising it starts fewer false tracks but drops faint people."""
+
+    low_score: float = 0.1
+    """Detections below ``high_score`` but at or above this only extend existing
+    tracks by overlap (ByteTrack); below it they are ignored. Raising it lowers
+    the chance of extending a track onto clutter but loses partly hidden people."""
+
+    appearance: Literal["gallery", "smoothed"] = "gallery"
+    """Appearance distance to a track: the nearest of its gallery vectors (Deep
+    SORT) or its exponentially smoothed vector (StrongSORT)."""
+
+    max_appearance_distance: float = 0.3
+    """Largest cosine distance of an appearance match. Raising it keeps ids
+    through pose and light changes but lets similar-looking people swap."""
+
+    gate_chi2: float = CHI2_95_4DOF
+    """Mahalanobis gate (squared distance) on the appearance stage: a detection
+    outside it cannot be the track however alike it looks. Raising it allows
+    bigger jumps (missed frames, sudden turns) but also more wrong matches."""
+
+    gate_only_position: bool = False
+    """Gate on the box centre only (2 dof); use ``CHI2_95_2DOF`` with it."""
+
+    matching_cascade: bool = True
+    """Deep SORT's cascade (recently seen tracks choose first) instead of one
+    global assignment."""
+
+    max_iou_distance: float = 0.7
+    """IoU stage: largest ``1 - IoU`` of a match (Deep SORT's 0.7). Raising it
+    lets fast movers match at low overlap but lets neighbours swap."""
+
+    low_score_max_iou_distance: float = 0.5
+    """Low-score stage: largest ``1 - IoU`` (ByteTrack's 0.5); stricter because
+    a doubtful box is only trusted where the track already is."""
+
+    iou_max_lost_s: float = 0.2
+    """Confirmed tracks whose last match is at most this old also try the IoU
+    and low-score stages (Deep SORT: just the previous frame). Raising it
+    re-finds people after short gaps by overlap alone, which is unsafe in crowds."""
+
+    lost_track_s: float = 4.0
+    """A confirmed track not matched for longer is deleted and becomes a
+    tracklet. Raising it bridges longer occlusions but keeps ghosts alive that
+    may grab a newcomer."""
+
+    confirm_hits: int = 3
+    """Matches a tentative track needs to be confirmed (Deep SORT's n_init).
+    Raising it suppresses short false tracks but loses each track's first frames."""
+
+    gallery_size: int = 100
+    """Appearance vectors kept per track (Deep SORT's nn_budget); memory is
+    ``gallery_size × D × 4`` bytes per track. Raising it remembers more looks
+    (slower matching, bigger checkpoints)."""
+
+    smoothing_momentum: float = 0.9
+    """Weight of the old smoothed vector when a new one arrives (StrongSORT's 0.9)."""
+
+    gallery_max_covered: float = 0.3
+    """A detection more covered than this by a box in front of it does not add
+    its vector to the gallery (it shows part of someone else)."""
+
+    crops_per_tracklet: int = 5
+    """K best crops kept per track for the tracklet."""
+
+    crop_min_gap_s: float = 0.5
+    """Kept crops are at least this far apart in time, so they show different poses."""
+
+    max_history_frames: int = 4096
+    """Box-history entries kept per track; beyond, the history is thinned (see
+    :mod:`tracker.track`). About 10 minutes at 7 fps before thinning."""
+
+    min_tracklet_s: float = 0.5
+    """Finished tracklets shorter than this (first to last match) are dropped."""
+
+    min_tracklet_frames: int = 3
+    """Finished tracklets with fewer matched frames than this are dropped."""
+
+    min_tracklet_mean_score: float = 0.3
+    """Finished tracklets whose mean detection score is below this are dropped."""
+
+
+class IdCounter:
+    """Hands out track ids 1, 2, 3, ...; its ``next_id`` is part of the saved state."""
+
+    __slots__ = ("next_id",)
+
+    def __init__(self, next_id: int = 1) -> None:
+        self.next_id = next_id
+
+    def __call__(self) -> int:
+        track_id = self.next_id
+        self.next_id += 1
+        return track_id
+
+
+@dataclass(frozen=True, slots=True)
+class TrackView:
+    """A track matched in the current frame."""
+
+    track_id: int
+    box_xyxy: tuple[float, float, float, float]
+    """The matched detection's box."""
+    score: float
+    confirmed: bool
+    det_index: int
+    """Row of the detection in the frame's arrays."""
+
+
+@dataclass
+class StepResult:
+    """What one frame produced."""
+
+    tracks: list[TrackView] = field(default_factory=list)
+    finished: list[Tracklet] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Tracklets dropped in this step, by reason (``short``, ``few_frames``, ``low_score``)."""
+    duplicate: bool = False
+    """The frame had been applied already (replay after a restart) and was skipped."""
+
+    @property
+    def confirmed(self) -> list[TrackView]:
+        return [t for t in self.tracks if t.confirmed]
+
+
+@dataclass(frozen=True)
+class FrameArrays:
+    """One frame's detections as arrays (N boxes)."""
+
+    boxes_xyxy: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,) float32
+    embeddings: np.ndarray  # (N, D) float32, D = 0 without an embedder
+    sharpness: np.ndarray | None  # (N,) float32, None when not measured
+    crops_jpeg: Sequence[bytes] | None  # N JPEGs, None when not sent
+
+
+def frame_arrays(msg: Detections) -> FrameArrays:
+    """The arrays of a :class:`schemas.Detections` message (views, no copies)."""
+    scores = msg.scores_array()
+    n = len(scores)
+    return FrameArrays(
+        boxes_xyxy=msg.boxes_array().reshape(n, 4),
+        scores=scores,
+        embeddings=msg.embeddings_array(),
+        sharpness=msg.sharpness_array() if msg.sharpness else None,
+        crops_jpeg=msg.crops_jpeg if len(msg.crops_jpeg) == n else None,
+    )
+
+
+def crop_quality(
+    boxes_xyxy: np.ndarray, scores: np.ndarray, sharpness: np.ndarray | None, covered: np.ndarray
+) -> np.ndarray:
+    """(N,) how good each detection's crop is for re-identification, in [0, 1].
+
+    The product of the detector's score, the crop's height relative to
+    ``CROP_FULL_DETAIL_HEIGHT_PX`` (capped at 1), its sharpness (variance of
+    the Laplacian, saturating at ``SHARPNESS_HALF_POINT``; 1 when not
+    measured) and the fraction not covered by a box in front of it.
+    """
+    heights = boxes_xyxy[:, 3] - boxes_xyxy[:, 1]
+    q = scores.astype(np.float64) * np.minimum(heights / CROP_FULL_DETAIL_HEIGHT_PX, 1.0)
+    if sharpness is not None:
+        s = np.maximum(sharpness.astype(np.float64), 0.0)
+        q *= s / (s + SHARPNESS_HALF_POINT)
+    return q * (1.0 - covered)
+
+
+class CameraTracker:
+    """Deep SORT style tracker for one camera (see the module docstring).
+
+    Args:
+        camera_id: goes into every tracklet and its id.
+        params: the tracker's knobs.
+        ids: the counter track ids come from (its ``next_id`` is saved with the state).
+    """
+
+    def __init__(
+        self, camera_id: str, params: TrackerParams | None = None, ids: IdCounter | None = None
+    ) -> None:
+        self.camera_id = camera_id
+        self.params = params or TrackerParams()
+        self.ids = ids or IdCounter()
+        self.tracks: list[Track] = []
+        self.last_seq = -1
+        self.last_ts_ns: int | None = None
+        self.frame_width = 0
+        self.frame_height = 0
+        self.embedding_dim = 0
+
+    # ------------------------------------------------------------------ frames
+
+    def already_seen(self, seq: int, ts_ns: int) -> bool:
+        """True for a frame this state has applied (same or older seq and time).
+
+        A new ingest session restarts ``seq`` at 0 with later capture times;
+        those frames are new, so both must be old to count as seen.
+        """
+        return self.last_ts_ns is not None and seq <= self.last_seq and ts_ns <= self.last_ts_ns
+
+    def step_detections(self, msg: Detections) -> StepResult:
+        """Apply one :class:`schemas.Detections` message; ``eos`` closes every track."""
+        if msg.width:
+            self.frame_width, self.frame_height = msg.width, msg.height
+        if msg.eos:
+            if self.already_seen(msg.seq, msg.ts_capture_ns):
+                return StepResult(duplicate=True)
+            self.last_seq, self.last_ts_ns = msg.seq, msg.ts_capture_ns
+            return self.close()
+        a = frame_arrays(msg)
+        return self.step(
+            msg.ts_capture_ns,
+            msg.seq,
+            a.boxes_xyxy,
+            a.scores,
+            a.embeddings,
+            a.sharpness,
+            a.crops_jpeg,
+        )
+
+    def step(
+        self,
+        ts_ns: int,
+        seq: int,
+        boxes_xyxy: np.ndarray,
+        scores: np.ndarray,
+        embeddings: np.ndarray | None = None,
+        sharpness: np.ndarray | None = None,
+        crops_jpeg: Sequence[bytes] | None = None,
+    ) -> StepResult:
+        """Apply one frame.
+
+        Args:
+            ts_ns: capture time, ns.
+            seq: the camera's frame sequence number.
+            boxes_xyxy: (N, 4) boxes in pixels.
+            scores: (N,) detector scores.
+            embeddings: (N, D) L2-normalised appearance vectors, or None / D = 0.
+            sharpness: (N,) variance of the Laplacian of each crop, or None.
+            crops_jpeg: N JPEG crops, or None.
+        """
+        if self.already_seen(seq, ts_ns):
+            return StepResult(duplicate=True)
+        p = self.params
+        dt_s = 0.0 if self.last_ts_ns is None else max(ts_ns - self.last_ts_ns, 0) / NS_PER_S
+        self.last_seq, self.last_ts_ns = seq, ts_ns
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        n_det = len(scores)
+        if embeddings is None or embeddings.size == 0:
+            emb = np.zeros((n_det, 0), dtype=np.float32)
+        else:
+            emb = np.asarray(embeddings, dtype=np.float32)
+            if not self.embedding_dim:
+                self.embedding_dim = emb.shape[1]
+
+        # 1. predict
+        tracks = self.tracks
+        if tracks:
+            mean = np.stack([t.mean for t in tracks])
+            cov = np.stack([t.cov for t in tracks])
+            if dt_s > 0:
+                mean, cov = kalman.predict(p.kalman, mean, cov, dt_s)
+            for t in tracks:
+                t.missed_frames += 1
+        else:
+            mean = np.zeros((0, kalman.STATE_DIM))
+            cov = np.zeros((0, kalman.STATE_DIM, kalman.STATE_DIM))
+
+        valid = scores >= p.low_score
+        high = np.flatnonzero(scores >= p.high_score)
+        low = np.flatnonzero(valid & (scores < p.high_score))
+        xyah = kalman.xyxy_to_xyah(boxes)
+        det_of_track = np.full(len(tracks), -1, dtype=np.intp)
+        lost_s = np.array([(ts_ns - t.ts_last_ns) / NS_PER_S for t in tracks])
+        confirmed = np.array([t.state == TrackState.CONFIRMED for t in tracks], dtype=bool)
+
+        # 2. appearance stage
+        free_high = high
+        if emb.shape[1] and len(high) and confirmed.any():
+            rows = np.flatnonzero(confirmed)
+            cost = self._appearance_cost(rows, emb[high])
+            gate = kalman.gating_distance(
+                p.kalman, mean[rows], cov[rows], xyah[high], p.gate_only_position
+            )
+            cost[gate > p.gate_chi2] = INFEASIBLE
+            if p.matching_cascade:
+                levels = np.array([tracks[i].missed_frames for i in rows])
+                pairs, _, free_cols = cascade_assign(cost, p.max_appearance_distance, levels)
+            else:
+                pairs, _, free_cols = assign(cost, p.max_appearance_distance)
+            det_of_track[rows[pairs[:, 0]]] = high[pairs[:, 1]]
+            free_high = high[free_cols]
+
+        # 3. IoU stage: tentative tracks and briefly missed ones
+        recent = lost_s <= p.iou_max_lost_s
+        if not emb.shape[1]:
+            recent = lost_s <= p.lost_track_s  # motion only: every live track
+        cand = np.flatnonzero((det_of_track < 0) & (~confirmed | recent))
+        if len(cand) and len(free_high):
+            pred_boxes = kalman.xyah_to_xyxy(mean[cand])
+            cost = 1.0 - iou_matrix(pred_boxes, boxes[free_high])
+            pairs, _, free_cols = assign(cost, p.max_iou_distance)
+            det_of_track[cand[pairs[:, 0]]] = free_high[pairs[:, 1]]
+            free_high = free_high[free_cols]
+
+        # 4. low-score stage (ByteTrack)
+        cand = np.flatnonzero((det_of_track < 0) & confirmed & recent)
+        if len(cand) and len(low):
+            pred_boxes = kalman.xyah_to_xyxy(mean[cand])
+            cost = 1.0 - iou_matrix(pred_boxes, boxes[low])
+            pairs, _, _ = assign(cost, p.low_score_max_iou_distance)
+            det_of_track[cand[pairs[:, 0]]] = low[pairs[:, 1]]
+
+        # Kalman update of every matched track, in one batch
+        matched = np.flatnonzero(det_of_track >= 0)
+        if len(matched):
+            dets = det_of_track[matched]
+            mean[matched], cov[matched] = kalman.update(
+                p.kalman, mean[matched], cov[matched], xyah[dets], scores[dets]
+            )
+        for i, t in enumerate(tracks):
+            t.mean = mean[i]
+            t.cov = cov[i]
+
+        # per-detection extras, for matched and new tracks
+        covered = covered_fraction(boxes) if n_det > 1 else np.zeros(n_det)
+        want_crops = crops_jpeg is not None and p.crops_per_tracklet > 0
+        quality = crop_quality(boxes, scores, sharpness, covered) if want_crops else None
+
+        result = StepResult()
+        views = result.tracks
+        # 5. lifecycle: matched tracks
+        for i in matched:
+            t = tracks[i]
+            d = int(det_of_track[i])
+            self._apply_match(t, d, seq, ts_ns, boxes, scores, emb, covered, quality, crops_jpeg)
+            views.append(
+                TrackView(t.track_id, t.last_box, t.last_score, t.state == TrackState.CONFIRMED, d)
+            )
+
+        # unmatched tracks: tentative die, confirmed die after lost_track_s
+        survivors: list[Track] = []
+        lost_ns = p.lost_track_s * NS_PER_S
+        for i, t in enumerate(tracks):
+            if det_of_track[i] < 0:
+                if t.state == TrackState.TENTATIVE:
+                    t.state = TrackState.DELETED
+                    continue
+                if ts_ns - t.ts_last_ns > lost_ns:
+                    t.state = TrackState.DELETED
+                    self._finish(t, "lost", result)
+                    continue
+            survivors.append(t)
+
+        # new tracks from confident detections nobody took
+        if len(free_high):
+            new_mean, new_cov = kalman.initiate(p.kalman, xyah[free_high])
+            dim = emb.shape[1]
+            for k, d in enumerate(free_high.tolist()):
+                t = Track(
+                    self.ids(),
+                    new_mean[k],
+                    new_cov[k],
+                    ts_ns,
+                    Gallery(p.gallery_size, dim, p.smoothing_momentum),
+                )
+                self._apply_match(
+                    t, d, seq, ts_ns, boxes, scores, emb, covered, quality, crops_jpeg
+                )
+                survivors.append(t)
+                views.append(
+                    TrackView(
+                        t.track_id, t.last_box, t.last_score, t.state == TrackState.CONFIRMED, d
+                    )
+                )
+        self.tracks = survivors
+        return result
+
+    def close(self, reason: Literal["lost", "stream_end"] = "stream_end") -> StepResult:
+        """End every track (the stream ended): confirmed ones become tracklets."""
+        result = StepResult()
+        for t in self.tracks:
+            if t.state == TrackState.CONFIRMED:
+                self._finish(t, reason, result)
+        self.tracks = []
+        return result
+
+    # ---------------------------------------------------------------- helpers
+
+    def _appearance_cost(self, rows: np.ndarray, det_emb: np.ndarray) -> np.ndarray:
+        """(len(rows), N) cosine distance from tracks ``rows`` to (N, D) detection vectors."""
+        cost = np.full((len(rows), len(det_emb)), INFEASIBLE)
+        if self.params.appearance == "smoothed":
+            have = [k for k, i in enumerate(rows) if self.tracks[i].gallery.smoothed is not None]
+            if have:
+                sm = np.stack([self.tracks[rows[k]].gallery.smoothed for k in have])  # type: ignore[misc]
+                cost[have] = 1.0 - sm @ det_emb.T
+            return cost
+        for k, i in enumerate(rows):
+            g = self.tracks[i].gallery
+            if len(g):
+                cost[k] = 1.0 - (g.vectors() @ det_emb.T).max(axis=0)
+        return cost
+
+    def _apply_match(
+        self,
+        t: Track,
+        d: int,
+        seq: int,
+        ts_ns: int,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        emb: np.ndarray,
+        covered: np.ndarray,
+        quality: np.ndarray | None,
+        crops_jpeg: Sequence[bytes] | None,
+    ) -> None:
+        """Record detection ``d`` on track ``t``: history, confirmation, gallery, crops."""
+        p = self.params
+        box = (float(boxes[d, 0]), float(boxes[d, 1]), float(boxes[d, 2]), float(boxes[d, 3]))
+        score = float(scores[d])
+        t.record(seq, ts_ns, box, score, p.max_history_frames)
+        if t.state == TrackState.TENTATIVE and t.hits >= p.confirm_hits:
+            t.state = TrackState.CONFIRMED
+        has_emb = emb.shape[1] > 0
+        if (
+            has_emb
+            and scores[d] >= p.high_score
+            and covered[d] <= p.gallery_max_covered
+            and t.gallery.dim == emb.shape[1]
+        ):
+            t.gallery.add(emb[d])
+        if quality is not None and crops_jpeg is not None and quality[d] > 0:
+            t.offer_crop(
+                CropCandidate(
+                    quality=float(quality[d]),
+                    seq=seq,
+                    ts_capture_ns=ts_ns,
+                    box_xyxy=box,
+                    score=score,
+                    jpeg=crops_jpeg[d],
+                    embedding=emb[d].copy() if has_emb else np.zeros(0, dtype=np.float32),
+                ),
+                p.crops_per_tracklet,
+                int(p.crop_min_gap_s * NS_PER_S),
+            )
+
+    def _finish(self, t: Track, reason: Literal["lost", "stream_end"], result: StepResult) -> None:
+        """Turn a deleted confirmed track into a tracklet, or drop it by the named thresholds."""
+        p = self.params
+        seqs, ts, boxes, scores = t.history()
+        drop = None
+        if (t.ts_last_ns - t.ts_start_ns) / NS_PER_S < p.min_tracklet_s:
+            drop = "short"
+        elif t.hits < p.min_tracklet_frames:
+            drop = "few_frames"
+        elif float(scores.mean()) < p.min_tracklet_mean_score:
+            drop = "low_score"
+        if drop is not None:
+            result.dropped[drop] = result.dropped.get(drop, 0) + 1
+            return
+        result.finished.append(
+            build_tracklet(
+                self.camera_id,
+                t,
+                reason,
+                seqs,
+                ts,
+                boxes,
+                scores,
+                self.frame_width,
+                self.frame_height,
+            )
+        )
+
+
+def build_tracklet(
+    camera_id: str,
+    t: Track,
+    reason: Literal["lost", "stream_end"],
+    seqs: list[int],
+    ts: list[int],
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    frame_width: int,
+    frame_height: int,
+) -> Tracklet:
+    """A :class:`schemas.Tracklet` from a finished track and its (M,) history."""
+    crops = sorted(t.crops, key=lambda c: (-c.quality, c.seq))
+    vectors = t.gallery.vectors()
+    return Tracklet(
+        camera_id=camera_id,
+        tracklet_id=f"{camera_id}:{t.track_id}:{t.ts_start_ns}",
+        track_id=t.track_id,
+        ts_start_ns=t.ts_start_ns,
+        ts_end_ns=t.ts_last_ns,
+        frame_width=frame_width,
+        frame_height=frame_height,
+        frame_seqs=seqs,
+        frame_ts_ns=ts,
+        boxes_xyxy=pack_f32(boxes),
+        box_scores=pack_f32(scores),
+        crops=[
+            Crop(
+                seq=c.seq,
+                ts_capture_ns=c.ts_capture_ns,
+                box_xyxy=list(c.box_xyxy),
+                score=c.score,
+                quality=c.quality,
+                jpeg=c.jpeg,
+                embedding=pack_f32(c.embedding) if c.embedding.size else b"",
+            )
+            for c in crops
+        ],
+        embeddings=pack_f32(vectors) if len(vectors) else b"",
+        embedding_dim=t.gallery.dim if len(vectors) else 0,
+        end_reason=reason,
+    )
+
+
+__all__ = [
+    "CHI2_95_2DOF",
+    "CHI2_95_4DOF",
+    "CameraTracker",
+    "FrameArrays",
+    "IdCounter",
+    "StepResult",
+    "TrackView",
+    "TrackerParams",
+    "crop_quality",
+    "frame_arrays",
+]

@@ -1,0 +1,217 @@
+"""One track's state: lifecycle, appearance gallery, box history and best crops.
+
+Everything a track accumulates is bounded: the gallery is a ring buffer of at
+most ``gallery_size`` vectors, the best crops at most ``crops_per_tracklet``,
+and the box history at most ``max_history_frames`` entries (when full it keeps
+every other entry and from then on records every second match, so a person
+who stands in view for an hour still spans the whole hour at a coarser step).
+The Kalman mean and covariance live here too but are advanced in batches by
+:mod:`tracker.kalman` through :class:`tracker.core.CameraTracker`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+
+class TrackState(IntEnum):
+    """Lifecycle: tentative until confirmed by repeated matches; deleted when lost too long."""
+
+    TENTATIVE = 1
+    CONFIRMED = 2
+    DELETED = 3
+
+
+@dataclass(slots=True)
+class CropCandidate:
+    """One kept image of a track, with what it was chosen by."""
+
+    quality: float
+    seq: int
+    ts_capture_ns: int
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+    jpeg: bytes
+    embedding: np.ndarray  # (D,) float32; (0,) without an embedder
+
+
+class Gallery:
+    """Ring buffer of a track's last ``capacity`` appearance vectors, plus their running mean.
+
+    ``vectors()`` is ``(n, D)`` float32 with n <= capacity; ``smoothed`` is the
+    exponential moving average (L2-normalised, StrongSORT's EMA feature) of
+    every vector ever added, ``(D,)`` float32, or None before the first.
+    """
+
+    __slots__ = ("capacity", "momentum", "_buf", "_n", "_pos", "smoothed")
+
+    def __init__(self, capacity: int, dim: int, momentum: float) -> None:
+        self.capacity = capacity
+        self.momentum = momentum
+        self._buf = np.zeros((capacity, dim), dtype=np.float32)
+        self._n = 0
+        self._pos = 0
+        self.smoothed: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        return self._buf.shape[1]
+
+    def add(self, vector: np.ndarray) -> None:
+        """Append one (D,) L2-normalised vector, overwriting the oldest when full."""
+        self._buf[self._pos] = vector
+        self._pos = (self._pos + 1) % self.capacity
+        self._n = min(self._n + 1, self.capacity)
+        if self.smoothed is None:
+            self.smoothed = np.array(vector, dtype=np.float32)
+        else:
+            s = self.momentum * self.smoothed + (1.0 - self.momentum) * vector
+            self.smoothed = (s / max(float(np.linalg.norm(s)), 1e-12)).astype(np.float32)
+
+    def vectors(self) -> np.ndarray:
+        """(n, D) the kept vectors, oldest first."""
+        if self._n < self.capacity:
+            return self._buf[: self._n]
+        return np.roll(self._buf, -self._pos, axis=0)
+
+    def restore(self, vectors: np.ndarray, smoothed: np.ndarray | None) -> None:
+        """Refill from (n, D) vectors (oldest first) and a smoothed (D,) vector."""
+        n = min(len(vectors), self.capacity)
+        self._buf[:n] = vectors[len(vectors) - n :]
+        self._n = n
+        self._pos = n % self.capacity
+        self.smoothed = None if smoothed is None else np.array(smoothed, dtype=np.float32)
+
+
+class Track:
+    """One person on one camera, as the tracker believes it.
+
+    ``mean`` (8,) and ``cov`` (8, 8) are the Kalman state (see
+    :mod:`tracker.kalman`); ``missed_frames`` counts frames since the last
+    match (Deep SORT's ``time_since_update``), ``ts_last_ns`` is that match's
+    capture time.
+    """
+
+    __slots__ = (
+        "track_id",
+        "state",
+        "mean",
+        "cov",
+        "hits",
+        "missed_frames",
+        "ts_start_ns",
+        "ts_last_ns",
+        "gallery",
+        "hist_seqs",
+        "hist_ts",
+        "hist_boxes",
+        "hist_scores",
+        "hist_stride",
+        "matches",
+        "last_seq",
+        "last_box",
+        "last_score",
+        "crops",
+    )
+
+    def __init__(
+        self,
+        track_id: int,
+        mean: np.ndarray,
+        cov: np.ndarray,
+        ts_start_ns: int,
+        gallery: Gallery,
+    ) -> None:
+        self.track_id = track_id
+        self.state = TrackState.TENTATIVE
+        self.mean = mean
+        self.cov = cov
+        self.hits = 0
+        self.missed_frames = 0
+        self.ts_start_ns = ts_start_ns
+        self.ts_last_ns = ts_start_ns
+        self.gallery = gallery
+        self.hist_seqs: list[int] = []
+        self.hist_ts: list[int] = []
+        self.hist_boxes: list[tuple[float, float, float, float]] = []
+        self.hist_scores: list[float] = []
+        self.hist_stride = 1
+        self.matches = 0
+        self.last_seq = -1
+        self.last_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+        self.last_score = 0.0
+        self.crops: list[CropCandidate] = []
+
+    @property
+    def confirmed(self) -> bool:
+        return self.state == TrackState.CONFIRMED
+
+    def record(
+        self,
+        seq: int,
+        ts_ns: int,
+        box_xyxy: tuple[float, float, float, float],
+        score: float,
+        max_history_frames: int,
+    ) -> None:
+        """Note a match in the box history (bounded; see the module docstring)."""
+        self.hits += 1
+        self.missed_frames = 0
+        self.ts_last_ns = ts_ns
+        self.last_seq = seq
+        self.last_box = box_xyxy
+        self.last_score = score
+        if self.matches % self.hist_stride == 0:
+            if len(self.hist_seqs) >= max_history_frames:
+                for lst in (self.hist_seqs, self.hist_ts, self.hist_boxes, self.hist_scores):
+                    del lst[1::2]
+                self.hist_stride *= 2
+            if self.matches % self.hist_stride == 0:
+                self.hist_seqs.append(seq)
+                self.hist_ts.append(ts_ns)
+                self.hist_boxes.append(box_xyxy)
+                self.hist_scores.append(score)
+        self.matches += 1
+
+    def history(self) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
+        """(seqs, ts_ns, boxes (M, 4) float32, scores (M,) float32), always ending at the last match."""
+        seqs, ts, boxes, scores = self.hist_seqs, self.hist_ts, self.hist_boxes, self.hist_scores
+        if not seqs or seqs[-1] != self.last_seq:
+            seqs = [*seqs, self.last_seq]
+            ts = [*ts, self.ts_last_ns]
+            boxes = [*boxes, self.last_box]
+            scores = [*scores, self.last_score]
+        return (
+            list(seqs),
+            list(ts),
+            np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+            np.asarray(scores, dtype=np.float32),
+        )
+
+    def offer_crop(self, crop: CropCandidate, max_crops: int, min_gap_ns: int) -> None:
+        """Keep ``crop`` if it is among the best ``max_crops`` at least ``min_gap_ns`` apart.
+
+        A candidate closer in time than ``min_gap_ns`` to kept crops replaces
+        them only if it beats all of them, so the kept images spread over the
+        track instead of being near-copies from consecutive frames.
+        """
+        if max_crops <= 0:
+            return
+        near = [abs(c.ts_capture_ns - crop.ts_capture_ns) < min_gap_ns for c in self.crops]
+        if any(near):
+            if crop.quality > max(c.quality for c, n in zip(self.crops, near, strict=True) if n):
+                self.crops = [c for c, n in zip(self.crops, near, strict=True) if not n]
+                self.crops.append(crop)
+            return
+        if len(self.crops) < max_crops:
+            self.crops.append(crop)
+            return
+        worst = min(range(len(self.crops)), key=lambda i: self.crops[i].quality)
+        if crop.quality > self.crops[worst].quality:
+            self.crops[worst] = crop
