@@ -1,0 +1,399 @@
+"""``crosscam eval mtmc``: cross-camera linking scored against a scenario's ground truth.
+
+Two runs, each with and without the topology's links:
+
+* ``gt_tracklets`` — linking alone: tracklets built from the per-camera GT
+  boxes (a PETS id's run of frames in one view, split at gaps), crops cut from
+  the camera's video and embedded with the detector's embedder, fed to the
+  ReID engine in the order they end.
+* ``live`` — the full system: detector + tracker cores over every camera's
+  video, cameras interleaved by capture time, each finished tracklet fed to
+  the engine as it finishes.
+
+Figures: a *link* is a pair of tracklets on different cameras that the system
+put in one global identity (counted over identities, not direct links); it is
+right when the tracklets' ground-truth identities (majority of their boxes'
+GT ids, merged re-entries included) agree. ``link_precision``,
+``link_recall``, ``link_f1`` over those pairs, and ``idf1`` of global ids over
+every camera's boxes (the MTMC IDF1 of DukeMTMC: each camera-frame is one
+frame, ids are global).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reid.aggregate import AggregationParams
+from reid.engine import Engine, EngineParams
+from reid.linker import LinkerParams
+from reid.scenario import frame_ts_ns
+from reid.store import open_store
+from reid.topology import Topology
+from schemas.messages import Crop, Tracklet, pack_f32
+
+log = logging.getLogger(__name__)
+
+GT_MAX_FRAME_GAP = 3
+"""A GT id's boxes in one view split into two tracklets at a gap longer than this
+many frames (the person left the view or was fully occluded)."""
+
+GT_CROPS_PER_TRACKLET = 16
+"""Crops embedded per GT tracklet, spread evenly over it (a tracker keeps about as many)."""
+
+MIN_GT_TRACKLET_FRAMES = 3
+"""GT tracklets shorter than this are dropped (a tracker would not confirm them either)."""
+
+MATCH_IOU = 0.5
+"""A system box takes a GT box's identity at this IoU or more (MOT convention)."""
+
+
+@dataclass
+class Scenario:
+    """A scenario folder's contents."""
+
+    root: Path
+    fps: float
+    t0_ns: int
+    frames: int
+    cameras: list[str]
+    topology: Topology
+    identities: dict[int, str]
+    gt: dict[str, np.ndarray]  # camera -> rows (frame 1-based, id, x, y, w, h, ...)
+
+    @classmethod
+    def load(cls, root: Path) -> Scenario:
+        meta = json.loads((root / "scenario.json").read_text())
+        cams = [v["camera_id"] for v in meta["views"]]
+        gt = {c: np.loadtxt(root / "gt" / f"{c}.txt", delimiter=",", ndmin=2) for c in cams}
+        ids = {int(k): v for k, v in json.loads((root / "identities.json").read_text()).items()}
+        return cls(
+            root,
+            meta["fps"],
+            meta["t0_ns"],
+            meta["frames"],
+            cams,
+            Topology.load(root / "cameras.toml"),
+            ids,
+            gt,
+        )
+
+    def ts(self, frame_index: int) -> int:
+        return frame_ts_ns(frame_index, self.fps, self.t0_ns)
+
+    def video(self, camera_id: str) -> Path:
+        return Path(self.topology.source_path(camera_id))
+
+    def frame_of(self, ts_ns: int) -> int:
+        """0-based frame index of a capture time."""
+        return int(round((ts_ns - self.t0_ns) * self.fps / 1e9))
+
+
+@dataclass
+class Sample:
+    """A tracklet under evaluation: the message, its GT identity, its boxes by frame."""
+
+    tracklet: Tracklet
+    gt_identity: str | None
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> xyxy
+
+
+def read_frames(path: Path) -> Iterator[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FileNotFoundError(path)
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+def _crop(frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray | None:
+    h, w = frame.shape[:2]
+    x1, y1 = max(int(xyxy[0]), 0), max(int(xyxy[1]), 0)
+    x2, y2 = min(int(round(xyxy[2])), w), min(int(round(xyxy[3])), h)
+    if x2 - x1 < 4 or y2 - y1 < 8:
+        return None
+    return frame[y1:y2, x1:x2]
+
+
+def gt_tracklets(scn: Scenario, embed: Callable[[list[np.ndarray]], np.ndarray]) -> list[Sample]:
+    """Tracklets from the per-camera GT, with embedded crops cut from the camera videos."""
+    out: list[Sample] = []
+    for cam in scn.cameras:
+        rows = scn.gt[cam]
+        runs: list[tuple[int, np.ndarray]] = []
+        for pid in np.unique(rows[:, 1]).astype(int):
+            r = rows[rows[:, 1] == pid]
+            r = r[np.argsort(r[:, 0])]
+            cuts = np.flatnonzero(np.diff(r[:, 0]) > GT_MAX_FRAME_GAP) + 1
+            for part in np.split(r, cuts):
+                if len(part) >= MIN_GT_TRACKLET_FRAMES:
+                    runs.append((pid, part))
+        want: dict[int, list[tuple[int, int]]] = {}
+        for k, (_, part) in enumerate(runs):
+            pick = (
+                np.linspace(0, len(part) - 1, min(GT_CROPS_PER_TRACKLET, len(part)))
+                .round()
+                .astype(int)
+            )
+            for j in np.unique(pick):
+                want.setdefault(int(part[j, 0]) - 1, []).append((k, j))
+        crops: dict[int, list[tuple[np.ndarray, float, int, np.ndarray]]] = {}
+        for idx, frame in enumerate(read_frames(scn.video(cam))):
+            for k, j in want.get(idx, ()):
+                row = runs[k][1][j]
+                xyxy = np.array([row[2], row[3], row[2] + row[4], row[3] + row[5]], np.float32)
+                c = _crop(frame, xyxy)
+                if c is not None:
+                    quality = float(row[8] if len(row) > 8 else 1.0) * float(row[5])
+                    crops.setdefault(k, []).append((c.copy(), quality, idx, xyxy))
+        for k, (pid, part) in enumerate(runs):
+            cs = crops.get(k, [])
+            if not cs:
+                continue
+            vecs = embed([c[0] for c in cs])
+            frames = part[:, 0].astype(int) - 1
+            boxes = np.stack(
+                [part[:, 2], part[:, 3], part[:, 2] + part[:, 4], part[:, 3] + part[:, 5]], 1
+            )
+            tid = f"{cam}:gt{pid}:{scn.ts(int(frames[0]))}"
+            t = Tracklet(
+                camera_id=cam,
+                tracklet_id=tid,
+                track_id=pid,
+                ts_start_ns=scn.ts(int(frames[0])),
+                ts_end_ns=scn.ts(int(frames[-1])),
+                frame_seqs=frames.tolist(),
+                frame_ts_ns=[scn.ts(int(f)) for f in frames],
+                boxes_xyxy=pack_f32(boxes),
+                crops=[
+                    Crop(
+                        seq=c[2],
+                        ts_capture_ns=scn.ts(c[2]),
+                        box_xyxy=c[3].tolist(),
+                        score=1.0,
+                        quality=c[1],
+                        jpeg=cv2.imencode(".jpg", c[0])[1].tobytes() if i == 0 else b"",
+                        embedding=pack_f32(v),
+                    )
+                    for i, (c, v) in enumerate(zip(cs, vecs, strict=True))
+                ],
+            )
+            out.append(
+                Sample(
+                    t,
+                    scn.identities.get(pid),
+                    {int(f): b for f, b in zip(frames, boxes, strict=True)},
+                )
+            )
+    return out
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (N, 4) and (M, 4) xyxy boxes: (N, M)."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def gt_boxes(scn: Scenario, cam: str) -> dict[int, tuple[np.ndarray, list[str]]]:
+    """Frame index → (GT boxes xyxy, their global identities) for one camera."""
+    out: dict[int, tuple[list, list]] = {}
+    for r in scn.gt[cam]:
+        f = int(r[0]) - 1
+        b, g = out.setdefault(f, ([], []))
+        b.append([r[2], r[3], r[2] + r[4], r[3] + r[5]])
+        g.append(scn.identities.get(int(r[1]), f"pets{int(r[1])}"))
+    return {f: (np.asarray(b, np.float64), g) for f, (b, g) in out.items()}
+
+
+def label_live(scn: Scenario, samples: list[Sample]) -> None:
+    """Give each system tracklet the majority GT identity of its boxes (IoU ≥ MATCH_IOU), or None."""
+    gts = {c: gt_boxes(scn, c) for c in scn.cameras}
+    for s in samples:
+        votes: Counter[str] = Counter()
+        for f, box in s.boxes.items():
+            g = gts[s.tracklet.camera_id].get(f)
+            if g is None:
+                continue
+            iou = _iou(box[None, :].astype(np.float64), g[0])[0]
+            j = int(np.argmax(iou))
+            if iou[j] >= MATCH_IOU:
+                votes[g[1][j]] += 1
+        top = votes.most_common(1)
+        s.gt_identity = top[0][0] if top and top[0][1] * 2 >= len(s.boxes) else None
+
+
+def link_scores(samples: list[Sample], predicted: dict[str, str]) -> dict[str, float]:
+    """Pairwise cross-camera link precision/recall/F1 over identities."""
+    tp = fp = fn = 0
+    for i, a in enumerate(samples):
+        for b in samples[i + 1 :]:
+            if a.tracklet.camera_id == b.tracklet.camera_id:
+                continue
+            same_pred = predicted[a.tracklet.tracklet_id] == predicted[b.tracklet.tracklet_id]
+            same_gt = a.gt_identity is not None and a.gt_identity == b.gt_identity
+            tp += same_pred and same_gt
+            fp += same_pred and not same_gt
+            fn += same_gt and not same_pred
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"link_precision": round(p, 4), "link_recall": round(r, 4), "link_f1": round(f1, 4), "true_links": tp,
+            "false_links": fp, "missed_links": fn}  # fmt: skip
+
+
+def mtmc_idf1(scn: Scenario, samples: list[Sample], predicted: dict[str, str]) -> float:
+    """IDF1 of global ids over all cameras' frames (GT boxes vs the system's tracklet boxes)."""
+    import motmetrics as mm
+
+    acc = mm.MOTAccumulator(auto_id=False)
+    numbers: dict[str, int] = {}  # motmetrics wants numeric ids
+
+    def num(prefix: str, label: str) -> int:
+        return numbers.setdefault(f"{prefix}:{label}", len(numbers) + 1)
+
+    hyp: dict[tuple[str, int], tuple[list, list]] = {}
+    for s in samples:
+        g = predicted[s.tracklet.tracklet_id]
+        for f, box in s.boxes.items():
+            ids, bs = hyp.setdefault((s.tracklet.camera_id, f), ([], []))
+            ids.append(num("h", g))
+            bs.append(box)
+    for ci, cam in enumerate(scn.cameras):
+        gts = gt_boxes(scn, cam)
+        for f in range(scn.frames):
+            gb, gi = gts.get(f, (np.zeros((0, 4)), []))
+            hi, hb = hyp.get((cam, f), ([], []))
+            hb_arr = np.asarray(hb, np.float64).reshape(-1, 4)
+            dist = 1.0 - _iou(gb, hb_arr) if len(gi) and len(hi) else np.zeros((len(gi), len(hi)))
+            dist = np.where(dist > 1 - MATCH_IOU, np.nan, dist)
+            acc.update([num("g", x) for x in gi], hi, dist, frameid=ci * 1_000_000 + f)
+    summary = mm.metrics.create().compute(acc, metrics=["idf1"], name="mtmc")
+    return round(float(summary["idf1"].iloc[0]), 4)
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def run_engine(
+    scn: Scenario, samples: list[Sample], topology: Topology, params: EngineParams, store_kind: str
+) -> tuple[dict[str, str], dict]:
+    """Feed tracklets in the order they end through a fresh engine; final identities and counts."""
+    with tempfile.TemporaryDirectory(prefix="crosscam-eval-") as tmp:
+        store = open_store(store_kind, Path(tmp) / "store", dim=512)
+        ids = count(1)
+        engine = Engine(
+            store, topology, params, new_global_id=lambda: f"g{next(ids)}", thumbnails_dir=None
+        )
+        kinds: Counter[str] = Counter()
+        t0 = time.perf_counter()
+        for s in sorted(samples, key=lambda s: (s.tracklet.ts_end_ns, s.tracklet.tracklet_id)):
+            for e in engine.process(s.tracklet).events:
+                kinds[e.kind] += 1
+        elapsed = time.perf_counter() - t0
+        predicted = engine.identities([s.tracklet.tracklet_id for s in samples])
+        store.close()
+    return predicted, {
+        "events": dict(kinds),
+        "link_seconds_per_tracklet": round(elapsed / max(len(samples), 1), 5),
+    }
+
+
+def score(
+    scn: Scenario, samples: list[Sample], topology: Topology, params: EngineParams, store_kind: str
+) -> dict:
+    predicted, extra = run_engine(scn, samples, topology, params, store_kind)
+    out = link_scores(samples, predicted)
+    out["idf1"] = mtmc_idf1(scn, samples, predicted)
+    out["identities"] = len(set(predicted.values()))
+    out.update(extra)
+    return out
+
+
+def engine_params(link_distance: float | None, shot_weight: float | None) -> EngineParams:
+    base = LinkerParams()
+    lp = LinkerParams(
+        link_distance=base.link_distance if link_distance is None else link_distance,
+        shot_weight=base.shot_weight if shot_weight is None else shot_weight,
+    )
+    return EngineParams(linker=lp, aggregation=AggregationParams())
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenario", type=Path, required=True, help="folder written by `crosscam scenario pets`"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--mode", choices=("all", "gt", "live"), default="all", help="which runs")
+    parser.add_argument(
+        "--link-distance", type=float, default=None, help="override LinkerParams.link_distance"
+    )
+    parser.add_argument(
+        "--shot-weight", type=float, default=None, help="override LinkerParams.shot_weight"
+    )
+    parser.add_argument(
+        "--store", default="edge", choices=("edge", "local"), help="embedded store backend"
+    )
+    parser.add_argument("--frames", type=int, default=None, help="live run: first N frames only")
+
+
+def main(args: argparse.Namespace) -> int:
+    from detector.config import OnnxEmbedderConfig, RuntimeConfig
+    from detector.embedder import build_embedder
+
+    scn = Scenario.load(args.scenario)
+    params = engine_params(args.link_distance, args.shot_weight)
+    report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance,
+                    "shot_weight": params.linker.shot_weight}  # fmt: skip
+    if args.mode in ("all", "gt"):
+        embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig())
+        samples = gt_tracklets(scn, lambda crops: embedder.embed(crops))
+        report["gt_tracklets"] = {
+            "tracklets": len(samples),
+            "with_topology": score(scn, samples, scn.topology, params, args.store),
+            "without_topology": score(
+                scn, samples, scn.topology.without_links(), params, args.store
+            ),
+        }
+    if args.mode in ("all", "live"):
+        from reid.live import live_tracklets
+
+        t0 = time.perf_counter()
+        samples, info = live_tracklets(scn, max_frames=args.frames)
+        label_live(scn, samples)
+        info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
+        report["live"] = {
+            "tracklets": len(samples),
+            **info,
+            "with_topology": score(scn, samples, scn.topology, params, args.store),
+            "without_topology": score(
+                scn, samples, scn.topology.without_links(), params, args.store
+            ),
+        }
+    print(json.dumps(report, indent=None if args.json else 1))
+    return 0
