@@ -1,0 +1,524 @@
+"""Reading frames from an RTSP camera or a video file: timeouts, watchdog, reconnects.
+
+No Kafka, Redis, Prometheus or asyncio here: :class:`FrameSource` runs two
+kinds of threads and hands frames over through a one-slot buffer.
+
+* A *session* thread owns one ``cv2.VideoCapture``: it opens it (bounded by
+  the open timeout), then grabs frames, decodes only those the sampler wants,
+  and puts them in the slot. A live camera's slot keeps only the newest
+  frame: a slow consumer makes the *old* frame go (counted as ``behind``),
+  never the new one. A file's slot blocks instead (lossless, deterministic).
+* The *supervisor* thread watches the session. If no frame arrived within
+  the read timeout — even while OpenCV's ``grab()`` is stuck inside FFmpeg —
+  the session is abandoned (its thread releases the capture whenever its
+  call returns; we never touch a capture from two threads) and a new one is
+  opened after an exponential backoff with jitter. A file ends at its end.
+
+The capture is made by an ``opener`` (``open_ffmpeg`` by default), so tests
+drive every failure with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
+
+import cv2
+import numpy as np
+
+from ingest.backoff import Backoff
+from ingest.rate import RateMeter
+from ingest.sampler import FrameSampler
+
+log = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+# How often the supervisor looks at a session (watchdog resolution).
+WATCH_INTERVAL_S = 0.05
+# Extra time over OpenCV's own open timeout before the supervisor gives up on
+# an open that FFmpeg does not interrupt (it should never be needed).
+OPEN_GRACE_S = 2.0
+# A file whose header gives no usable frame rate is timed at this rate.
+FALLBACK_FILE_FPS = 25.0
+# Consecutive frames that grab but will not decode before the stream is
+# treated as broken and reopened (a single bad frame is only counted).
+MAX_CONSECUTIVE_BAD_FRAMES = 50
+# How long stop() waits for the supervisor thread.
+STOP_JOIN_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
+
+
+class Capture(Protocol):
+    """The part of ``cv2.VideoCapture`` a session uses."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+    def grab(self) -> bool: ...
+    def retrieve(self) -> tuple[bool, Any]: ...
+    def get(self, prop_id: int) -> float: ...
+    def release(self) -> None: ...
+
+
+Opener = Callable[[str], Capture]
+
+
+def is_file_source(source: str) -> bool:
+    """A local path or ``file://`` URL (finite, timed by its frame rate), not a stream."""
+    return source.startswith("file://") or "://" not in source
+
+
+def redact(source: str) -> str:
+    """The source with any ``user:password@`` removed (safe for logs and messages)."""
+    scheme, sep, rest = source.partition("://")
+    if not sep:
+        return source
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def ffmpeg_opener(
+    open_timeout_s: float, read_timeout_s: float, rtsp_transport: str = "tcp"
+) -> Opener:
+    """An opener for ``cv2.VideoCapture`` (FFmpeg backend) with both timeouts set.
+
+    RTSP goes over ``rtsp_transport`` (TCP by default: no lost UDP packets
+    smearing frames); FFmpeg reads that option from the environment at open.
+    """
+
+    def open_capture(source: str) -> Capture:
+        if not is_file_source(source):
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{rtsp_transport}"
+        path = source.removeprefix("file://")
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(read_timeout_s * 1000),
+        ]
+        return cv2.VideoCapture(path, cv2.CAP_FFMPEG, params)  # type: ignore[return-value]
+
+    return open_capture
+
+
+class LatestSlot(Generic[T]):
+    """A one-item hand-off between a producer thread and a consumer.
+
+    ``put_latest`` replaces an item not yet taken (the caller counts it as
+    dropped); ``put_wait`` waits until the slot is free instead. Capacity is
+    one by construction: memory never grows with a slow consumer.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+
+    def put_latest(self, item: T) -> bool:
+        """Store ``item``; True if it replaced one nobody took."""
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify_all()
+            return replaced
+
+    def put_wait(self, item: T, timeout_s: float | None = None) -> bool:
+        """Store ``item`` once the slot is free; False on timeout or close."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._item is None or self._closed, timeout_s):
+                return False
+            if self._closed:
+                return False
+            self._item = item
+            self._cond.notify_all()
+            return True
+
+    def take(self, timeout_s: float | None = None) -> T | None:
+        """The item, waiting up to ``timeout_s``; None if none came (or closed and empty)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout_s)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        """Wake every waiter; later puts are refused, a held item can still be taken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedFrame:
+    """One decoded frame the sampler kept.
+
+    ``image``: (H, W, 3) uint8 BGR. ``ts_capture_ns``: wall-clock receive
+    time (live) or start + index / file fps (file). ``source_index``: frames
+    grabbed from this source before it, in this process (a file's frame index).
+    """
+
+    image: np.ndarray
+    ts_capture_ns: int
+    source_index: int
+
+
+class SourceState(StrEnum):
+    """``connecting`` before the first frame ever; ``online`` while frames flow;
+    ``offline`` after a loss, while reconnecting; ``ended`` at a file's end or stop."""
+
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    ENDED = "ended"
+
+
+class DropReason(StrEnum):
+    BEHIND = "behind"  # a newer frame replaced it before the consumer took it
+    BAD_FRAME = "bad_frame"  # grabbed but would not decode
+
+
+class SourceObserver:
+    """Callbacks from the source's threads (metrics); every method is a no-op here.
+
+    Called from worker threads: implementations must be thread-safe and quick.
+    """
+
+    def on_captured(self) -> None:
+        """A frame came from the camera (before sampling)."""
+
+    def on_sampled_out(self) -> None:
+        """A frame was not due at the analysis frame rate."""
+
+    def on_dropped(self, reason: DropReason) -> None:
+        """A frame was lost (see :class:`DropReason`)."""
+
+    def on_reconnect(self) -> None:
+        """A new open attempt after the first."""
+
+    def on_state(self, state: SourceState) -> None:
+        """The source's state changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """A snapshot of the source, for the camera status."""
+
+    state: SourceState
+    captured: int
+    sampled_out: int
+    dropped_behind: int
+    bad_frames: int
+    reconnects: int
+    last_frame_ns: int
+    fps_measured: float
+    error: str
+
+
+class _Session(threading.Thread):
+    """One open capture and its reading loop (daemon: a hung FFmpeg call cannot block exit)."""
+
+    def __init__(self, owner: FrameSource, generation: int) -> None:
+        super().__init__(name=f"ingest-capture-{generation}", daemon=True)
+        self.owner = owner
+        self.generation = generation
+        self.opened = threading.Event()
+        self.done = threading.Event()
+        self.abandoned = threading.Event()
+        self.eof = False
+        self.error = ""
+        self.last_frame_mono = time.monotonic()
+
+    def abandon(self) -> None:
+        self.abandoned.set()
+
+    def run(self) -> None:
+        cap: Capture | None = None
+        try:
+            cap = self.owner.opener(self.owner.source)
+            if not cap.isOpened():
+                self.error = "open failed"
+                return
+            if self.abandoned.is_set():
+                return
+            self.owner._on_open(cap)
+            self.last_frame_mono = time.monotonic()
+            self.opened.set()
+            bad_run = 0
+            while not self.abandoned.is_set():
+                if not cap.grab():
+                    self.eof = True
+                    self.error = "end of stream" if self.owner.is_file else "read failed"
+                    return
+                if self.abandoned.is_set():
+                    return
+                self.last_frame_mono = time.monotonic()
+                if self.owner._on_grab(self, cap):
+                    bad_run = 0
+                else:
+                    bad_run += 1
+                    if bad_run >= MAX_CONSECUTIVE_BAD_FRAMES:
+                        self.error = f"{bad_run} frames in a row would not decode"
+                        return
+        except Exception as exc:  # noqa: BLE001 - a broken capture ends this session only
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if cap is not None:
+                try:
+                    cap.release()
+                except Exception:  # noqa: BLE001
+                    log.debug("release_failed", exc_info=True)
+            self.done.set()
+
+
+class FrameSource:
+    """Frames of one camera or file, sampled, with reconnects; see the module doc.
+
+    Args:
+        source: RTSP/HTTP URL or a file path.
+        sampler: decides which frames are analysed (by capture time).
+        opener: makes the capture; :func:`ffmpeg_opener` for real sources.
+        open_timeout_s: an open that takes longer fails. Raising it tolerates
+            slow cameras but delays noticing a dead one.
+        read_timeout_s: no frame for this long means the stream hung; it is
+            abandoned and reopened. Raising it rides out stalls but keeps a
+            dead camera "online" longer.
+        backoff: delays between reconnect attempts.
+        file_start_ns: wall time of a file's first frame (default: now), so a
+            replay can be pinned to a fixed time.
+        observer: callbacks for metrics.
+        fps_window_s: window of the measured frame rate.
+        loop_file: a file starts again at its end (time and index go on)
+            instead of ending.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        sampler: FrameSampler,
+        opener: Opener,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        backoff: Backoff | None = None,
+        file_start_ns: int | None = None,
+        observer: SourceObserver | None = None,
+        fps_window_s: float = 5.0,
+        loop_file: bool = False,
+    ) -> None:
+        self.source = source
+        self.is_file = is_file_source(source)
+        self.loop_file = loop_file
+        self.sampler = sampler
+        self.opener = opener
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.backoff = backoff or Backoff()
+        self.file_start_ns = file_start_ns
+        self.observer = observer or SourceObserver()
+        self.slot: LatestSlot[CapturedFrame] = LatestSlot()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._state = SourceState.CONNECTING
+        self._ever_online = False
+        self._generation = 0
+        self._sessions: list[_Session] = []  # threads that may still hold a capture
+        self._captured = 0
+        self._sampled_out = 0
+        self._dropped_behind = 0
+        self._bad_frames = 0
+        self._reconnects = 0
+        self._last_frame_ns = 0
+        self._error = ""
+        self._index = 0
+        self._file_fps = 0.0
+        self._rate = RateMeter(window_s=fps_window_s)
+        self._thread = threading.Thread(
+            target=self._supervise, name="ingest-supervisor", daemon=True
+        )
+
+    # -- consumer side --------------------------------------------------------
+    def start(self) -> FrameSource:
+        self._thread.start()
+        return self
+
+    def take(self, timeout_s: float) -> CapturedFrame | None:
+        """The newest frame not yet taken, waiting up to ``timeout_s``."""
+        return self.slot.take(timeout_s)
+
+    @property
+    def finished(self) -> bool:
+        """True once no more frames will come (a file ended, or stop()) and the slot is empty."""
+        return self.slot.closed and self._state == SourceState.ENDED
+
+    def stop(self) -> bool:
+        """Stop reading; frames already in the slot can still be taken.
+
+        Waits for every capture thread to release its capture (bounded by the
+        open/read timeouts, which interrupt a stuck FFmpeg call): a process
+        must not exit while OpenCV is inside a call on another thread, or it
+        aborts. Returns False if some thread was still stuck at the deadline.
+        """
+        self._stop.set()
+        self.slot.close()
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.abandon()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(STOP_JOIN_TIMEOUT_S)
+        deadline = time.monotonic() + max(self.open_timeout_s, self.read_timeout_s) + OPEN_GRACE_S
+        clean = True
+        for session in sessions:
+            session.join(max(0.0, deadline - time.monotonic()))
+            clean = clean and not session.is_alive()
+        self._set_state(SourceState.ENDED)
+        return clean
+
+    def stats(self) -> SourceStats:
+        with self._lock:
+            return SourceStats(
+                state=self._state,
+                captured=self._captured,
+                sampled_out=self._sampled_out,
+                dropped_behind=self._dropped_behind,
+                bad_frames=self._bad_frames,
+                reconnects=self._reconnects,
+                last_frame_ns=self._last_frame_ns,
+                fps_measured=self._rate.rate(time.monotonic_ns()),
+                error=self._error,
+            )
+
+    # -- supervisor -----------------------------------------------------------
+    def _set_state(self, state: SourceState) -> None:
+        with self._lock:
+            if self._state == state or self._state == SourceState.ENDED:
+                return
+            self._state = state
+            if state == SourceState.ONLINE:
+                self._ever_online = True
+        log.info("camera_state", extra={"state": str(state), "source": redact(self.source)})
+        self.observer.on_state(state)
+
+    def _supervise(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                with self._lock:
+                    self._reconnects += 1
+                self.observer.on_reconnect()
+            first = False
+            with self._lock:
+                self._generation += 1
+                session = _Session(self, self._generation)
+                self._sessions = [t for t in self._sessions if t.is_alive()] + [session]
+            session.start()
+            reason = self._watch(session)
+            session.abandon()
+            with self._lock:
+                self._error = reason
+            if self._stop.is_set():
+                break
+            if self.is_file:
+                if not session.opened.is_set():
+                    log.error("file_open_failed", extra={"source": self.source, "error": reason})
+                elif self.loop_file and session.eof:
+                    first = True  # starting the file again is not a reconnect
+                    continue
+                break
+            self._set_state(SourceState.OFFLINE if self._ever_online else SourceState.CONNECTING)
+            delay = self.backoff.next_delay_s()
+            log.warning(
+                "camera_lost",
+                extra={"source": redact(self.source), "reason": reason, "retry_s": round(delay, 2)},
+            )
+            self._stop.wait(delay)
+        self.slot.close()
+        self._set_state(SourceState.ENDED)
+
+    def _watch(self, session: _Session) -> str:
+        """Wait while ``session`` is healthy; return why it is not."""
+        deadline = time.monotonic() + self.open_timeout_s + OPEN_GRACE_S
+        while not (session.opened.is_set() or session.done.is_set()):
+            if self._stop.is_set():
+                return "stopped"
+            if time.monotonic() > deadline:
+                return f"open took over {self.open_timeout_s + OPEN_GRACE_S:.1f} s"
+            session.done.wait(WATCH_INTERVAL_S)
+        if not session.opened.is_set():
+            return session.error or "open failed"
+        while not self._stop.is_set():
+            if session.done.wait(WATCH_INTERVAL_S):
+                return session.error or "stream ended"
+            idle = time.monotonic() - session.last_frame_mono
+            if not self.is_file and idle > self.read_timeout_s:
+                return f"no frame for {idle:.1f} s (read timeout {self.read_timeout_s:.1f} s)"
+        return "stopped"
+
+    # -- session thread ---------------------------------------------------------
+    def _on_open(self, cap: Capture) -> None:
+        """A capture opened: a file's clock starts (once, so a reopen cannot rewind it)."""
+        if self.is_file and self._file_fps == 0.0:
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self._file_fps = fps if 0 < fps < float("inf") else FALLBACK_FILE_FPS
+            if self.file_start_ns is None:
+                self.file_start_ns = time.time_ns()
+
+    @property
+    def file_fps(self) -> float:
+        """A file's frame rate (0 before it opened, or for a live source)."""
+        return self._file_fps
+
+    def _on_grab(self, session: _Session, cap: Capture) -> bool:
+        """One grabbed frame: time it, sample, decode, hand over. False if it would not decode."""
+        if session.generation != self._generation or session.abandoned.is_set():
+            return True
+        now_mono = time.monotonic_ns()
+        index = self._index
+        self._index += 1
+        if self.is_file:
+            start = self.file_start_ns or 0
+            ts = start + round(index * NS_PER_S / (self._file_fps or FALLBACK_FILE_FPS))
+        else:
+            ts = time.time_ns()
+        with self._lock:
+            self._captured += 1
+            self._last_frame_ns = ts
+            self._rate.add(now_mono)
+        self.observer.on_captured()
+        self.backoff.reset()
+        self._set_state(SourceState.ONLINE)
+        if not self.sampler.due(ts):
+            with self._lock:
+                self._sampled_out += 1
+            self.observer.on_sampled_out()
+            return True
+        try:
+            ok, image = cap.retrieve()
+        except cv2.error:
+            ok, image = False, None
+        if not ok or image is None or getattr(image, "size", 0) == 0:
+            with self._lock:
+                self._bad_frames += 1
+            self.observer.on_dropped(DropReason.BAD_FRAME)
+            return False
+        frame = CapturedFrame(image=image, ts_capture_ns=ts, source_index=index)
+        if self.is_file:
+            while not self.slot.put_wait(frame, timeout_s=WATCH_INTERVAL_S):
+                if self.slot.closed or session.abandoned.is_set():
+                    return True
+                session.last_frame_mono = time.monotonic()  # waiting on the consumer is not a hang
+        elif self.slot.put_latest(frame):
+            with self._lock:
+                self._dropped_behind += 1
+            self.observer.on_dropped(DropReason.BEHIND)
+        return True

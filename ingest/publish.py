@@ -1,0 +1,221 @@
+"""Frames to Kafka: a bounded outbox and a sender that numbers frames gap-free.
+
+A frame gets its sequence number only when it leaves the outbox for Kafka,
+and keeps it through any retries, so what the camera published is numbered
+0, 1, 2, ... with no gap even when the outbox dropped frames while the broker
+was down (those were never published, so they never got a number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.codec import encode
+from schemas.messages import Frame
+from service.kafka import Output, produce_all
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+CLAIM_KEY = "crosscam:frame:{camera_id}:{seq}"
+# First retry delay of a failed claim-check write; doubles up to the Kafka cap.
+CLAIM_RETRY_INITIAL_S = 0.2
+
+
+def claim_key(camera_id: str, seq: int) -> str:
+    """Redis key of a claim-checked JPEG."""
+    return CLAIM_KEY.format(camera_id=camera_id, seq=seq)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFrame:
+    """An encoded frame waiting for its sequence number (or the end-of-stream mark)."""
+
+    ts_capture_ns: int
+    width: int = 0
+    height: int = 0
+    jpeg: bytes = b""
+    eos: bool = False
+
+
+class Outbox:
+    """Bounded FIFO between capture and the sender.
+
+    ``offer`` (live cameras) drops the *oldest* waiting frame when full, so
+    after an outage the newest frames go out; ``put`` (files) waits instead.
+    ``capacity``: frames kept; more rides out longer broker outages for more memory.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._items: deque[PendingFrame] = deque()
+        self._cond = asyncio.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def offer(self, item: PendingFrame) -> int:
+        """Append ``item``; returns how many old frames were dropped to make room (0 or 1)."""
+        async with self._cond:
+            if self._closed:
+                raise RuntimeError("outbox closed")
+            dropped = 0
+            while len(self._items) >= self.capacity:
+                self._items.popleft()
+                dropped += 1
+            self._items.append(item)
+            self.dropped += dropped
+            self._cond.notify_all()
+            return dropped
+
+    async def put(self, item: PendingFrame) -> None:
+        """Append ``item`` once there is room (back-pressure)."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: len(self._items) < self.capacity or self._closed)
+            if self._closed:
+                raise RuntimeError("outbox closed")
+            self._items.append(item)
+            self._cond.notify_all()
+
+    async def take_batch(self, max_items: int) -> list[PendingFrame] | None:
+        """Up to ``max_items`` frames, waiting for at least one; None once closed and empty."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: bool(self._items) or self._closed)
+            if not self._items:
+                return None
+            batch = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
+            self._cond.notify_all()
+            return batch
+
+    async def close(self) -> None:
+        """No more frames: the sender drains what is left, then stops."""
+        async with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class FramePublisher:
+    """Numbers frames and sends them to Kafka, retrying until acknowledged.
+
+    Args:
+        producer: a started aiokafka producer.
+        topic: the frames topic.
+        camera_id: the message key, so one camera stays in one partition, in order.
+        source: what the frames came from (credentials removed), carried in each frame.
+        max_in_flight: frames sent before awaiting their acknowledgements.
+        retry_cap_s: cap of the retry backoff when the broker fails.
+        claim_store: ``async (key, jpeg) -> None`` storing a JPEG (claim-check
+            mode), or None to carry JPEGs inline.
+        on_published: ``(frames, jpeg_bytes)`` after each acknowledged batch.
+        first_seq: the first sequence number.
+    """
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer | Any,
+        topic: str,
+        camera_id: str,
+        source: str,
+        max_in_flight: int = 8,
+        retry_cap_s: float = 10.0,
+        claim_store: Callable[[str, bytes], Any] | None = None,
+        on_published: Callable[[list[Frame]], None] | None = None,
+        first_seq: int = 0,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.camera_id = camera_id
+        self.source = source
+        self.max_in_flight = max_in_flight
+        self.retry_cap_s = retry_cap_s
+        self.claim_store = claim_store
+        self.on_published = on_published
+        self.next_seq = first_seq
+        self.published = 0
+        self.published_bytes = 0
+        self.eos_sent = False
+        self._key = camera_id.encode()
+
+    def _number(self, pending: PendingFrame) -> Frame:
+        seq = self.next_seq
+        self.next_seq += 1
+        if pending.eos:
+            return Frame(
+                camera_id=self.camera_id,
+                seq=seq,
+                ts_capture_ns=pending.ts_capture_ns,
+                eos=True,
+                source=self.source,
+            )
+        return Frame(
+            camera_id=self.camera_id,
+            seq=seq,
+            ts_capture_ns=pending.ts_capture_ns,
+            width=pending.width,
+            height=pending.height,
+            jpeg=pending.jpeg,
+            source=self.source,
+        )
+
+    async def _store_claims(self, frames: list[Frame]) -> list[Frame]:
+        assert self.claim_store is not None
+        out: list[Frame] = []
+        for frame in frames:
+            if frame.eos:
+                out.append(frame)
+                continue
+            key = claim_key(self.camera_id, frame.seq)
+            delay = CLAIM_RETRY_INITIAL_S
+            while True:
+                try:
+                    await self.claim_store(key, frame.jpeg)
+                    break
+                except Exception as exc:  # noqa: BLE001 - Redis down: retry, keep the number
+                    log.warning(
+                        "claim_check_failed",
+                        extra={"key": key, "error": repr(exc), "retry_s": round(delay, 2)},
+                    )
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, self.retry_cap_s)
+            out.append(
+                Frame(
+                    camera_id=frame.camera_id,
+                    seq=frame.seq,
+                    ts_capture_ns=frame.ts_capture_ns,
+                    width=frame.width,
+                    height=frame.height,
+                    jpeg_ref=key,
+                    source=frame.source,
+                )
+            )
+        return out
+
+    async def send(self, batch: list[PendingFrame]) -> list[Frame]:
+        """Number ``batch``, send it and wait for every acknowledgement (retrying)."""
+        frames = [self._number(p) for p in batch]
+        wire = await self._store_claims(frames) if self.claim_store is not None else frames
+        outputs = [Output(self.topic, self._key, encode(f)) for f in wire]
+        await produce_all(self.producer, outputs, STAGE, None, self.retry_cap_s)
+        self.published += len(frames)
+        self.published_bytes += sum(len(f.jpeg) for f in frames)
+        self.eos_sent = self.eos_sent or any(f.eos for f in frames)
+        if self.on_published is not None:
+            self.on_published(frames)
+        return frames
+
+    async def run(self, outbox: Outbox) -> None:
+        """Send what the outbox holds until it is closed and empty."""
+        while (batch := await outbox.take_batch(self.max_in_flight)) is not None:
+            await self.send(batch)
