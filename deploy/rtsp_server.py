@@ -1,0 +1,376 @@
+#!/usr/bin/python3
+"""A local RTSP server that serves video files as looping live cameras.
+
+Runs under the *system* Python (``/usr/bin/python3``): GStreamer's Python
+bindings (``gi``) come from Debian packages and are not in the venv. It needs
+nothing but the standard library and ``gi``, so it must not import crosscam.
+
+Layout of ``--state-dir`` (owned by ``crosscam.stack.RtspServer``)::
+
+    mounts/<camera_id>.json   {"path": "...", "fps": 10.0 | null, "loop": true}
+                              written by publish(), deleted by unpublish()
+    status.json               written here: which mounts are live, or why not
+
+The mounts folder is rescanned a few times a second, so cameras come and go
+while the server runs, without a restart or a control socket.
+
+Each camera is a *producer* pipeline that decodes the file in real time
+(``appsink sync=true`` paces it at the file's rate, or at ``fps``), and seeks
+back to the start on end-of-stream. Decoded frames are pushed into the
+``appsrc`` of every RTSP media built for that camera; the media re-encodes to
+H.264 (most files, e.g. PETS09's MS-MPEG4v3 AVI, have no RTP payloader). The
+media is shared, so every client sees the same live stream, and a client that
+joins late sees the current frame, as with a real camera. Keyframes every
+``KEY_INT_MAX`` frames let a new client get a picture within about a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstApp", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa: E402
+
+log = logging.getLogger("crosscam.rtsp_server")
+
+# A keyframe every this many frames: a new client waits at most this long for a picture.
+KEY_INT_MAX = 10
+# How often the mounts folder is rescanned.
+RESCAN_INTERVAL_MS = 250
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+MEDIA_LAUNCH = (
+    "( appsrc name=src is-live=true format=time do-timestamp=true "
+    "max-bytes=20000000 leaky-type=downstream "
+    "! queue max-size-buffers=4 leaky=downstream "
+    "! videoconvert ! video/x-raw,format=I420 "
+    f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={KEY_INT_MAX} "
+    "bitrate=2000 threads=1 "
+    "! video/x-h264,profile=constrained-baseline "
+    "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+)
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """What one mounts/<camera_id>.json asks for."""
+
+    path: str
+    fps: float | None
+    loop: bool
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> MountSpec:
+        path = str(raw["path"])
+        fps = raw.get("fps")
+        if fps is not None:
+            fps = float(fps)
+            if not 0 < fps <= 240:
+                raise ValueError(f"fps must be in (0, 240], got {fps}")
+        if not os.path.isfile(path):
+            raise ValueError(f"no such file: {path}")
+        return cls(path=path, fps=fps, loop=bool(raw.get("loop", True)))
+
+
+class Camera:
+    """One file played as a live camera, feeding every media mounted for it."""
+
+    def __init__(self, camera_id: str, spec: MountSpec) -> None:
+        self.camera_id = camera_id
+        self.spec = spec
+        self.caps: Gst.Caps | None = None
+        self.frames = 0
+        self.loops = 0
+        self.ended = False
+        self.error: str | None = None
+        self.held_media: GstRtspServer.RTSPMedia | None = None
+        self.prepared = False  # the held media prerolled: clients can DESCRIBE
+        self._lock = threading.Lock()
+        self._appsrcs: list[GstApp.AppSrc] = []
+        rate = ""
+        if spec.fps is not None:
+            num, den = _fraction(spec.fps)
+            rate = f"! videorate ! video/x-raw,framerate={num}/{den} "
+        self.pipeline = Gst.parse_launch(
+            f"filesrc name=file ! decodebin ! videoconvert ! video/x-raw,format=I420 {rate}"
+            "! appsink name=sink sync=true max-buffers=2 drop=true emit-signals=true"
+        )
+        self.pipeline.get_by_name("file").set_property("location", spec.path)
+        sink = self.pipeline.get_by_name("sink")
+        sink.connect("new-sample", self._on_sample)
+        bus = self.pipeline.get_bus()
+        bus.add_signal_watch()
+        bus.connect("message", self._on_bus)
+
+    def start(self) -> None:
+        if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise RuntimeError(f"cannot play {self.spec.path}")
+
+    def stop(self) -> None:
+        """Stop decoding and end every client's stream."""
+        self._end_clients()
+        self.pipeline.get_bus().remove_signal_watch()
+        self.pipeline.set_state(Gst.State.NULL)
+
+    @property
+    def live(self) -> bool:
+        return self.prepared and self.caps is not None and self.error is None and not self.ended
+
+    # -- media side ---------------------------------------------------------
+    def attach(self, media: GstRtspServer.RTSPMedia) -> None:
+        """Called when the RTSP server built a media for this camera."""
+        appsrc = media.get_element().get_by_name_recurse_up("src")
+        if self.caps is not None:
+            appsrc.set_property("caps", self.caps)
+        with self._lock:
+            self._appsrcs.append(appsrc)
+        media.connect("unprepared", self._on_unprepared, appsrc)
+        log.info("media attached camera=%s medias=%d", self.camera_id, len(self._appsrcs))
+
+    def _on_unprepared(self, _media: GstRtspServer.RTSPMedia, appsrc: GstApp.AppSrc) -> None:
+        with self._lock:
+            if appsrc in self._appsrcs:
+                self._appsrcs.remove(appsrc)
+        log.info("media released camera=%s medias=%d", self.camera_id, len(self._appsrcs))
+
+    def _end_clients(self) -> None:
+        with self._lock:
+            appsrcs, self._appsrcs = self._appsrcs, []
+        for appsrc in appsrcs:
+            appsrc.end_of_stream()
+
+    # -- producer side (streaming thread) -----------------------------------
+    def _on_sample(self, sink: GstApp.AppSink) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.OK
+        if self.caps is None:
+            self.caps = sample.get_caps()
+        self.frames += 1
+        with self._lock:
+            appsrcs = list(self._appsrcs)
+        for appsrc in appsrcs:
+            # Each media stamps frames with its own running time (do-timestamp),
+            # so the producer's file timestamps, which restart on every loop, are cleared.
+            buf = sample.get_buffer().copy()
+            buf.pts = buf.dts = buf.duration = Gst.CLOCK_TIME_NONE
+            if appsrc.get_property("caps") is None:
+                appsrc.set_property("caps", self.caps)
+            appsrc.push_buffer(buf)
+        return Gst.FlowReturn.OK
+
+    def _on_bus(self, _bus: Gst.Bus, msg: Gst.Message) -> None:
+        if msg.type == Gst.MessageType.EOS:
+            if self.spec.loop:
+                self.loops += 1
+                self.pipeline.seek_simple(
+                    Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0
+                )
+            else:
+                log.info("camera ended camera=%s frames=%d", self.camera_id, self.frames)
+                self.ended = True
+                self._end_clients()
+        elif msg.type == Gst.MessageType.ERROR:
+            err, debug = msg.parse_error()
+            self.error = f"{err.message} ({debug})"
+            log.error("camera failed camera=%s error=%s", self.camera_id, self.error)
+            self._end_clients()
+
+
+def _fraction(fps: float) -> tuple[int, int]:
+    """fps as a GStreamer fraction (7.5 -> 15/2, 30000/1001 stays close)."""
+    den = 1
+    while abs(fps * den - round(fps * den)) > 1e-6 and den < 1001:
+        den = den * 10 if den < 1000 else 1001
+    return round(fps * den), den
+
+
+class Server:
+    """The RTSP server plus the mount table kept in sync with mounts/."""
+
+    def __init__(self, host: str, port: int, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.mounts_dir = state_dir / "mounts"
+        self.mounts_dir.mkdir(parents=True, exist_ok=True)
+        self.server = GstRtspServer.RTSPServer()
+        self.server.set_address(host)
+        self.server.set_service(str(port))
+        self.port = port
+        self.cameras: dict[str, Camera] = {}
+        self.errors: dict[str, str] = {}
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._last_status = ""
+
+    def attach(self) -> None:
+        if self.server.attach(None) == 0:
+            raise OSError(f"cannot bind RTSP port {self.port} (in use?)")
+        # Drop sessions of clients that vanished without TEARDOWN.
+        GLib.timeout_add_seconds(2, self._cleanup_sessions)
+        GLib.timeout_add(RESCAN_INTERVAL_MS, self._rescan)
+        self._rescan()
+
+    def _cleanup_sessions(self) -> bool:
+        self.server.get_session_pool().cleanup()
+        return True
+
+    def _rescan(self) -> bool:
+        try:
+            self._sync_mounts()
+            self._write_status()
+        except Exception:  # keep serving the other cameras whatever one file holds
+            log.exception("rescan failed")
+        return True
+
+    def _sync_mounts(self) -> None:
+        wanted: dict[str, tuple[float, int]] = {}
+        for f in self.mounts_dir.glob("*.json"):
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue
+            wanted[f.stem] = (st.st_mtime, st.st_size)
+        for camera_id in list(self._seen):
+            if camera_id not in wanted or wanted[camera_id] != self._seen[camera_id]:
+                self._remove(camera_id)
+        for camera_id, stamp in wanted.items():
+            if camera_id in self._seen:
+                continue
+            self._seen[camera_id] = stamp
+            try:
+                if not CAMERA_ID_RE.match(camera_id):
+                    raise ValueError(f"bad camera id {camera_id!r}")
+                spec = MountSpec.parse(json.loads((self.mounts_dir / f"{camera_id}.json").read_text()))
+                self._add(camera_id, spec)
+            except Exception as exc:  # noqa: BLE001 - reported in status.json
+                self.errors[camera_id] = f"{type(exc).__name__}: {exc}"
+                log.error("mount failed camera=%s error=%s", camera_id, self.errors[camera_id])
+
+    def _add(self, camera_id: str, spec: MountSpec) -> None:
+        camera = Camera(camera_id, spec)
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(MEDIA_LAUNCH)
+        factory.set_shared(True)
+        factory.set_latency(0)
+        factory.connect("media-configure", lambda _f, media: camera.attach(media))
+        camera.start()
+        self.cameras[camera_id] = camera
+        self.server.get_mount_points().add_factory(f"/{camera_id}", factory)
+        # Build the shared media now and hold one "prepare" of it for the
+        # camera's lifetime. Media are prepare-counted: clients come and go
+        # without it ever unpreparing. Otherwise a client that connects while
+        # the previous last client's media is still unpreparing gets a 503,
+        # and the stream would restart per client instead of running live.
+        url = GstRtsp.RTSPUrl.parse(f"rtsp://127.0.0.1:{self.port}/{camera_id}")[1]
+        media = factory.construct(url)
+        if media is None:
+            raise RuntimeError(f"cannot build the RTSP media of {camera_id}")
+        camera.held_media = media
+        # prepare() blocks until the pipeline prerolls, which needs a bus
+        # handled elsewhere: a media thread from the server's pool, called
+        # from a worker so the main loop (mount scans, EOS loops) never stalls.
+        thread = self.server.get_thread_pool().get_thread(
+            GstRtspServer.RTSPThreadType.MEDIA, GstRtspServer.RTSPContext()
+        )
+
+        def prepare() -> None:
+            if media.prepare(thread):
+                camera.prepared = True
+            else:
+                camera.error = "the RTSP media did not prepare"
+                log.error("media prepare failed camera=%s", camera_id)
+
+        threading.Thread(target=prepare, name=f"prepare-{camera_id}", daemon=True).start()
+        log.info("mount added camera=%s path=%s fps=%s loop=%s", camera_id, spec.path, spec.fps, spec.loop)
+
+    def _remove(self, camera_id: str) -> None:
+        self._seen.pop(camera_id, None)
+        self.errors.pop(camera_id, None)
+        camera = self.cameras.pop(camera_id, None)
+        if camera is None:
+            return
+        self.server.get_mount_points().remove_factory(f"/{camera_id}")
+        camera.stop()
+        if camera.held_media is not None:
+            camera.held_media.unprepare()
+            camera.held_media = None
+        log.info("mount removed camera=%s", camera_id)
+
+    def _write_status(self) -> None:
+        mounts: dict[str, dict[str, Any]] = {}
+        for camera_id, cam in self.cameras.items():
+            state = "error" if cam.error else "ended" if cam.ended else "live" if cam.live else "starting"
+            mounts[camera_id] = {
+                "state": state,
+                "path": cam.spec.path,
+                "fps": cam.spec.fps,
+                "loop": cam.spec.loop,
+                "error": cam.error,
+            }
+        for camera_id, err in self.errors.items():
+            mounts[camera_id] = {"state": "error", "error": err}
+        status = json.dumps({"pid": os.getpid(), "port": self.port, "mounts": mounts}, sort_keys=True)
+        if status != self._last_status:  # frame counters are left out so this rarely writes
+            tmp = self.state_dir / "status.json.tmp"
+            tmp.write_text(status)
+            tmp.replace(self.state_dir / "status.json")
+            self._last_status = status
+
+    def shutdown(self) -> None:
+        for camera_id in list(self.cameras):
+            self._remove(camera_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    Gst.init(None)
+    server = Server(args.host, args.port, args.state_dir)
+    loop = GLib.MainLoop()
+    try:
+        server.attach()
+    except OSError as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("rtsp server listening host=%s port=%d state_dir=%s", args.host, args.port, args.state_dir)
+
+    def _stop() -> bool:
+        log.info("rtsp server stopping")
+        loop.quit()
+        return False
+
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, _stop)
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, _stop)
+    started = time.monotonic()
+    loop.run()
+    server.shutdown()
+    (args.state_dir / "status.json").unlink(missing_ok=True)
+    log.info("rtsp server stopped uptime_s=%.1f", time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
