@@ -49,6 +49,11 @@ FALLBACK_FILE_FPS = 25.0
 # Consecutive frames that grab but will not decode before the stream is
 # treated as broken and reopened (a single bad frame is only counted).
 MAX_CONSECUTIVE_BAD_FRAMES = 50
+# FFmpeg's own read timeout is this many times ours. The watchdog decides that a
+# stream hung; FFmpeg's interrupt only frees the abandoned thread later. (After
+# its interrupt, OpenCV's grab() may still return True with a stale frame, so
+# it must not be the judge.)
+FFMPEG_READ_TIMEOUT_FACTOR = 2.0
 # How long stop() waits for the supervisor thread.
 STOP_JOIN_TIMEOUT_S = 5.0
 
@@ -101,7 +106,7 @@ def ffmpeg_opener(
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             int(open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            int(read_timeout_s * 1000),
+            int(read_timeout_s * FFMPEG_READ_TIMEOUT_FACTOR * 1000),
         ]
         return cv2.VideoCapture(path, cv2.CAP_FFMPEG, params)  # type: ignore[return-value]
 
@@ -255,12 +260,19 @@ class _Session(threading.Thread):
             self.last_frame_mono = time.monotonic()
             self.opened.set()
             bad_run = 0
+            read_timeout_s = self.owner.read_timeout_s
             while not self.abandoned.is_set():
+                t0 = time.monotonic()
                 if not cap.grab():
                     self.eof = True
                     self.error = "end of stream" if self.owner.is_file else "read failed"
                     return
+                took = time.monotonic() - t0
                 if self.abandoned.is_set():
+                    return
+                if not self.owner.is_file and took > read_timeout_s:
+                    # FFmpeg gave up waiting and handed back what it had: a hang
+                    self.error = f"read blocked {took:.1f} s (read timeout {read_timeout_s:.1f} s)"
                     return
                 self.last_frame_mono = time.monotonic()
                 if self.owner._on_grab(self, cap):
@@ -376,7 +388,8 @@ class FrameSource:
             session.abandon()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(STOP_JOIN_TIMEOUT_S)
-        deadline = time.monotonic() + max(self.open_timeout_s, self.read_timeout_s) + OPEN_GRACE_S
+        longest_call_s = max(self.open_timeout_s, self.read_timeout_s * FFMPEG_READ_TIMEOUT_FACTOR)
+        deadline = time.monotonic() + longest_call_s + OPEN_GRACE_S
         clean = True
         for session in sessions:
             session.join(max(0.0, deadline - time.monotonic()))

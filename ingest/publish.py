@@ -17,17 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from schemas.codec import encode
 from schemas.messages import Frame
-from service.kafka import Output, produce_all
+from service import metrics
 
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 CLAIM_KEY = "crosscam:frame:{camera_id}:{seq}"
-# First retry delay of a failed claim-check write; doubles up to the Kafka cap.
-CLAIM_RETRY_INITIAL_S = 0.2
+# First retry delay after a failed Kafka send or claim-check write; doubles up to the cap.
+RETRY_INITIAL_S = 0.2
 
 
 def claim_key(camera_id: str, seq: int) -> str:
@@ -147,6 +148,7 @@ class FramePublisher:
         self.published_bytes = 0
         self.eos_sent = False
         self._key = camera_id.encode()
+        self.retry_initial_s = min(RETRY_INITIAL_S, retry_cap_s)
 
     def _number(self, pending: PendingFrame) -> Frame:
         seq = self.next_seq
@@ -177,7 +179,7 @@ class FramePublisher:
                 out.append(frame)
                 continue
             key = claim_key(self.camera_id, frame.seq)
-            delay = CLAIM_RETRY_INITIAL_S
+            delay = self.retry_initial_s
             while True:
                 try:
                     await self.claim_store(key, frame.jpeg)
@@ -206,14 +208,57 @@ class FramePublisher:
         """Number ``batch``, send it and wait for every acknowledgement (retrying)."""
         frames = [self._number(p) for p in batch]
         wire = await self._store_claims(frames) if self.claim_store is not None else frames
-        outputs = [Output(self.topic, self._key, encode(f)) for f in wire]
-        await produce_all(self.producer, outputs, STAGE, None, self.retry_cap_s)
+        await self._produce_in_order([encode(f) for f in wire])
         self.published += len(frames)
         self.published_bytes += sum(len(f.jpeg) for f in frames)
         self.eos_sent = self.eos_sent or any(f.eos for f in frames)
         if self.on_published is not None:
             self.on_published(frames)
         return frames
+
+    async def _produce_in_order(self, values: list[bytes]) -> None:
+        """Send ``values`` and await every ack; after a broker error resend from the
+        first unacknowledged one (the acknowledged prefix is not repeated).
+
+        A message after the first failure may have been stored too, so a
+        consumer can see a repeated ``seq`` after an outage (at-least-once):
+        it keeps the first and skips ``seq`` it has passed.
+        """
+        delay = self.retry_initial_s
+        start = 0
+        while start < len(values):
+            futures = []
+            try:
+                for value in values[start:]:
+                    futures.append(await self.producer.send(self.topic, value=value, key=self._key))
+            except KafkaError as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            acked = 0
+            for result in results:
+                if isinstance(result, BaseException):
+                    error = error or result
+                    break
+                acked += 1
+            start += acked
+            if start >= len(values):
+                return
+            if error is not None and not isinstance(error, KafkaError):
+                raise error
+            metrics.KAFKA_ERRORS.labels(STAGE, "produce").inc()
+            log.warning(
+                "produce_failed",
+                extra={
+                    "topic": self.topic,
+                    "unacked": len(values) - start,
+                    "error": repr(error),
+                    "retry_s": round(delay, 2),
+                },
+            )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.retry_cap_s)
 
     async def run(self, outbox: Outbox) -> None:
         """Send what the outbox holds until it is closed and empty."""

@@ -1,0 +1,72 @@
+"""``crosscam replay --to kafka``: every frame of vtest.avi, numbered, timed, then eos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_ingest_live import FrameTail, unique, until
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CROSSCAM = str(Path(sys.executable).with_name("crosscam"))
+PETS_FRAMES = 795
+PETS_FILE_FPS = 10.0
+REPLAY_DEADLINE_S = 60.0
+START_NS = 1_700_000_000_000_000_000
+
+
+async def test_replay_to_kafka_publishes_every_frame_then_eos(
+    pets_video: Path, kafka_bootstrap: str, redis_url: str
+) -> None:
+    camera, topic = unique("replay"), f"crosscam.test.{unique('frames')}.v1"
+    tail = await FrameTail(kafka_bootstrap, topic).start()
+    try:
+        proc = subprocess.run(
+            [
+                CROSSCAM,
+                "replay",
+                str(pets_video),
+                "--camera-id",
+                camera,
+                "--to",
+                "kafka",
+                "--speed",
+                "max",
+                "--topic",
+                topic,
+                "--start-ns",
+                str(START_NS),
+                "--bootstrap-servers",
+                kafka_bootstrap,
+                "--redis-url",
+                redis_url,
+            ],
+            capture_output=True,
+            cwd=REPO,
+            timeout=REPLAY_DEADLINE_S,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        assert summary["frames_published"] == PETS_FRAMES and summary["eos"] is True
+        assert summary["last_seq"] == PETS_FRAMES
+        await until(lambda: len(tail.frames) >= PETS_FRAMES + 1, 20, "every frame consumed")
+        frames = tail.frames
+        assert len(frames) == PETS_FRAMES + 1
+        assert [f.seq for f in frames] == list(range(PETS_FRAMES + 1))
+        step_ns = round(1e9 / PETS_FILE_FPS)
+        assert [f.ts_capture_ns for f in frames] == [
+            START_NS + i * step_ns for i in range(PETS_FRAMES + 1)
+        ]
+        assert not any(f.eos for f in frames[:-1])
+        eos = frames[-1]
+        assert eos.eos and eos.jpeg == b"" and eos.camera_id == camera
+        assert all((f.width, f.height) == (640, 480) and f.jpeg for f in frames[:-1])
+    finally:
+        await tail.stop()
