@@ -54,12 +54,15 @@ class TrackerParams:
     """What the tracker may match, for how long, and what it keeps.
 
     Times are in seconds so they hold at any frame rate; counts are of
-    matches (evidence), not of time.
+    matches (evidence), not of time. The defaults that differ from Deep SORT's
+    (``high_score``, ``appearance``, ``iou_max_lost_s``, ``lost_track_s``)
+    were chosen on PETS09-S2L1 with ``crosscam eval mot`` (a single sequence:
+    treat them as a starting point for another camera, not as universal).
     """
 
     kalman: KalmanParams = field(default_factory=KalmanParams)
 
-    high_score: float = 0.5
+    high_score: float = 0.6
     """Detections at or above this score take part in appearance matching and
     may start tracks. Raising it starts fewer false tracks but drops faint people."""
 
@@ -68,7 +71,7 @@ class TrackerParams:
     tracks by overlap (ByteTrack); below it they are ignored. Raising it lowers
     the chance of extending a track onto clutter but loses partly hidden people."""
 
-    appearance: Literal["gallery", "smoothed"] = "gallery"
+    appearance: Literal["gallery", "smoothed"] = "smoothed"
     """Appearance distance to a track: the nearest of its gallery vectors (Deep
     SORT) or its exponentially smoothed vector (StrongSORT)."""
 
@@ -96,12 +99,12 @@ class TrackerParams:
     """Low-score stage: largest ``1 - IoU`` (ByteTrack's 0.5); stricter because
     a doubtful box is only trusted where the track already is."""
 
-    iou_max_lost_s: float = 0.2
+    iou_max_lost_s: float = 0.5
     """Confirmed tracks whose last match is at most this old also try the IoU
     and low-score stages (Deep SORT: just the previous frame). Raising it
     re-finds people after short gaps by overlap alone, which is unsafe in crowds."""
 
-    lost_track_s: float = 4.0
+    lost_track_s: float = 2.0
     """A confirmed track not matched for longer is deleted and becomes a
     tracklet. Raising it bridges longer occlusions but keeps ghosts alive that
     may grab a newcomer."""
@@ -110,10 +113,11 @@ class TrackerParams:
     """Matches a tentative track needs to be confirmed (Deep SORT's n_init).
     Raising it suppresses short false tracks but loses each track's first frames."""
 
-    gallery_size: int = 100
-    """Appearance vectors kept per track (Deep SORT's nn_budget); memory is
-    ``gallery_size × D × 4`` bytes per track. Raising it remembers more looks
-    (slower matching, bigger checkpoints)."""
+    gallery_size: int = 32
+    """Appearance vectors kept per track (Deep SORT's nn_budget), the last ones
+    matched; they travel in the tracklet and, with ``appearance="gallery"``,
+    are what a detection is compared with. Memory and checkpoint size are
+    ``gallery_size × D × 4`` bytes per track; raising it remembers more looks."""
 
     smoothing_momentum: float = 0.9
     """Weight of the old smoothed vector when a new one arrives (StrongSORT's 0.9)."""
@@ -243,6 +247,9 @@ class CameraTracker:
         self.params = params or TrackerParams()
         self.ids = ids or IdCounter()
         self.tracks: list[Track] = []
+        # Kalman state of self.tracks, row for row, kept batched: (T, 8), (T, 8, 8).
+        self.mean = np.zeros((0, kalman.STATE_DIM))
+        self.cov = np.zeros((0, kalman.STATE_DIM, kalman.STATE_DIM))
         self.last_seq = -1
         self.last_ts_ns: int | None = None
         self.frame_width = 0
@@ -317,16 +324,12 @@ class CameraTracker:
 
         # 1. predict
         tracks = self.tracks
+        mean, cov = self.mean, self.cov
         if tracks:
-            mean = np.stack([t.mean for t in tracks])
-            cov = np.stack([t.cov for t in tracks])
             if dt_s > 0:
                 mean, cov = kalman.predict(p.kalman, mean, cov, dt_s)
             for t in tracks:
                 t.missed_frames += 1
-        else:
-            mean = np.zeros((0, kalman.STATE_DIM))
-            cov = np.zeros((0, kalman.STATE_DIM, kalman.STATE_DIM))
 
         valid = scores >= p.low_score
         high = np.flatnonzero(scores >= p.high_score)
@@ -380,9 +383,6 @@ class CameraTracker:
             mean[matched], cov[matched] = kalman.update(
                 p.kalman, mean[matched], cov[matched], xyah[dets], scores[dets]
             )
-        for i, t in enumerate(tracks):
-            t.mean = mean[i]
-            t.cov = cov[i]
 
         # per-detection extras, for matched and new tracks
         covered = covered_fraction(boxes) if n_det > 1 else np.zeros(n_det)
@@ -402,27 +402,32 @@ class CameraTracker:
 
         # unmatched tracks: tentative die, confirmed die after lost_track_s
         survivors: list[Track] = []
+        keep = np.ones(len(tracks), dtype=bool)
         lost_ns = p.lost_track_s * NS_PER_S
-        for i, t in enumerate(tracks):
-            if det_of_track[i] < 0:
-                if t.state == TrackState.TENTATIVE:
-                    t.state = TrackState.DELETED
-                    continue
-                if ts_ns - t.ts_last_ns > lost_ns:
-                    t.state = TrackState.DELETED
-                    self._finish(t, "lost", result)
-                    continue
-            survivors.append(t)
+        for i in np.flatnonzero(det_of_track < 0):
+            t = tracks[i]
+            if t.state == TrackState.TENTATIVE:
+                t.state = TrackState.DELETED
+                keep[i] = False
+            elif ts_ns - t.ts_last_ns > lost_ns:
+                t.state = TrackState.DELETED
+                keep[i] = False
+                self._finish(t, "lost", result)
+        if keep.all():
+            survivors = list(tracks)
+        else:
+            survivors = [t for t, k in zip(tracks, keep, strict=True) if k]
+            mean, cov = mean[keep], cov[keep]
 
         # new tracks from confident detections nobody took
         if len(free_high):
             new_mean, new_cov = kalman.initiate(p.kalman, xyah[free_high])
+            mean = np.concatenate([mean, new_mean])
+            cov = np.concatenate([cov, new_cov])
             dim = emb.shape[1]
-            for k, d in enumerate(free_high.tolist()):
+            for d in free_high.tolist():
                 t = Track(
                     self.ids(),
-                    new_mean[k],
-                    new_cov[k],
                     ts_ns,
                     Gallery(p.gallery_size, dim, p.smoothing_momentum),
                 )
@@ -436,6 +441,7 @@ class CameraTracker:
                     )
                 )
         self.tracks = survivors
+        self.mean, self.cov = mean, cov
         return result
 
     def close(self, reason: Literal["lost", "stream_end"] = "stream_end") -> StepResult:
@@ -445,6 +451,8 @@ class CameraTracker:
             if t.state == TrackState.CONFIRMED:
                 self._finish(t, reason, result)
         self.tracks = []
+        self.mean = self.mean[:0]
+        self.cov = self.cov[:0]
         return result
 
     # ---------------------------------------------------------------- helpers
@@ -492,10 +500,11 @@ class CameraTracker:
             and t.gallery.dim == emb.shape[1]
         ):
             t.gallery.add(emb[d])
-        if quality is not None and crops_jpeg is not None and quality[d] > 0:
+        q = 0.0 if quality is None else float(quality[d])
+        if crops_jpeg is not None and q > 0 and t.may_keep_crop(q, p.crops_per_tracklet):
             t.offer_crop(
                 CropCandidate(
-                    quality=float(quality[d]),
+                    quality=q,
                     seq=seq,
                     ts_capture_ns=ts_ns,
                     box_xyxy=box,

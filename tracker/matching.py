@@ -100,6 +100,8 @@ def cascade_assign(
     n_rows, n_cols = cost.shape
     if n_rows == 0 or n_cols == 0:
         return EMPTY_PAIRS, np.arange(n_rows), np.arange(n_cols)
+    if track_levels.min() == track_levels.max():  # one level: a plain assignment
+        return assign(cost, max_cost)
     free_cols = np.arange(n_cols)
     found: list[np.ndarray] = []
     for level in np.unique(track_levels):

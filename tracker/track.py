@@ -5,12 +5,13 @@ most ``gallery_size`` vectors, the best crops at most ``crops_per_tracklet``,
 and the box history at most ``max_history_frames`` entries (when full it keeps
 every other entry and from then on records every second match, so a person
 who stands in view for an hour still spans the whole hour at a coarser step).
-The Kalman mean and covariance live here too but are advanced in batches by
-:mod:`tracker.kalman` through :class:`tracker.core.CameraTracker`.
+The Kalman means and covariances are not here: the tracker keeps them for all
+its tracks in two arrays, so :mod:`tracker.kalman` advances them in one call.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -71,8 +72,10 @@ class Gallery:
         if self.smoothed is None:
             self.smoothed = np.array(vector, dtype=np.float32)
         else:
-            s = self.momentum * self.smoothed + (1.0 - self.momentum) * vector
-            self.smoothed = (s / max(float(np.linalg.norm(s)), 1e-12)).astype(np.float32)
+            s = self.smoothed  # updated in place: nobody else holds it
+            s *= self.momentum
+            s += (1.0 - self.momentum) * vector
+            s /= max(math.sqrt(float(s @ s)), 1e-12)
 
     def vectors(self) -> np.ndarray:
         """(n, D) the kept vectors, oldest first."""
@@ -92,17 +95,13 @@ class Gallery:
 class Track:
     """One person on one camera, as the tracker believes it.
 
-    ``mean`` (8,) and ``cov`` (8, 8) are the Kalman state (see
-    :mod:`tracker.kalman`); ``missed_frames`` counts frames since the last
-    match (Deep SORT's ``time_since_update``), ``ts_last_ns`` is that match's
+    ``missed_frames`` counts frames since the last match (Deep SORT's ``time_since_update``), ``ts_last_ns`` is that match's
     capture time.
     """
 
     __slots__ = (
         "track_id",
         "state",
-        "mean",
-        "cov",
         "hits",
         "missed_frames",
         "ts_start_ns",
@@ -123,15 +122,11 @@ class Track:
     def __init__(
         self,
         track_id: int,
-        mean: np.ndarray,
-        cov: np.ndarray,
         ts_start_ns: int,
         gallery: Gallery,
     ) -> None:
         self.track_id = track_id
         self.state = TrackState.TENTATIVE
-        self.mean = mean
-        self.cov = cov
         self.hits = 0
         self.missed_frames = 0
         self.ts_start_ns = ts_start_ns
@@ -193,6 +188,10 @@ class Track:
             np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
             np.asarray(scores, dtype=np.float32),
         )
+
+    def may_keep_crop(self, quality: float, max_crops: int) -> bool:
+        """Cheap pre-check of :meth:`offer_crop`: False when a crop of ``quality`` is surely not kept."""
+        return len(self.crops) < max_crops or quality > min(c.quality for c in self.crops)
 
     def offer_crop(self, crop: CropCandidate, max_crops: int, min_gap_ns: int) -> None:
         """Keep ``crop`` if it is among the best ``max_crops`` at least ``min_gap_ns`` apart.
