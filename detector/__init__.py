@@ -1,0 +1,20 @@
+"""The detector stage: people boxes and one appearance vector per box.
+
+Pure core (no Kafka, Redis, Prometheus or asyncio):
+
+* :mod:`detector.zoo` — the models we know, as data (input size, layout, mean/std,
+  thresholds, checksum).
+* :mod:`detector.checksum` — SHA-256 checks of model files, cached by (path, mtime, size).
+* :mod:`detector.config` — strict pydantic configuration; ``type`` picks the backend.
+* :mod:`detector.runtime` — ONNX Runtime sessions and execution-provider choice.
+* :mod:`detector.preprocess`, :mod:`detector.decode` — letterbox, YOLOX / YOLOv8 decoding, NMS.
+* :mod:`detector.backends` — the ``Detector`` protocol, ONNX and HOG backends.
+* :mod:`detector.embedder` — the ``Embedder`` protocol and the ONNX appearance embedder.
+* :mod:`detector.background` — per-camera background subtraction (MOG2 / KNN).
+* :mod:`detector.analyzer` — detector + embedder for one frame or a batch.
+* :mod:`detector.precompute` — cached whole-video detections for evaluations and benches.
+
+Service side: :mod:`detector.stage` (frames -> detections), :mod:`detector.service`
+(``crosscam detector``), :mod:`detector.metrics`; commands :mod:`detector.evaluate`,
+:mod:`detector.evaluate_reid`, :mod:`detector.bench`.
+"""

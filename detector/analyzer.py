@@ -1,0 +1,158 @@
+"""Detector + appearance embedder for one frame or a batch of frames (the stage's pure core).
+
+    analyzer = Analyzer.from_config(AnalyzerConfig())   # checks model SHA-256s, warms up
+    res = analyzer.analyze("cam1", frame_bgr)            # FrameAnalysis
+    results = analyzer.analyze_batch([("cam1", f1), ("cam2", f2)])
+
+Crops of every frame in a batch are embedded in one batched call. With
+background masking on, every frame (boxes or not) updates its camera's
+subtractor, in the order given, so frames of a camera must come in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector.backends import Detector, build_detector
+from detector.background import BackgroundMasker
+from detector.config import AnalyzerConfig
+from detector.embedder import Embedder, OnnxEmbedder, build_embedder
+from detector.preprocess import crop_views, sharpness
+
+# Background fill when the embedder has no mean colour (no embedder): mid grey.
+_NEUTRAL_GREY_BGR = (128, 128, 128)
+
+
+@dataclass
+class FrameAnalysis:
+    """People in one frame.
+
+    Attributes:
+        camera_id: the frame's camera.
+        frame_hw: (H, W) of the analysed frame.
+        boxes_xyxy: (N, 4) float32 x1, y1, x2, y2 in frame pixels.
+        scores: (N,) float32 detector confidence, best first.
+        embeddings: (N, D) float32, L2-normalised (D = 0 without an embedder).
+        sharpness: (N,) float32 variance of the Laplacian of each crop.
+        crops: N BGR uint8 views into the frame (unmasked), one per box.
+    """
+
+    camera_id: str
+    frame_hw: tuple[int, int]
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    embeddings: np.ndarray
+    sharpness: np.ndarray
+    crops: list[np.ndarray] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class AnalysisTiming:
+    """Seconds spent in the last ``analyze_batch`` call.
+
+    ``detector_inference`` and ``embedder_inference`` are the ONNX Runtime
+    ``session.run`` calls only; ``total`` includes pre/post-processing, crops,
+    sharpness and background masking.
+    """
+
+    frames: int = 0
+    crops: int = 0
+    detector_inference: float = 0.0
+    embedder_inference: float = 0.0
+    total: float = 0.0
+
+
+class Analyzer:
+    """Runs a :class:`~detector.backends.Detector` and an :class:`~detector.embedder.Embedder`.
+
+    Not thread-safe (ONNX sessions are, the background models are not): use
+    one per worker thread.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: Embedder,
+        masker: BackgroundMasker | None = None,
+        *,
+        detector_reason: str = "",
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.masker = masker
+        self.detector_reason = detector_reason
+        self.last_timing = AnalysisTiming()
+
+    @classmethod
+    def from_config(cls, config: AnalyzerConfig | None = None) -> Analyzer:
+        """Build from config: verify model files (SHA-256), open sessions, warm up.
+
+        Raises:
+            detector.checksum.ModelFileError: a model file is missing or has the wrong SHA-256.
+        """
+        config = config or AnalyzerConfig()
+        detector, reason = build_detector(config.detector, config.runtime)
+        embedder = build_embedder(config.embedder, config.runtime)
+        masker = None
+        if config.background.enabled:
+            fill = _NEUTRAL_GREY_BGR
+            if isinstance(embedder, OnnxEmbedder):
+                spec = embedder.spec
+                mean255 = [round(m * 255) if spec.pixel_scale < 1 else round(m) for m in spec.mean]
+                fill = tuple(mean255[::-1]) if spec.channel_order == "rgb" else tuple(mean255)  # type: ignore[assignment]
+            masker = BackgroundMasker(config.background, fill)
+        return cls(detector, embedder, masker, detector_reason=reason)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedder.dim
+
+    def analyze(self, camera_id: str, frame_bgr: np.ndarray) -> FrameAnalysis:
+        """People in one (H, W, 3) uint8 BGR frame."""
+        return self.analyze_batch([(camera_id, frame_bgr)])[0]
+
+    def analyze_batch(self, frames: Sequence[tuple[str, np.ndarray]]) -> list[FrameAnalysis]:
+        """People in each (camera_id, (H, W, 3) uint8 BGR frame), in input order."""
+        t0 = time.perf_counter()
+        found = self.detector.detect_batch([f for _, f in frames])
+        results: list[FrameAnalysis] = []
+        to_embed: list[np.ndarray] = []
+        for (camera_id, frame), fb in zip(frames, found, strict=True):
+            crops = crop_views(frame, fb.boxes_xyxy)
+            sharp = np.asarray([sharpness(c) for c in crops], dtype=np.float32)
+            if self.masker is not None:
+                fg = self.masker.foreground(camera_id, frame)
+                to_embed.extend(self.masker.mask_crops(fg, frame.shape[:2], fb.boxes_xyxy, crops))
+            else:
+                to_embed.extend(crops)
+            results.append(
+                FrameAnalysis(
+                    camera_id=camera_id,
+                    frame_hw=(int(frame.shape[0]), int(frame.shape[1])),
+                    boxes_xyxy=fb.boxes_xyxy.astype(np.float32, copy=False),
+                    scores=fb.scores.astype(np.float32, copy=False),
+                    embeddings=np.zeros((0, self.embedder.dim), np.float32),
+                    sharpness=sharp,
+                    crops=crops,
+                )
+            )
+        vectors = self.embedder.embed(to_embed)
+        start = 0
+        for res in results:
+            res.embeddings = vectors[start : start + len(res)]
+            start += len(res)
+        self.last_timing = AnalysisTiming(
+            frames=len(frames),
+            crops=len(to_embed),
+            detector_inference=self.detector.last_inference_seconds,
+            embedder_inference=self.embedder.last_inference_seconds,
+            total=time.perf_counter() - t0,
+        )
+        return results

@@ -1,0 +1,216 @@
+"""Configuration of the detector core: which backends, which models, which providers.
+
+Strict (unknown keys are errors), every field has a default, a description and
+bounds. ``type`` picks the backend (pydantic discriminated unions). Model
+properties come from the zoo (:mod:`detector.zoo`) or from a ``custom`` spec
+for a model the user brings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from detector.zoo import DETECTOR_ZOO, EMBEDDER_ZOO, DetectorModelSpec, EmbedderModelSpec
+
+# ONNX Runtime's own names, in the order we prefer them.
+PROVIDER_NAMES: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+# Intra-op threads when not configured: every core up to this many. Beyond ~4
+# threads the small models here stop getting faster and only steal cores from
+# the JPEG decode/encode around them.
+_DEFAULT_MAX_INTRA_OP_THREADS = 4
+
+
+def default_intra_op_threads() -> int:
+    """All cores, at most 4 (2 on the 2-core CI machine)."""
+    return max(1, min(os.cpu_count() or 1, _DEFAULT_MAX_INTRA_OP_THREADS))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuntimeConfig(_Strict):
+    """ONNX Runtime session options shared by the detector and the embedder."""
+
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
+        default_factory=lambda: ["tensorrt", "cuda", "cpu"],
+        min_length=1,
+        description="execution providers in order of preference; those not installed are skipped",
+    )
+    intra_op_threads: int = Field(
+        default_factory=default_intra_op_threads,
+        ge=1,
+        le=256,
+        description="threads one ONNX Runtime operator may use (CPU provider); raising it "
+        "speeds one inference until the cores run out, then steals them from JPEG work",
+    )
+    inter_op_threads: int = Field(
+        1, ge=1, le=64, description="threads running independent graph branches (sequential=1)"
+    )
+
+
+class OnnxDetectorConfig(_Strict):
+    """A YOLOX- or YOLOv8-layout person detector run by ONNX Runtime."""
+
+    type: Literal["onnx"] = "onnx"
+    model: str = Field(
+        "yolox_nano", description="zoo name (detector.zoo.DETECTOR_ZOO); ignored when custom is set"
+    )
+    custom: DetectorModelSpec | None = Field(
+        None, description="full description of a model not in the zoo"
+    )
+    path: Path | None = Field(
+        None, description="model file; default: the spec's filename under the shared models folder"
+    )
+    score_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="override of the spec's score threshold"
+    )
+    nms_iou: float | None = Field(
+        None, gt=0.0, le=1.0, description="override of the spec's NMS IoU"
+    )
+
+    @model_validator(mode="after")
+    def _known_model(self) -> OnnxDetectorConfig:
+        if self.custom is None and self.model not in DETECTOR_ZOO:
+            raise ValueError(
+                f"unknown detector model {self.model!r}; zoo has {sorted(DETECTOR_ZOO)}, "
+                "or give a custom spec"
+            )
+        return self
+
+    def spec(self) -> DetectorModelSpec:
+        """The model spec with this config's threshold overrides applied."""
+        base = self.custom or DETECTOR_ZOO[self.model]
+        updates: dict[str, float] = {}
+        if self.score_threshold is not None:
+            updates["score_threshold"] = self.score_threshold
+        if self.nms_iou is not None:
+            updates["nms_iou"] = self.nms_iou
+        return base.model_copy(update=updates) if updates else base
+
+
+class HogDetectorConfig(_Strict):
+    """OpenCV's built-in HOG + linear SVM people detector (no model file needed).
+
+    Its window is 64x128 px, so people smaller than that are only found after
+    upscaling the frame (``upscale``); it is the fallback, much slower and
+    weaker than a CNN.
+    """
+
+    type: Literal["hog"] = "hog"
+    upscale: float = Field(
+        2.0,
+        ge=1.0,
+        le=4.0,
+        description="resize factor before detection; raising it finds smaller people, "
+        "costs upscale^2 time",
+    )
+    win_stride: int = Field(8, ge=4, le=32, description="window step in pixels; smaller = slower")
+    scale_step: float = Field(1.05, gt=1.0, le=2.0, description="image pyramid step")
+    hit_threshold: float = Field(0.0, description="SVM margin a window must exceed")
+    score_threshold: float = Field(
+        0.3, ge=0.0, le=1.0, description="keep boxes whose squashed SVM score is at least this"
+    )
+    nms_iou: float = Field(0.45, gt=0.0, le=1.0)
+
+
+DetectorBackendConfig = Annotated[
+    OnnxDetectorConfig | HogDetectorConfig, Field(discriminator="type")
+]
+
+
+class OnnxEmbedderConfig(_Strict):
+    """An appearance (ReID) model run by ONNX Runtime on person crops."""
+
+    type: Literal["onnx"] = "onnx"
+    model: str = Field("osnet_x0_25_msmt17", description="zoo name (detector.zoo.EMBEDDER_ZOO)")
+    custom: EmbedderModelSpec | None = None
+    path: Path | None = None
+    max_batch: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="crops per inference call; raising it amortises call overhead, costs memory",
+    )
+
+    @model_validator(mode="after")
+    def _known_model(self) -> OnnxEmbedderConfig:
+        if self.custom is None and self.model not in EMBEDDER_ZOO:
+            raise ValueError(
+                f"unknown embedder model {self.model!r}; zoo has {sorted(EMBEDDER_ZOO)}"
+            )
+        return self
+
+    def spec(self) -> EmbedderModelSpec:
+        return self.custom or EMBEDDER_ZOO[self.model]
+
+
+class NoEmbedderConfig(_Strict):
+    """No appearance vectors (Detections carry embedding_dim = 0)."""
+
+    type: Literal["none"] = "none"
+
+
+EmbedderBackendConfig = Annotated[
+    OnnxEmbedderConfig | NoEmbedderConfig, Field(discriminator="type")
+]
+
+
+class BackgroundConfig(_Strict):
+    """Per-camera background subtraction that greys out a crop's background before embedding."""
+
+    enabled: bool = Field(
+        False,
+        description="off by default: on PETS09 it did not improve same/different-person AUC "
+        "or rank-1 (see `crosscam eval reid`)",
+    )
+    method: Literal["mog2", "knn"] = "mog2"
+    history: int = Field(
+        200, ge=10, le=5000, description="frames the model remembers; longer = slower to adapt"
+    )
+    var_threshold: float = Field(
+        16.0, gt=0, description="MOG2 varThreshold; raising it marks fewer pixels as foreground"
+    )
+    downscale: float = Field(
+        0.5, gt=0.0, le=1.0, description="frame scale fed to the subtractor (cheaper when < 1)"
+    )
+    min_foreground_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        le=1.0,
+        description="if less of a crop than this is foreground (e.g. a person standing still), "
+        "the crop is embedded unmasked",
+    )
+    max_cameras: int = Field(
+        256, ge=1, description="subtractors kept (least recently used dropped beyond this)"
+    )
+
+
+class CropConfig(_Strict):
+    """How crops are cut for the embedder and for the Detections message."""
+
+    jpeg_max_side: int = Field(
+        256, ge=16, le=2048, description="longest side of a message crop JPEG in pixels"
+    )
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of message crops")
+
+
+class AnalyzerConfig(_Strict):
+    """Detector + embedder (+ optional background masking) for one frame or a batch."""
+
+    detector: DetectorBackendConfig | None = Field(
+        default_factory=OnnxDetectorConfig,
+        description="detector backend; null = no model configured -> OpenCV HOG fallback",
+    )
+    embedder: EmbedderBackendConfig = Field(default_factory=OnnxEmbedderConfig)
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -1,0 +1,138 @@
+"""Appearance (ReID) embedders behind one protocol; the ONNX one runs OSNet-style models.
+
+Vectors are L2-normalised float32, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from detector.checksum import verify_model_file
+from detector.config import EmbedderBackendConfig, NoEmbedderConfig, RuntimeConfig
+from detector.preprocess import write_chw
+from detector.runtime import make_session, static_batch_size
+from detector.zoo import EmbedderModelSpec
+from service.assets import model_path
+
+log = logging.getLogger(__name__)
+
+# Floor under a vector's norm before dividing: an all-zero output stays zero
+# instead of becoming NaN.
+_NORM_EPS = 1e-12
+
+
+class Embedder(Protocol):
+    """Turns person crops into appearance vectors."""
+
+    name: str
+    provider: str
+    dim: int
+    last_inference_seconds: float
+
+    def embed(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, dim) float32 L2-normalised vectors for N BGR crops of any size."""
+        ...
+
+    def warmup(self) -> None: ...
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows of (N, D) divided by their L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, _NORM_EPS)).astype(np.float32, copy=False)
+
+
+class OnnxEmbedder:
+    """ONNX Runtime appearance model: resize each crop to the spec's input, batch, normalise."""
+
+    def __init__(
+        self, path: Path, spec: EmbedderModelSpec, runtime: RuntimeConfig, max_batch: int
+    ) -> None:
+        self.spec = spec
+        self.session, self.info = make_session(path, runtime, what=spec.filename)
+        self.name = f"onnx:{spec.filename}"
+        self.provider = self.info.provider
+        self.dim = spec.output_dim
+        fixed = static_batch_size(self.info)
+        self.max_batch = 1 if fixed == 1 else max_batch
+        self.last_inference_seconds = 0.0
+
+    def prepare(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 3, h, w) float32 input tensor for N crops."""
+        h, w = self.spec.input_hw
+        tensor = np.empty((len(crops_bgr), 3, h, w), dtype=np.float32)
+        for i, crop in enumerate(crops_bgr):
+            resized = cv2.resize(
+                crop, (w, h), interpolation=cv2.INTER_LINEAR
+            )  # crops are mostly enlarged
+            write_chw(
+                resized,
+                tensor[i],
+                channel_order=self.spec.channel_order,
+                pixel_scale=self.spec.pixel_scale,
+                mean=self.spec.mean,
+                std=self.spec.std,
+            )
+        return tensor
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Raw (N, dim) outputs for a prepared tensor, in chunks of ``max_batch``."""
+        outs = [
+            self.session.run(None, {self.info.input_name: tensor[i : i + self.max_batch]})[0]
+            for i in range(0, len(tensor), self.max_batch)
+        ]
+        return np.concatenate(outs).reshape(len(tensor), -1)
+
+    def embed(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        if not crops_bgr:
+            self.last_inference_seconds = 0.0
+            return np.zeros((0, self.dim), np.float32)
+        tensor = self.prepare(crops_bgr)
+        t0 = time.perf_counter()
+        raw = self.infer(tensor)
+        self.last_inference_seconds = time.perf_counter() - t0
+        if raw.shape[1] != self.dim:
+            raise ValueError(f"{self.name}: output has {raw.shape[1]} dims, spec says {self.dim}")
+        return l2_normalise(raw)
+
+    def warmup(self) -> None:
+        h, w = self.spec.input_hw
+        self.embed([np.zeros((h, w, 3), np.uint8)])
+
+
+class NullEmbedder:
+    """No appearance model: zero-width vectors."""
+
+    name = "none"
+    provider = "none"
+    dim = 0
+    last_inference_seconds = 0.0
+
+    def embed(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        return np.zeros((len(crops_bgr), 0), np.float32)
+
+    def warmup(self) -> None:
+        return None
+
+
+def build_embedder(config: EmbedderBackendConfig, runtime: RuntimeConfig) -> Embedder:
+    """Build, verify (SHA-256) and warm up the configured embedder."""
+    if isinstance(config, NoEmbedderConfig):
+        emb: Embedder = NullEmbedder()
+    else:
+        spec = config.spec()
+        configured = config.path if config.path is not None else model_path(spec.filename)
+        path = verify_model_file(configured, spec.sha256, what="embedder model")
+        emb = OnnxEmbedder(path, spec, runtime, config.max_batch)
+    emb.warmup()
+    log.info(
+        "embedder_backend", extra={"backend": emb.name, "provider": emb.provider, "dim": emb.dim}
+    )
+    return emb

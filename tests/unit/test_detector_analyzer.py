@@ -1,0 +1,100 @@
+"""The analysis API the tracker evaluation calls: real YOLOX-nano + OSNet on real PETS09 frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.analyzer import Analyzer, AnalyzerConfig, FrameAnalysis
+from detector.decode import box_iou
+from detector.groundtruth import load_mot_gt
+from detector.precompute import video_detections
+from detector.video import video_frames
+from service.assets import pets_dir
+
+VIDEO = pets_dir() / "vtest.avi"
+GT = pets_dir() / "gt.txt"
+# A frame with several people spread over the scene, some close together.
+KNOWN_FRAME = 100
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer.from_config(AnalyzerConfig())
+
+
+@pytest.fixture(scope="module")
+def frames() -> dict[int, np.ndarray]:
+    return {i: f for i, f in video_frames(VIDEO, KNOWN_FRAME + 1) if i in (0, 1, 2, KNOWN_FRAME)}
+
+
+def test_boxes_on_known_frame_match_ground_truth(
+    analyzer: Analyzer, frames: dict[int, np.ndarray]
+) -> None:
+    res = analyzer.analyze("pets", frames[KNOWN_FRAME])
+    gt_boxes, _, ignore = load_mot_gt(GT).frame(KNOWN_FRAME)
+    wanted = gt_boxes[~ignore]
+    assert len(wanted) >= 4
+    found = (box_iou(wanted, res.boxes_xyxy).max(axis=1) >= 0.5).sum() if len(res) else 0
+    assert found / len(wanted) >= 0.75, (found, len(wanted))
+
+
+def test_analysis_fields_are_consistent(analyzer: Analyzer, frames: dict[int, np.ndarray]) -> None:
+    frame = frames[KNOWN_FRAME]
+    res = analyzer.analyze("pets", frame)
+    n = len(res)
+    assert n > 0
+    assert res.boxes_xyxy.shape == (n, 4) and res.boxes_xyxy.dtype == np.float32
+    assert res.scores.shape == (n,) and np.all(np.diff(res.scores) <= 0), "best first"
+    assert res.scores.min() >= 0.3
+    assert res.embeddings.shape == (n, 512) and res.embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(res.embeddings, axis=1), 1.0, atol=1e-5)
+    assert res.sharpness.shape == (n,) and np.all(res.sharpness > 0)
+    h, w = frame.shape[:2]
+    assert np.all(res.boxes_xyxy[:, [0, 2]] <= w) and np.all(res.boxes_xyxy >= 0)
+    assert np.all(res.boxes_xyxy[:, [1, 3]] <= h)
+    for crop, (x1, y1, x2, y2) in zip(res.crops, res.boxes_xyxy, strict=True):
+        assert abs(crop.shape[0] - (y2 - y1)) <= 2 and abs(crop.shape[1] - (x2 - x1)) <= 2
+
+
+def test_batch_equals_single_frames(analyzer: Analyzer, frames: dict[int, np.ndarray]) -> None:
+    items = [("a", frames[0]), ("b", frames[KNOWN_FRAME]), ("a", frames[1])]
+    batch = analyzer.analyze_batch(items)
+    assert [r.camera_id for r in batch] == ["a", "b", "a"]
+    for (cam, frame), got in zip(items, batch, strict=True):
+        one: FrameAnalysis = analyzer.analyze(cam, frame)
+        np.testing.assert_allclose(got.boxes_xyxy, one.boxes_xyxy, atol=1e-3)
+        np.testing.assert_allclose(got.embeddings, one.embeddings, atol=1e-4)
+    assert analyzer.last_timing.frames == 1
+
+
+def test_same_person_in_consecutive_frames_is_closest(
+    analyzer: Analyzer, frames: dict[int, np.ndarray]
+) -> None:
+    """Appearance vectors are meaningful: each person's nearest vector a frame later is theirs."""
+    r0, r1 = analyzer.analyze_batch([("pets", frames[0]), ("pets", frames[1])])
+    ious = box_iou(r0.boxes_xyxy, r1.boxes_xyxy)
+    same = ious.argmax(axis=1)
+    sims = r0.embeddings @ r1.embeddings.T
+    confident = ious.max(axis=1) > 0.7
+    assert confident.sum() >= 2
+    assert np.all(sims.argmax(axis=1)[confident] == same[confident])
+
+
+def test_video_detections_cached(tmp_path: Path, analyzer: Analyzer) -> None:
+    first = video_detections(VIDEO, score_min=0.3, frames=3, cache_dir=tmp_path, analyzer=analyzer)
+    assert (
+        not first.from_cache and first.n_frames == 3 and (first.width, first.height) == (768, 576)
+    )
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again = video_detections(VIDEO, score_min=0.3, frames=3, cache_dir=tmp_path)
+    assert again.from_cache
+    for a, b in zip(
+        first.embeddings + first.boxes_xyxy, again.embeddings + again.boxes_xyxy, strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    lower = video_detections(VIDEO, score_min=0.1, frames=3, cache_dir=tmp_path, analyzer=None)
+    assert not lower.from_cache, "a different threshold is a different cache entry"
+    assert sum(map(len, lower.scores)) >= sum(map(len, first.scores))
