@@ -15,6 +15,20 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+async def create_topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
+    """Create test topics up front (auto-creation would use the broker's default partitions)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+        )
+    finally:
+        await admin.close()
+
+
 async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024

@@ -13,7 +13,15 @@ import pytest
 
 from schemas import DeadLetter, Frame, decode, encode
 from schemas.topics import DEADLETTER
-from tests.integration.kafka_helpers import committed, consume_all, produce, run, unique, wait_for
+from tests.integration.kafka_helpers import (
+    committed,
+    consume_all,
+    create_topics,
+    produce,
+    run,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -76,6 +84,7 @@ def test_malformed_message_is_dead_lettered_and_the_next_one_processed(
         (b"reject", encode(Frame(camera_id="reject", seq=9, ts_capture_ns=1))),
         *_frames(2)[1:],
     ]
+    run(create_topics(kafka_bootstrap, t_in, t_out))
     run(produce(kafka_bootstrap, t_in, items))
     proc = _start(kafka_bootstrap, t_in, t_out, group, delay=0.0)
     try:
@@ -99,7 +108,8 @@ def test_malformed_message_is_dead_lettered_and_the_next_one_processed(
             and "invalid Frame" in broken.reason
             and broken.stage == "loop-test"
         )
-        rejected = next(d for d in mine if d.offset == 2)
+        rejected = next((d for d in mine if d.offset == 2), None)
+        assert rejected is not None, mine
         assert "rejected by test stage" in rejected.reason
         wait_for(
             lambda: run(committed(kafka_bootstrap, group, t_in)) == 4,
@@ -116,6 +126,7 @@ def test_sigterm_mid_batch_commits_only_what_was_produced_and_restart_loses_noth
 ) -> None:
     n = 40
     t_in, t_out, group = unique("t-in"), unique("t-out"), unique("g")
+    run(create_topics(kafka_bootstrap, t_in, t_out))
     run(produce(kafka_bootstrap, t_in, _frames(n)))
     proc = _start(kafka_bootstrap, t_in, t_out, group, delay=0.15)  # a batch of 8 takes 1.2 s
     run(consume_all(kafka_bootstrap, t_out, lambda rs: len(rs) >= 8, timeout_s=60))
@@ -141,6 +152,7 @@ def test_sigterm_mid_batch_commits_only_what_was_produced_and_restart_loses_noth
 def test_sigkill_mid_batch_never_commits_unproduced_work(kafka_bootstrap: str) -> None:
     n = 40
     t_in, t_out, group = unique("t-in"), unique("t-out"), unique("g")
+    run(create_topics(kafka_bootstrap, t_in, t_out))
     run(produce(kafka_bootstrap, t_in, _frames(n)))
     proc = _start(kafka_bootstrap, t_in, t_out, group, delay=0.15)
     run(consume_all(kafka_bootstrap, t_out, lambda rs: len(rs) >= 8, timeout_s=60))
