@@ -295,3 +295,50 @@ async def test_hung_server_is_noticed_within_the_read_timeout(
         assert_gap_free_and_rising(tail.frames)
 
     await run_with(tmp_path, server, pets_video, kafka_bootstrap, redis_url, body)
+
+
+async def test_redis_restart_never_stops_ingest(
+    tmp_path: Path, rtsp_server: RtspServer, pets_video: Path, kafka_bootstrap: str
+) -> None:
+    """A private Redis goes away and comes back: frames keep flowing, status comes back."""
+    from crosscam import stack as stack_mod
+    from tests.stack_fixtures import private_stack_config
+
+    cfg = private_stack_config(tmp_path / "stack")
+    stack_mod.redis_start(cfg)
+    url = stack_mod.redis_url(cfg)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+
+        async def body(ingest: Ingest, tail: FrameTail, camera: str) -> None:
+            await until(
+                lambda: status(client, camera).get("state") == "online",
+                FIRST_FRAMES_DEADLINE_S,
+                "online",
+                ingest,
+            )
+            stack_mod.redis_stop(cfg)
+            stopped_ns = time.time_ns()
+            before = len(tail.frames)
+            await until(
+                lambda: len(tail.frames) >= before + 10, 20, "frames while Redis is down", ingest
+            )
+            stack_mod.redis_start(cfg)
+            # written after the restart, not left over from before it
+            await until(
+                lambda: (
+                    int(status(client, camera).get("updated_ns", 0)) > stopped_ns
+                    and status(client, camera)["state"] == "online"
+                ),
+                20,
+                "status written again",
+                ingest,
+            )
+            rc, _ = ingest.terminate()
+            assert rc == 0, ingest.log_tail()
+            assert_gap_free_and_rising(tail.frames)
+
+        await run_with(tmp_path, rtsp_server, pets_video, kafka_bootstrap, url, body)
+    finally:
+        client.close()
+        stack_mod.redis_stop(cfg)
