@@ -919,6 +919,31 @@ def prometheus_targets_dir(cfg: StackConfig | None = None) -> Path:
     return cfg.prometheus_dir / "targets"
 
 
+def register_scrape_target(
+    name: str, address: str, labels: dict[str, str] | None = None, cfg: StackConfig | None = None,
+) -> Path:
+    """Ask the stack's Prometheus to scrape ``address`` (``host:port``) as ``name``.
+
+    Writes ``<state>/prometheus/targets/<name>.json`` atomically (Prometheus
+    rereads the folder on change and would log a half-written file as an
+    error). Works whether or not Prometheus runs; it picks targets up on start.
+    """
+    if not CAMERA_ID_RE.match(name):
+        raise ValueError(f"target name {name!r} must match {CAMERA_ID_RE.pattern}")
+    folder = prometheus_targets_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.json"
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps([{"targets": [address], "labels": dict(labels or {})}]))
+    tmp.replace(target)
+    return target
+
+
+def unregister_scrape_target(name: str, cfg: StackConfig | None = None) -> None:
+    """Stop scraping what :func:`register_scrape_target` registered as ``name``."""
+    (prometheus_targets_dir(cfg) / f"{name}.json").unlink(missing_ok=True)
+
+
 def _prometheus_ready(cfg: StackConfig) -> bool:
     import urllib.request
 
@@ -1073,10 +1098,12 @@ __all__ = [
     "redis_start",
     "redis_stop",
     "redis_url",
+    "register_scrape_target",
     "rtsp_publish",
     "rtsp_unpublish",
     "rtsp_url",
     "stack_rtsp",
     "status",
+    "unregister_scrape_target",
     "up",
 ]

@@ -13,10 +13,12 @@ alone what was already running (a developer's ``crosscam stack up``), unless
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +33,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server_state_dir(prefix: str) -> Iterator[Path]:
+    """A fresh state dir for a private server, removed afterwards.
+
+    Not pytest's tmp_path: pytest prunes old numbered temp dirs, and with
+    several sessions running at once (developers, CI shards) that can pull a
+    live server's pid file or mounts out from under it.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"crosscam-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def private_stack_config(state_dir: Path) -> StackConfig:
@@ -90,28 +107,33 @@ def redis_url(stack: StackConfig) -> str:
     return stack_mod.redis_url(stack)
 
 
+@contextlib.contextmanager
+def running_rtsp_server(prefix: str = "rtsp") -> Iterator[RtspServer]:
+    """Start a private RtspServer on a free port; stop it and remove its dir after."""
+    with server_state_dir(prefix) as state:
+        server = RtspServer(free_port(), state)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
-def rtsp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspServer]:
+def rtsp_server() -> Iterator[RtspServer]:
     """A private RTSP server on a free port for the session; publish cameras on it.
 
     Tests that pause, kill or stop it should use ``private_rtsp_server``.
     """
-    with ExitStack() as cleanup:
-        server = RtspServer(free_port(), tmp_path_factory.mktemp("rtsp"))
-        cleanup.callback(server.stop)
-        server.start()
+    with running_rtsp_server() as server:
         yield server
 
 
 @pytest.fixture
-def private_rtsp_server(tmp_path: Path) -> Iterator[RtspServer]:
+def private_rtsp_server() -> Iterator[RtspServer]:
     """An RTSP server of this test alone (fault tests may kill or pause it)."""
-    server = RtspServer(free_port(), tmp_path / "rtsp")
-    try:
-        server.start()
+    with running_rtsp_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

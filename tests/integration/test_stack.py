@@ -16,7 +16,7 @@ import pytest
 
 from crosscam import stack as stack_mod
 from crosscam.stack import RtspServer, StackConfig
-from tests.stack_fixtures import private_stack_config
+from tests.stack_fixtures import private_stack_config, server_state_dir
 
 pytestmark = pytest.mark.integration
 
@@ -42,36 +42,54 @@ def _pids_of(state_dir: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+def private_stack() -> Iterator[StackConfig]:
     """A stack of this module alone, on its own ports, for stop/kill/down tests."""
-    cfg = private_stack_config(tmp_path_factory.mktemp("stack"))
-    try:
-        stack_mod.up(cfg=cfg)
-        yield cfg
-    finally:
-        stack_mod.down(cfg)
+    with server_state_dir("stack") as state:
+        cfg = private_stack_config(state)
+        try:
+            stack_mod.up(cfg=cfg)
+            yield cfg
+        finally:
+            stack_mod.down(cfg)
 
 
 # -- the session stack ------------------------------------------------------
 
+
 def test_up_twice_is_idempotent(stack: StackConfig) -> None:
-    pids = (stack_mod._kafka_process(stack).pid(), stack_mod._redis_process(stack).pid(),
-            stack_mod.stack_rtsp(stack).pid)
+    pids = (
+        stack_mod._kafka_process(stack).pid(),
+        stack_mod._redis_process(stack).pid(),
+        stack_mod.stack_rtsp(stack).pid,
+    )
     started = time.monotonic()
     state = stack_mod.up(cfg=stack)
     assert state == {"kafka": "up", "redis": "up", "rtsp": "up"}
     assert time.monotonic() - started < 10, "a second up() only probes"
-    again = (stack_mod._kafka_process(stack).pid(), stack_mod._redis_process(stack).pid(),
-             stack_mod.stack_rtsp(stack).pid)
+    again = (
+        stack_mod._kafka_process(stack).pid(),
+        stack_mod._redis_process(stack).pid(),
+        stack_mod.stack_rtsp(stack).pid,
+    )
     assert again == pids and None not in pids
 
 
 def test_status_cli_prints_json(stack: StackConfig) -> None:
-    env = dict(os.environ, CROSSCAM_STACK_DIR=str(stack.state_dir),
-               CROSSCAM_KAFKA_PORT=str(stack.kafka_port), CROSSCAM_REDIS_PORT=str(stack.redis_port),
-               CROSSCAM_RTSP_PORT=str(stack.rtsp_port))
-    out = subprocess.run([sys.executable, "-m", "crosscam.cli", "stack", "status"],
-                         capture_output=True, text=True, env=env, timeout=60, check=True)
+    env = dict(
+        os.environ,
+        CROSSCAM_STACK_DIR=str(stack.state_dir),
+        CROSSCAM_KAFKA_PORT=str(stack.kafka_port),
+        CROSSCAM_REDIS_PORT=str(stack.redis_port),
+        CROSSCAM_RTSP_PORT=str(stack.rtsp_port),
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "crosscam.cli", "stack", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(out.stdout) == {"kafka": "up", "redis": "up", "rtsp": "up"}
 
 
@@ -81,7 +99,9 @@ async def test_kafka_round_trip_with_consumer_group(kafka_bootstrap: str) -> Non
     topic = f"crosscam.stacktest.{uuid.uuid4().hex[:8]}"
     group = f"stacktest-{uuid.uuid4().hex[:8]}"
     big = os.urandom(4 * 1024 * 1024)  # a large JPEG-sized frame, over Kafka's 1 MB default
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=16 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, max_request_size=16 * 1024 * 1024
+    )
     await producer.start()
     try:
         for i in range(3):
@@ -93,8 +113,12 @@ async def test_kafka_round_trip_with_consumer_group(kafka_bootstrap: str) -> Non
 
     def consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            topic, bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024 * 1024,
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=16 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
 
@@ -142,12 +166,14 @@ def test_redis_ping_set_get(redis_url: str) -> None:
 
 # -- RTSP ---------------------------------------------------------------------
 
+
 def _thumb(frame: np.ndarray) -> np.ndarray:
     """(H, W, 3) BGR uint8 -> (72, 96) float32 grey, for picture comparison."""
     import cv2
 
-    return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (96, 72),
-                      interpolation=cv2.INTER_AREA).astype(np.float32)
+    return cv2.resize(
+        cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (96, 72), interpolation=cv2.INTER_AREA
+    ).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +215,7 @@ def _read_frames(url: str, count: int) -> tuple[list[np.ndarray], float]:
             arrivals.append(time.monotonic())
     finally:
         cap.release()
-    gaps = np.diff(arrivals[-(count // 3):])
+    gaps = np.diff(arrivals[-(count // 3) :])
     return frames, float(1.0 / np.median(gaps))
 
 
@@ -197,23 +223,29 @@ def _assert_pets_frames(frames: list[np.ndarray], thumbs: np.ndarray) -> None:
     for frame in frames[-3:]:
         assert frame.shape == PETS_SHAPE
         diffs = np.abs(thumbs - _thumb(frame)[None]).mean(axis=(1, 2))
-        assert diffs.min() < MAX_FRAME_DIFF, f"frame matches no frame of vtest.avi (best {diffs.min():.1f})"
+        assert diffs.min() < MAX_FRAME_DIFF, (
+            f"frame matches no frame of vtest.avi (best {diffs.min():.1f})"
+        )
 
 
-def test_stack_rtsp_serves_pets_as_live_camera(stack: StackConfig, pets_video: Path,
-                                               pets_thumbs: np.ndarray) -> None:
+def test_stack_rtsp_serves_pets_as_live_camera(
+    stack: StackConfig, pets_video: Path, pets_thumbs: np.ndarray
+) -> None:
     url = stack_mod.rtsp_publish("stacktest-pets", pets_video, cfg=stack)
     try:
         assert url == stack_mod.rtsp_url("stacktest-pets", cfg=stack)
         frames, rate = _read_frames(url, 70)
         _assert_pets_frames(frames, pets_thumbs)
-        assert 0.8 * PETS_FPS < rate < 1.25 * PETS_FPS, f"paced at the file's 10 fps, got {rate:.1f}"
+        assert 0.8 * PETS_FPS < rate < 1.25 * PETS_FPS, (
+            f"paced at the file's 10 fps, got {rate:.1f}"
+        )
     finally:
         stack_mod.rtsp_unpublish("stacktest-pets", cfg=stack)
 
 
-def test_private_rtsp_mounts_change_at_runtime(rtsp_server: RtspServer, pets_video: Path,
-                                               pets_thumbs: np.ndarray) -> None:
+def test_private_rtsp_mounts_change_at_runtime(
+    rtsp_server: RtspServer, pets_video: Path, pets_thumbs: np.ndarray
+) -> None:
     slow = rtsp_server.publish("slow", pets_video, fps=5)
     other = rtsp_server.publish("other", pets_video)
     assert stack_mod._rtsp_request(rtsp_server.host, rtsp_server.port, "DESCRIBE", "other") == 200
@@ -244,6 +276,44 @@ def test_rtsp_pause_resume_and_kill(private_rtsp_server: RtspServer, pets_video:
     assert server.mounts()["cam"]["state"] == "live"
 
 
+def test_camera_without_loop_ends(
+    private_rtsp_server: RtspServer, pets_video: Path, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.avi"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(pets_video),
+            "-frames:v",
+            "40",
+            "-c",
+            "copy",
+            str(clip),
+        ],
+        check=True,
+        timeout=60,
+    )
+    url = private_rtsp_server.publish("once", clip, loop=False)
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    import cv2
+
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    try:
+        n = 0
+        while cap.read()[0] and n < 200:
+            n += 1
+    finally:
+        cap.release()
+    assert 0 < n < 200, "the stream ends with the file"
+    # status.json is rewritten on the server's next mount scan (every 250 ms)
+    assert stack_mod._wait_until(
+        lambda: private_rtsp_server.mounts()["once"]["state"] == "ended", 5.0
+    ), private_rtsp_server.mounts()
+
+
 def test_bad_mount_is_reported(private_rtsp_server: RtspServer, tmp_path: Path) -> None:
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"not a video" * 100)
@@ -252,6 +322,7 @@ def test_bad_mount_is_reported(private_rtsp_server: RtspServer, tmp_path: Path) 
 
 
 # -- a private stack: stop, restart, down ---------------------------------------
+
 
 async def test_kafka_stop_start_keeps_messages(private_stack: StackConfig) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -272,8 +343,13 @@ async def test_kafka_stop_start_keeps_messages(private_stack: StackConfig) -> No
     stack_mod.kafka_start(private_stack)
     assert stack_mod.status(private_stack)["kafka"] == "up"
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         msg = await consumer.getone()
@@ -289,5 +365,33 @@ def test_down_leaves_no_process_of_ours(private_stack: StackConfig, stack: Stack
     assert state == {"kafka": "down", "redis": "down", "rtsp": "down"}
     assert _pids_of(private_stack.state_dir) == []
     assert stack_mod.down(private_stack) == state, "down twice is fine"
-    assert stack_mod.status(stack) == {"kafka": "up", "redis": "up", "rtsp": "up"}, \
+    assert stack_mod.status(stack) == {"kafka": "up", "redis": "up", "rtsp": "up"}, (
         "another stack's processes are left alone"
+    )
+
+
+def test_prometheus_scrapes_registered_targets(private_stack: StackConfig) -> None:
+    import urllib.request
+
+    state = stack_mod.up(["redis"], prometheus=True, cfg=private_stack)
+    assert state["prometheus"] == "up"
+    url = stack_mod.prometheus_url(private_stack)
+    # Prometheus' own /metrics stands in for a stage's metrics server.
+    stack_mod.register_scrape_target(
+        "self", url.removeprefix("http://"), {"stage": "prometheus"}, cfg=private_stack
+    )
+    deadline = time.monotonic() + 60
+    health = None
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "/api/v1/targets", timeout=5) as r:
+            active = json.load(r)["data"]["activeTargets"]
+        health = next(
+            (t["health"] for t in active if t["labels"].get("stage") == "prometheus"), None
+        )
+        if health == "up":
+            break
+        time.sleep(0.5)  # polling Prometheus' own answer, not waiting blind
+    assert health == "up"
+    stack_mod.unregister_scrape_target("self", cfg=private_stack)
+    assert stack_mod.prometheus_stop(private_stack)
+    assert "prometheus" not in stack_mod.status(private_stack)
