@@ -64,7 +64,9 @@ def build_specs(
                 raise ValueError(f"camera {cam!r} has no source in {cameras_file}")
             add(
                 f"ingest-{cam}",
-                crosscam_argv("ingest", "--camera-id", cam, "--source", source, *cfg),
+                crosscam_argv(
+                    "ingest", "--camera-id", cam, "--source", source, "--eos-on-stop", *cfg
+                ),
             )
     for stage in ("detector", "tracker"):
         if stage in only:

@@ -67,6 +67,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--analysis-fps", type=float, help="frames per second analysed (0 = all)")
     parser.add_argument("--open-timeout-s", type=float, help="open timeout (s)")
     parser.add_argument("--read-timeout-s", type=float, help="no frame this long = hung (s)")
+    parser.add_argument(
+        "--eos-on-stop",
+        action="store_true",
+        help="on SIGTERM end the camera's stream (eos frame): the tracker closes its tracks now",
+    )
 
 
 def build_settings(args: argparse.Namespace, **ingest_overrides: Any) -> IngestSettingsRoot:
@@ -103,7 +108,11 @@ def main(args: argparse.Namespace) -> int:
     from ingest.service import IngestRun, run_ingest
 
     run = IngestRun(
-        camera_id=args.camera_id, source=args.source, settings=settings, topic=args.topic
+        camera_id=args.camera_id,
+        source=args.source,
+        settings=settings,
+        topic=args.topic,
+        eos_on_stop=args.eos_on_stop,
     )
 
     async def go() -> dict[str, Any]:

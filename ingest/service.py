@@ -52,6 +52,10 @@ class IngestRun:
     file_start_ns: int | None = None
     speed_realtime: bool = False
     send_eos: bool = True
+    eos_on_stop: bool = False
+    """Live source: on SIGTERM, end the stream with an eos frame so the tracker closes
+    this camera's tracks now (a camera taken down on purpose), instead of holding
+    them until frames come back."""
     loop_file: bool = False
     started_mono: float = field(default_factory=time.monotonic)
 
@@ -216,6 +220,8 @@ async def run_ingest(run: IngestRun, stop: asyncio.Event) -> dict[str, Any]:
                 last_ts + round(NS_PER_S / (source.file_fps or 1.0)) if last_ts else time.time_ns()
             )
             await outbox.put(PendingFrame(eos_ts, eos=True))
+        elif stop.is_set() and run.eos_on_stop and not source.is_file:
+            await outbox.put(PendingFrame(max(time.time_ns(), last_ts + 1), eos=True))
         await outbox.close()
         flush_timeout = None if ended else cfg.shutdown_flush_timeout_s
         try:

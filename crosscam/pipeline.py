@@ -1,0 +1,231 @@
+"""Helpers to drive and judge the whole live pipeline (demo, e2e tests, bench).
+
+* :func:`reset_state` — empty topics, tracker checkpoints and camera status
+  so a run starts from nothing (local stack only: it deletes data).
+* :func:`read_topic` — every message of a topic, up to its end offsets now.
+* :func:`group_lag` — how far a consumer group is behind.
+* :func:`identities_from_matches` — the final global identity of every
+  tracklet, by replaying the public match events as any subscriber would.
+* :func:`score_live` — tracklets against a scenario's ground truth. Live
+  cameras carry wall-clock capture times and ingest's sequence numbers, so
+  each camera's frame offset (seq → scenario frame) is found by box
+  agreement with the ground truth, then the ReID evaluation scores links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.codec import DecodeError, decode
+from schemas.messages import Match, Tracklet
+from schemas.topics import TOPICS
+
+MAX_ALIGN_OFFSET = 200
+"""Largest seq→frame shift searched when aligning a live camera with its ground truth
+(ingest may join a looping RTSP camera part-way through its first second or so)."""
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="crosscam-pipeline")
+    await admin.start()
+    return admin
+
+
+async def reset_state(bootstrap: str, redis_url: str) -> None:
+    """Delete every crosscam topic and consumer group, and crosscam keys in Redis."""
+    import redis
+
+    admin = await _admin(bootstrap)
+    try:
+        existing = [t for t in await admin.list_topics() if t in TOPICS]
+        if existing:
+            await admin.delete_topics(existing)
+        groups = [
+            g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith("crosscam-")
+        ]
+        if groups:
+            with contextlib.suppress(Exception):
+                await admin.delete_consumer_groups(groups)
+        for _ in range(100):  # topic deletion is asynchronous in the broker
+            if not set(await admin.list_topics()) & set(TOPICS):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter("crosscam:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """All records of ``topic`` from the beginning to the end offsets at call time."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and any(await consumer.position(tp) < end[tp] for tp in tps):
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                out.extend(m for m in msgs if m.offset < end[TopicPartition(m.topic, m.partition)])
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Messages of ``topic`` not yet committed by ``group`` (None: group has no commits)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return None
+        end = await consumer.end_offsets(tps)
+        lag, seen = 0, False
+        for tp in tps:
+            c = await consumer.committed(tp)
+            if c is None:
+                lag += end[tp]
+            else:
+                seen = True
+                lag += max(0, end[tp] - c)
+        return lag if seen or sum(end.values()) == 0 else sum(end.values())
+    finally:
+        await consumer.stop()
+
+
+def decode_all(records: list[Any], cls: type) -> list[Any]:
+    out = []
+    for r in records:
+        with contextlib.suppress(DecodeError):
+            out.append(decode(cls, r.value))
+    return out
+
+
+def latest_tracklets(tracklets: list[Tracklet]) -> list[Tracklet]:
+    """One copy per tracklet id (a replayed tracklet overwrites), in first-seen order."""
+    seen: dict[str, Tracklet] = {}
+    for t in tracklets:
+        seen[t.tracklet_id] = t
+    return list(seen.values())
+
+
+def identities_from_matches(matches: list[Match]) -> dict[str, str]:
+    """tracklet id → global id after applying every event in order."""
+    of: dict[str, str] = {}
+    for m in matches:
+        if m.kind in ("new_identity", "link", "split") and m.tracklet_id:
+            of[m.tracklet_id] = m.global_id
+        elif m.kind == "merge":
+            old = set(m.merged_ids)
+            for tid, gid in of.items():
+                if gid in old:
+                    of[tid] = m.global_id
+    return of
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def align_offset(
+    boxes_by_seq: dict[int, np.ndarray],
+    gt_by_frame: dict[int, np.ndarray],
+    max_offset: int = MAX_ALIGN_OFFSET,
+) -> tuple[int, float]:
+    """The shift ``frame = seq + offset`` that makes a camera's boxes agree best with its GT.
+
+    Score = number of system boxes whose best GT box in the shifted frame has
+    IoU ≥ 0.5. Returns (offset, fraction of boxes matched at that offset).
+    """
+    best = (0, -1.0)
+    total = sum(len(b) for b in boxes_by_seq.values()) or 1
+    for off in range(-max_offset, max_offset + 1):
+        hits = 0
+        for seq, boxes in boxes_by_seq.items():
+            g = gt_by_frame.get(seq + off)
+            if g is None or not len(boxes):
+                continue
+            hits += int((_iou_matrix(boxes, g).max(axis=1) >= 0.5).sum())
+        if hits > best[1]:
+            best = (off, float(hits))
+    return best[0], best[1] / total
+
+
+def score_live(
+    scenario_dir: Any, tracklets: list[Tracklet], predicted: dict[str, str]
+) -> dict[str, Any]:
+    """Link precision/recall/F1 and cross-camera IDF1 of live tracklets vs the scenario's GT."""
+    from reid.evaluate import Sample, Scenario, gt_boxes, label_live, link_scores, mtmc_idf1
+
+    scn = Scenario.load(scenario_dir)
+    by_cam: dict[str, dict[int, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    for t in tracklets:
+        for seq, box in zip(t.frame_seqs, t.boxes_array(), strict=True):
+            by_cam[t.camera_id][seq].append(np.asarray(box, np.float64))
+    offsets: dict[str, dict[str, float]] = {}
+    for cam, seqs in by_cam.items():
+        gts = {f: b for f, (b, _ids) in gt_boxes(scn, cam).items()} if cam in scn.cameras else {}
+        off, agree = align_offset({s: np.stack(v) for s, v in seqs.items()}, gts)
+        offsets[cam] = {"seq_to_frame_offset": off, "boxes_matching_gt": round(agree, 3)}
+    samples = []
+    for t in tracklets:
+        off = int(offsets.get(t.camera_id, {}).get("seq_to_frame_offset", 0))
+        boxes = {
+            seq + off: np.asarray(b, np.float64)
+            for seq, b in zip(t.frame_seqs, t.boxes_array(), strict=True)
+        }
+        samples.append(Sample(tracklet=t, gt_identity=None, boxes=boxes))
+    label_live(scn, samples)
+    pred = {
+        s.tracklet.tracklet_id: predicted.get(
+            s.tracklet.tracklet_id, f"unlinked:{s.tracklet.tracklet_id}"
+        )
+        for s in samples
+    }
+    out: dict[str, Any] = link_scores(samples, pred)
+    out["idf1"] = mtmc_idf1(scn, samples, pred)
+    out["identities"] = len(set(pred.values()))
+    out["gt_identities_seen"] = len({s.gt_identity for s in samples if s.gt_identity})
+    out["tracklets"] = len(samples)
+    out["alignment"] = offsets
+    return out
