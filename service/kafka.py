@@ -124,13 +124,16 @@ async def start_with_retry(
 
 
 async def ensure_topics(
-    settings: KafkaSettings, topics: Iterable[str], partitions: int = DEFAULT_PARTITIONS
+    settings: KafkaSettings,
+    topics: Iterable[str],
+    partitions: int = DEFAULT_PARTITIONS,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Create ``topics`` if missing (idempotent), so consumers never race auto-creation."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin"
     )
-    await start_with_retry(admin, "admin", None, settings.reconnect_backoff_max_s)
+    await start_with_retry(admin, "admin", stop, settings.reconnect_backoff_max_s)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -265,7 +268,7 @@ async def run_stage(
     stop = stop or asyncio.Event()
     group_id = group_id or f"crosscam-{stage.name}"
     out_topics = [t for t in TOPICS if t != stage.input.name]
-    await ensure_topics(settings, [stage.input.name, *out_topics], partitions)
+    await ensure_topics(settings, [stage.input.name, *out_topics], partitions, stop)
 
     busy = asyncio.Lock()
     consumer = AIOKafkaConsumer(
