@@ -33,6 +33,7 @@ from itertools import count
 from pathlib import Path
 
 import cv2
+import msgspec
 import numpy as np
 
 from reid.aggregate import AggregationParams
@@ -41,6 +42,7 @@ from reid.linker import LinkerParams
 from reid.scenario import frame_ts_ns
 from reid.store import open_store
 from reid.topology import Topology
+from schemas.codec import decode, encode
 from schemas.messages import Crop, Tracklet, pack_f32
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,33 @@ def gt_tracklets(scn: Scenario, embed: Callable[[list[np.ndarray]], np.ndarray])
     return out
 
 
+def save_samples(path: Path, samples: list[Sample], info: dict) -> None:
+    """Keep a live run's tracklets (in finish order) for re-scoring."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        msgspec.msgpack.encode({"info": info, "tracklets": [encode(s.tracklet) for s in samples]})
+    )
+
+
+def load_samples(scn: Scenario, path: Path) -> tuple[list[Sample], dict]:
+    data = msgspec.msgpack.decode(path.read_bytes())
+    samples = []
+    for raw in data["tracklets"]:
+        t = decode(Tracklet, raw)
+        frames = [scn.frame_of(ts) for ts in t.frame_ts_ns]
+        samples.append(
+            Sample(
+                t,
+                None,
+                {
+                    f: np.asarray(b, np.float64)
+                    for f, b in zip(frames, t.boxes_array(), strict=True)
+                },
+            )
+        )
+    return samples, {**data["info"], "reused": str(path)}
+
+
 # --- scoring ------------------------------------------------------------------------------
 
 
@@ -312,7 +341,7 @@ def run_engine(
         )
         kinds: Counter[str] = Counter()
         t0 = time.perf_counter()
-        for s in sorted(samples, key=lambda s: (s.tracklet.ts_end_ns, s.tracklet.tracklet_id)):
+        for s in samples:  # in the order they finished
             for e in engine.process(s.tracklet).events:
                 kinds[e.kind] += 1
         elapsed = time.perf_counter() - t0
@@ -360,6 +389,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--store", default="edge", choices=("edge", "local"), help="embedded store backend"
     )
     parser.add_argument("--frames", type=int, default=None, help="live run: first N frames only")
+    parser.add_argument(
+        "--reuse-live",
+        action="store_true",
+        help="reuse the live run's tracklets saved in DIR/cache (skip detector and tracker; for tuning the linker)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -383,10 +417,15 @@ def main(args: argparse.Namespace) -> int:
     if args.mode in ("all", "live"):
         from reid.live import live_tracklets
 
-        t0 = time.perf_counter()
-        samples, info = live_tracklets(scn, max_frames=args.frames)
+        cache = args.scenario / "cache" / f"live_tracklets_{args.frames or 'all'}.msgpack"
+        if args.reuse_live and cache.exists():
+            samples, info = load_samples(scn, cache)
+        else:
+            t0 = time.perf_counter()
+            samples, info = live_tracklets(scn, max_frames=args.frames)
+            info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
+            save_samples(cache, samples, info)
         label_live(scn, samples)
-        info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
         report["live"] = {
             "tracklets": len(samples),
             **info,

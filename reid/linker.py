@@ -112,9 +112,9 @@ class LinkerParams:
 
 @dataclass(frozen=True)
 class SearchScope:
-    """What the store should search for a new tracklet: cameras and a time range."""
+    """What the store should search for a new tracklet: cameras (None = any) and a time range."""
 
-    cameras: frozenset[str]
+    cameras: frozenset[str] | None
     ts_from_ns: int
     ts_to_ns: int
     limit: int
@@ -182,12 +182,12 @@ class Linker:
 
     def scope(self, sighting: Sighting) -> SearchScope:
         """Where the store should look for this tracklet's neighbours."""
-        cams = set(self.topology.reachable(sighting.camera_id))
-        if not self.params.link_same_camera:
+        cams = self.topology.reachable(sighting.camera_id)
+        if cams is not None and not self.params.link_same_camera:
             cams.discard(sighting.camera_id)
         gap_ns = int(self.topology.max_gap_s() * NS)
         return SearchScope(
-            cameras=frozenset(cams),
+            cameras=None if cams is None else frozenset(cams),
             ts_from_ns=sighting.ts_start_ns - gap_ns,
             ts_to_ns=sighting.ts_end_ns + gap_ns,
             limit=self.params.search_limit,
@@ -272,7 +272,7 @@ class Linker:
         ns = []
         for o in self._live.values():
             if (
-                o.camera_id not in scope.cameras
+                (scope.cameras is not None and o.camera_id not in scope.cameras)
                 or o.ts_end_ns < scope.ts_from_ns
                 or o.ts_start_ns > scope.ts_to_ns
             ):
@@ -360,8 +360,9 @@ class Linker:
             ):
                 union(a, b)
 
+        # the cluster holding an identity's earliest sighting keeps its id (ids stay with founders)
         clusters = sorted(
-            members.values(), key=lambda m: (-len(m), min(self._span(t).ts_start_ns for t in m))
+            members.values(), key=lambda m: min((self._span(t).ts_start_ns, t) for t in m)
         )
         old = {t: self._gid.get(t) for t in nodes}
         first_seen: dict[str, int] = {}

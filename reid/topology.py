@@ -193,10 +193,10 @@ class Topology:
             return (0.0, self.window_s)
         return self._bounds.get((camera_a, camera_b))
 
-    def reachable(self, camera_id: str) -> set[str]:
-        """Cameras a person on ``camera_id`` can reach (itself included); all known ones with no links."""
+    def reachable(self, camera_id: str) -> set[str] | None:
+        """Cameras a person on ``camera_id`` can reach (itself included); None (any) with no links."""
         if not self.has_links:
-            return set(self.cameras) | {camera_id}
+            return None
         return {b for (a, b) in self._bounds if a == camera_id} | {camera_id}
 
     def max_gap_s(self) -> float:
