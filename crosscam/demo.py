@@ -1,0 +1,317 @@
+"""``crosscam demo`` — the main job: the whole pipeline on a multi-camera replay.
+
+1. starts the local stack (Kafka, Redis, the RTSP server, Prometheus);
+2. builds the PETS09 multi-camera scenario (3 non-overlapping views with
+   their own looks, ground truth and a cameras file) unless already built;
+3. serves each view as a live RTSP camera and runs every stage supervised
+   (``crosscam run``): ingest per camera → detector → tracker → ReID;
+4. prints cross-camera matches as they happen (read from the public
+   ``crosscam.matches.v1`` topic, like any Kafka client would);
+5. after one pass of the recording, ends the cameras' streams, waits for the
+   pipeline to drain, and prints a summary: identities, links and their
+   accuracy against the ground truth, message accounting, where results are
+   kept and the metrics endpoints;
+6. leaves the ReID API and the web gallery running to browse (until Ctrl-C;
+   ``--no-serve`` or a non-interactive run stops there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from crosscam import pipeline, stack
+from crosscam.run import build_specs
+from crosscam.supervisor import Supervisor
+from reid.topology import CamerasFile, Topology, dump_cameras_toml
+from schemas.codec import decode
+from schemas.messages import Frame, Match, Tracklet
+from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
+from service.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+DRAIN_STABLE_S = 5.0
+"""The pipeline counts as drained when every stage's lag is 0 and nothing new
+appeared on the tracklets/matches topics for this long."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="where results are kept"
+    )
+    parser.add_argument("--cameras", type=int, default=3, help="views cut from PETS09-S2L1")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="use only the first N frames (default all 795)"
+    )
+    parser.add_argument("--gallery-port", type=int, default=8080)
+    parser.add_argument("--metrics-base-port", type=int, default=19400)
+    parser.add_argument("--timeout-s", type=float, default=900.0, help="give up after this long")
+    parser.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the gallery up after the summary (default: when interactive)",
+    )
+
+
+def _scenario(out: Path, cameras: int, frames: int | None) -> Path:
+    from reid.scenario import build_scenario
+
+    scn = out / "scenario"
+    meta_path = scn / "scenario.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if len(meta.get("views", [])) == cameras and meta.get("frames") == (
+            frames or meta.get("source_frames", meta.get("frames"))
+        ):
+            return scn
+        shutil.rmtree(scn)
+    print(f"building the {cameras}-camera PETS09 scenario in {scn} ...", flush=True)
+    build_scenario(scn, cameras=cameras, max_frames=frames)
+    return scn
+
+
+def _live_cameras_file(scn: Path, out: Path) -> tuple[Path, dict[str, str]]:
+    """Publish each view on the RTSP server; a cameras file whose sources are the RTSP URLs."""
+    topo = Topology.load(scn / "cameras.toml")
+    cams = []
+    urls = {}
+    for cam in topo.spec.cameras:
+        url = stack.rtsp_publish(cam.id, topo.source_path(cam.id), loop=True)
+        urls[cam.id] = url
+        cams.append(cam.model_copy(update={"source": url}))
+    spec = CamerasFile(window_s=topo.spec.window_s, cameras=cams, links=list(topo.spec.links))
+    path = out / "cameras.live.toml"
+    path.write_text(dump_cameras_toml(spec))
+    return path, urls
+
+
+async def _print_matches(bootstrap: str, stop: asyncio.Event, sink: list[Match]) -> None:
+    consumer = AIOKafkaConsumer(
+        MATCHES.name,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=300)
+            for msgs in batch.values():
+                for rec in msgs:
+                    m = decode(Match, rec.value)
+                    sink.append(m)
+                    print("match " + _describe(m), flush=True)
+    finally:
+        await consumer.stop()
+
+
+def _describe(m: Match) -> str:
+    span = f"{(m.ts_end_ns - m.ts_start_ns) / 1e9:.1f}s" if m.ts_end_ns else ""
+    if m.kind == "link":
+        near = ", ".join(
+            f"{x.camera_id}:{x.tracklet_id.split(':')[1]} d={x.distance:.2f}" for x in m.matched[:3]
+        )
+        return f"LINK   {m.global_id}  {m.camera_id} track {m.tracklet_id.split(':')[1]} ({span})  ~ {near}"
+    if m.kind == "merge":
+        return f"MERGE  {m.global_id}  <= {', '.join(m.merged_ids)}"
+    if m.kind == "split":
+        return f"SPLIT  {m.global_id}  {m.tracklet_id} out of {', '.join(m.merged_ids)}"
+    return f"NEW    {m.global_id}  {m.camera_id} track {m.tracklet_id.split(':')[1] if m.tracklet_id else ''} ({span})"
+
+
+def _camera_status(redis_url: str, cameras: list[str]) -> dict[str, dict[str, str]]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return {c: client.hgetall(f"crosscam:camera:{c}") for c in cameras}
+    finally:
+        client.close()
+
+
+def _wait(predicate: Any, timeout_s: float, period_s: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period_s)
+    return False
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    print("starting the local stack (Kafka, Redis, RTSP server, Prometheus) ...", flush=True)
+    print(json.dumps(stack.up(prometheus=True)), flush=True)
+    bootstrap, redis_url = stack.kafka_bootstrap(), stack.redis_url()
+    scn = _scenario(out, args.cameras, args.frames)
+    meta = json.loads((scn / "scenario.json").read_text())
+    n_frames = int(meta["frames"])
+    asyncio.run(pipeline.reset_state(bootstrap, redis_url))
+    shutil.rmtree(out / "reid", ignore_errors=True)
+    shutil.rmtree(out / "logs", ignore_errors=True)
+    cameras_file, urls = _live_cameras_file(scn, out)
+    print(f"cameras: {json.dumps(urls)}", flush=True)
+
+    specs = build_specs(
+        cameras_file,
+        data_dir=out / "reid",
+        metrics_base_port=args.metrics_base_port,
+        gallery_port=args.gallery_port,
+    )
+    sup = Supervisor(specs, log_dir=out / "logs")
+    stop_sup = threading.Event()
+    sup_thread = threading.Thread(target=sup.run, args=(stop_sup,), daemon=True)
+    sup_thread.start()
+    matches: list[Match] = []
+    stop_printer = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    printer = threading.Thread(
+        target=loop.run_until_complete,
+        args=(_print_matches(bootstrap, stop_printer, matches),),
+        daemon=True,
+    )
+    printer.start()
+    print(
+        f"pipeline running: {len(specs)} processes; one pass of the recording is {n_frames / meta['fps']:.0f} s",
+        flush=True,
+    )
+
+    ingest = [s.name for s in specs if s.name.startswith("ingest-")]
+    cams = [n.removeprefix("ingest-") for n in ingest]
+    deadline = time.monotonic() + args.timeout_s
+
+    def one_pass_done() -> bool:
+        st = _camera_status(redis_url, cams)
+        return all(int(st[c].get("frames_published", 0) or 0) >= n_frames for c in cams)
+
+    ok = _wait(one_pass_done, max(1.0, deadline - time.monotonic()))
+    sup.stop(ingest)  # SIGTERM: each camera ends its stream (eos), the tracker closes its tracks
+    print("one pass published; ending the camera streams and draining the pipeline ...", flush=True)
+
+    groups = {"detector": FRAMES.name, "tracker": DETECTIONS.name, "reid": TRACKLETS.name}
+    def drained() -> bool:
+        lags = [asyncio.run(pipeline.group_lag(bootstrap, f"crosscam-{g}", t)) for g, t in groups.items()]
+        return all(lag == 0 for lag in lags)
+
+    stable_since: list[float] = []
+
+    def drained_and_stable() -> bool:
+        if not drained():
+            stable_since.clear()
+            return False
+        stable_since.append(time.monotonic())
+        return stable_since[-1] - stable_since[0] >= DRAIN_STABLE_S
+
+    drained_ok = _wait(drained_and_stable, max(1.0, deadline - time.monotonic()))
+    stop_printer.set()
+    printer.join(5)
+
+    summary = _summarise(
+        bootstrap, redis_url, scn, out, cams, specs, ok and drained_ok, time.monotonic() - t_start
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(summary)
+
+    serve = args.serve if args.serve is not None else sys.stdin.isatty()
+    if serve:
+        print(f"\ngallery: http://127.0.0.1:{args.gallery_port}/  (Ctrl-C to stop)", flush=True)
+        try:
+            while sup_thread.is_alive():
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    stop_sup.set()
+    sup_thread.join(60)
+    return 0 if summary["completed"] else 1
+
+
+def _summarise(
+    bootstrap: str,
+    redis_url: str,
+    scn: Path,
+    out: Path,
+    cams: list[str],
+    specs: list,
+    completed: bool,
+    elapsed: float,
+) -> dict[str, Any]:
+    frames = pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, FRAMES.name)), Frame)
+    dets = asyncio.run(pipeline.read_topic(bootstrap, DETECTIONS.name))
+    dls = asyncio.run(pipeline.read_topic(bootstrap, DEADLETTER.name))
+    tracklets = pipeline.latest_tracklets(
+        pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, TRACKLETS.name)), Tracklet)
+    )
+    matches = pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, MATCHES.name)), Match)
+    predicted = pipeline.identities_from_matches(matches)
+    accuracy = pipeline.score_live(scn, tracklets, predicted)
+    status = _camera_status(redis_url, cams)
+    kinds: dict[str, int] = {}
+    for m in matches:
+        kinds[m.kind] = kinds.get(m.kind, 0) + 1
+    cross = {
+        g
+        for g in predicted.values()
+        if len({t.split(":")[0] for t, gg in predicted.items() if gg == g}) > 1
+    }
+    return {
+        "completed": completed,
+        "seconds": round(elapsed, 1),
+        "cameras": {
+            c: {
+                k: status[c].get(k)
+                for k in ("state", "frames_published", "reconnects", "fps_measured")
+            }
+            for c in cams
+        },
+        "messages": {
+            "frames": sum(1 for f in frames if not f.eos),
+            "detections": len(dets),
+            "dead_letters": len(dls),
+            "tracklets": len(tracklets),
+            "match_events": kinds,
+        },
+        "identities": len(set(predicted.values())),
+        "identities_seen_on_several_cameras": len(cross),
+        "accuracy_vs_ground_truth": accuracy,
+        "results": {
+            "summary": str(out / "summary.json"),
+            "reid_store_and_thumbnails": str(out / "reid"),
+            "logs": str(out / "logs"),
+            "scenario": str(scn),
+        },
+        "metrics_endpoints": {s.name: f"http://127.0.0.1:{s.metrics_port}/metrics" for s in specs},
+        "prometheus": "http://127.0.0.1:19090",
+    }
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    acc = s["accuracy_vs_ground_truth"]
+    print("\n==== crosscam demo summary ====")
+    print(
+        f"identities: {s['identities']} ({s['identities_seen_on_several_cameras']} seen on several cameras); "
+        f"tracklets: {s['messages']['tracklets']}; match events: {s['messages']['match_events']}"
+    )
+    print(
+        f"cross-camera links vs ground truth: precision {acc['link_precision']:.3f}  recall {acc['link_recall']:.3f}  "
+        f"F1 {acc['link_f1']:.3f}  |  cross-camera IDF1 {acc['idf1']:.3f}"
+    )
+    print(
+        f"messages: {s['messages']['frames']} frames, {s['messages']['detections']} detections, "
+        f"{s['messages']['dead_letters']} dead letters"
+    )
+    print(json.dumps(s, indent=2))
