@@ -56,9 +56,11 @@ RESCAN_INTERVAL_MS = 250
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 MEDIA_LAUNCH = (
+    # A camera drops frames rather than falling behind: at most 2 frames wait
+    # in the appsrc (the oldest go first), so a client sees the present.
     "( appsrc name=src is-live=true format=time do-timestamp=true "
-    "max-bytes=20000000 leaky-type=downstream "
-    "! queue max-size-buffers=4 leaky=downstream "
+    "max-buffers=2 max-bytes=0 leaky-type=downstream "
+    "! queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream "
     "! videoconvert ! video/x-raw,format=I420 "
     f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={KEY_INT_MAX} "
     "bitrate=2000 threads=1 "
