@@ -80,7 +80,7 @@ class TrackerStage:
         self,
         params: TrackerParams,
         store: RedisStateStore | None,
-        checkpoint_interval_s: float = 2.0,
+        checkpoint_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.params = params

@@ -83,7 +83,7 @@ class TrackerSettings(StrictModel):
         description="tracklets with a lower mean score are dropped",
     )
     checkpoint_interval_s: float = Field(
-        2.0,
+        1.0,
         gt=0.0,
         le=3600.0,
         description="a camera's state is saved at most this often after a commit (and always on revoke); "
