@@ -25,6 +25,8 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,9 @@ def _live_cameras_file(scn: Path, out: Path) -> tuple[Path, dict[str, str]]:
     return path, urls
 
 
-async def _print_matches(bootstrap: str, stop: asyncio.Event, sink: list[Match]) -> None:
+async def _follow_matches(
+    bootstrap: str, stop: asyncio.Event, sink: list[Match], on_match: Callable[[Match], None] | None
+) -> None:
     consumer = AIOKafkaConsumer(
         MATCHES.name,
         bootstrap_servers=bootstrap,
@@ -112,7 +116,8 @@ async def _print_matches(bootstrap: str, stop: asyncio.Event, sink: list[Match])
                 for rec in msgs:
                     m = decode(Match, rec.value)
                     sink.append(m)
-                    print("match " + _describe(m), flush=True)
+                    if on_match is not None:
+                        on_match(m)
     finally:
         await consumer.stop()
 
@@ -150,28 +155,63 @@ def _wait(predicate: Any, timeout_s: float, period_s: float = 1.0) -> bool:
     return False
 
 
-def main(args: argparse.Namespace) -> int:
-    setup_logging("WARNING")
-    out: Path = args.out.resolve()
+@dataclass
+class LiveRun:
+    """One live run of the whole pipeline over a scenario (demo, e2e tests, bench)."""
+
+    out: Path
+    cameras: int = 3
+    frames: int | None = None
+    gallery_port: int = 8080
+    metrics_base_port: int = 19400
+    timeout_s: float = 900.0
+    replicas: dict[str, int] = field(default_factory=dict)
+    on_match: Callable[[Match], None] | None = None
+    during: Callable[[Supervisor], None] | None = None
+    """Called in a thread once every stage is started (fault tests act here)."""
+    keep_serving: bool = False
+
+
+@dataclass
+class LiveResult:
+    """A finished live run; with ``keep_serving`` its ReID API and gallery still run."""
+
+    summary: dict[str, Any]
+    supervisor: Supervisor
+    stop_event: threading.Event
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(120)
+
+
+def run_live(run: LiveRun) -> LiveResult:
+    """Stack up, scenario as live RTSP cameras, every stage supervised, one pass, drain, summary.
+
+    Unless ``keep_serving``, every child has been stopped on return; with it,
+    the ReID API and gallery are still up until :meth:`LiveResult.stop`.
+    """
+    out = run.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    print("starting the local stack (Kafka, Redis, RTSP server, Prometheus) ...", flush=True)
-    print(json.dumps(stack.up(prometheus=True)), flush=True)
+    stack.up(prometheus=True)
     bootstrap, redis_url = stack.kafka_bootstrap(), stack.redis_url()
-    scn = _scenario(out, args.cameras, args.frames)
+    scn = _scenario(out, run.cameras, run.frames)
     meta = json.loads((scn / "scenario.json").read_text())
     n_frames = int(meta["frames"])
     asyncio.run(pipeline.reset_state(bootstrap, redis_url))
     shutil.rmtree(out / "reid", ignore_errors=True)
     shutil.rmtree(out / "logs", ignore_errors=True)
     cameras_file, urls = _live_cameras_file(scn, out)
-    print(f"cameras: {json.dumps(urls)}", flush=True)
+    log.info("cameras_published", extra={"urls": json.dumps(urls)})
 
     specs = build_specs(
         cameras_file,
+        replicas=run.replicas,
         data_dir=out / "reid",
-        metrics_base_port=args.metrics_base_port,
-        gallery_port=args.gallery_port,
+        metrics_base_port=run.metrics_base_port,
+        gallery_port=run.gallery_port,
     )
     sup = Supervisor(specs, log_dir=out / "logs")
     stop_sup = threading.Event()
@@ -182,61 +222,77 @@ def main(args: argparse.Namespace) -> int:
     loop = asyncio.new_event_loop()
     printer = threading.Thread(
         target=loop.run_until_complete,
-        args=(_print_matches(bootstrap, stop_printer, matches),),
+        args=(_follow_matches(bootstrap, stop_printer, matches, run.on_match),),
         daemon=True,
     )
     printer.start()
-    print(
-        f"pipeline running: {len(specs)} processes; one pass of the recording is {n_frames / meta['fps']:.0f} s",
-        flush=True,
-    )
+    if run.during is not None:
+        threading.Thread(target=run.during, args=(sup,), daemon=True).start()
 
     ingest = [s.name for s in specs if s.name.startswith("ingest-")]
     cams = [n.removeprefix("ingest-") for n in ingest]
-    deadline = time.monotonic() + args.timeout_s
+    deadline = time.monotonic() + run.timeout_s
 
     def one_pass_done() -> bool:
         st = _camera_status(redis_url, cams)
         return all(int(st[c].get("frames_published", 0) or 0) >= n_frames for c in cams)
 
-    ok = _wait(one_pass_done, max(1.0, deadline - time.monotonic()))
-    sup.stop(ingest)  # SIGTERM: each camera ends its stream (eos), the tracker closes its tracks
-    print("one pass published; ending the camera streams and draining the pipeline ...", flush=True)
-
+    passed = _wait(one_pass_done, max(1.0, deadline - time.monotonic()))
+    # SIGTERM: each camera ends its stream (eos) and the tracker closes its tracks.
+    sup.stop(ingest)
     groups = {"detector": FRAMES.name, "tracker": DETECTIONS.name, "reid": TRACKLETS.name}
-    def drained() -> bool:
-        lags = [asyncio.run(pipeline.group_lag(bootstrap, f"crosscam-{g}", t)) for g, t in groups.items()]
-        return all(lag == 0 for lag in lags)
-
     stable_since: list[float] = []
 
     def drained_and_stable() -> bool:
-        if not drained():
+        lags = [
+            asyncio.run(pipeline.group_lag(bootstrap, f"crosscam-{g}", t))
+            for g, t in groups.items()
+        ]
+        if not all(lag == 0 for lag in lags):
             stable_since.clear()
             return False
         stable_since.append(time.monotonic())
         return stable_since[-1] - stable_since[0] >= DRAIN_STABLE_S
 
-    drained_ok = _wait(drained_and_stable, max(1.0, deadline - time.monotonic()))
+    drained = _wait(drained_and_stable, max(1.0, deadline - time.monotonic()))
     stop_printer.set()
     printer.join(5)
-
     summary = _summarise(
-        bootstrap, redis_url, scn, out, cams, specs, ok and drained_ok, time.monotonic() - t_start
+        bootstrap, redis_url, scn, out, cams, specs, passed and drained, time.monotonic() - t_start
     )
+    summary["restarts"] = sup.restarts()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _print_summary(summary)
+    result = LiveResult(summary, sup, stop_sup, sup_thread)
+    if not run.keep_serving:
+        result.stop()
+    return result
 
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging("WARNING")
     serve = args.serve if args.serve is not None else sys.stdin.isatty()
+    print("crosscam demo: stack up, scenario, live cameras, every stage ...", flush=True)
+    run = LiveRun(
+        out=args.out,
+        cameras=args.cameras,
+        frames=args.frames,
+        gallery_port=args.gallery_port,
+        metrics_base_port=args.metrics_base_port,
+        timeout_s=args.timeout_s,
+        on_match=lambda m: print("match " + _describe(m), flush=True),
+        keep_serving=serve,
+    )
+    result = run_live(run)
+    summary = result.summary
+    _print_summary(summary)
     if serve:
         print(f"\ngallery: http://127.0.0.1:{args.gallery_port}/  (Ctrl-C to stop)", flush=True)
         try:
-            while sup_thread.is_alive():
+            while result.thread.is_alive():
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
-    stop_sup.set()
-    sup_thread.join(60)
+        result.stop()
     return 0 if summary["completed"] else 1
 
 
