@@ -536,21 +536,51 @@ async def _kafka_probe(bootstrap: str, timeout_s: float) -> dict[str, Any]:
     return cluster
 
 
+class _QuietProbes(logging.Filter):
+    """Drops aiokafka's records from threads that are probing readiness.
+
+    aiokafka logs each refused connection at ERROR; while we poll a broker
+    that is still starting, a refusal is an answer ("not yet"), not an error.
+    Per thread, so a pipeline's own aiokafka logs in the same process stay.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self._local.on = True
+        try:
+            yield
+        finally:
+            self._local.on = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self._local, "on", False)
+
+
+_quiet_probes = _QuietProbes()
+logging.getLogger("aiokafka").addFilter(_quiet_probes)
+logging.getLogger("aiokafka.conn").addFilter(_quiet_probes)
+logging.getLogger("aiokafka.cluster").addFilter(_quiet_probes)
+logging.getLogger("aiokafka.admin.client").addFilter(_quiet_probes)
+
+
 def _kafka_ready(cfg: StackConfig, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     if not _port_open(cfg.host, cfg.kafka_port):
         return False
-    # aiokafka logs every failed attempt at ERROR; a probe that fails is an answer, not an error.
-    aiolog = logging.getLogger("aiokafka")
-    level = aiolog.level
-    aiolog.setLevel(logging.CRITICAL)
+
+    async def probe() -> dict[str, Any]:
+        with _quiet_probes.active():
+            return await _kafka_probe(kafka_bootstrap(cfg), timeout_s)
+
     try:
-        _run_coro(lambda: _kafka_probe(kafka_bootstrap(cfg), timeout_s))
+        _run_coro(probe)
         return True
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
         log.debug("kafka probe failed: %s", exc)
         return False
-    finally:
-        aiolog.setLevel(level)
 
 
 def kafka_bootstrap(cfg: StackConfig | None = None) -> str:
