@@ -37,7 +37,7 @@ from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
 from reid.topology import CamerasFile, Topology, dump_cameras_toml
 from schemas.codec import decode
-from schemas.messages import Frame, Match, Tracklet
+from schemas.messages import DeadLetter, Detections, Frame, Match, Tracklet
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
 from service.logs import setup_logging
 
@@ -307,8 +307,12 @@ def _summarise(
     elapsed: float,
 ) -> dict[str, Any]:
     frames = pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, FRAMES.name)), Frame)
-    dets = asyncio.run(pipeline.read_topic(bootstrap, DETECTIONS.name))
-    dls = asyncio.run(pipeline.read_topic(bootstrap, DEADLETTER.name))
+    dets = pipeline.decode_all(
+        asyncio.run(pipeline.read_topic(bootstrap, DETECTIONS.name)), Detections
+    )
+    dls = pipeline.decode_all(
+        asyncio.run(pipeline.read_topic(bootstrap, DEADLETTER.name)), DeadLetter
+    )
     tracklets = pipeline.latest_tracklets(
         pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, TRACKLETS.name)), Tracklet)
     )
@@ -319,10 +323,21 @@ def _summarise(
     kinds: dict[str, int] = {}
     for m in matches:
         kinds[m.kind] = kinds.get(m.kind, 0) + 1
-    cross = {
-        g
-        for g in predicted.values()
-        if len({t.split(":")[0] for t, gg in predicted.items() if gg == g}) > 1
+    cams_of: dict[str, set[str]] = {}
+    for tid, gid in predicted.items():
+        cams_of.setdefault(gid, set()).add(tid.split(":")[0])
+    cross = {g for g, cs in cams_of.items() if len(cs) > 1}
+    # Every frame published is accounted for: detected, or dead-lettered by the detector.
+    frame_keys = {(f.camera_id, f.seq) for f in frames}
+    detected = frame_keys & {(d.camera_id, d.seq) for d in dets}
+    dead_frames = sum(1 for d in dls if d.topic == FRAMES.name)
+    accounting = {
+        "frames_published": len(frame_keys),
+        "frames_detected": len(detected),
+        "frames_dead_lettered": dead_frames,
+        "frames_unaccounted": len(frame_keys) - len(detected) - dead_frames,
+        "ingest_dropped": {c: status[c].get("frames_dropped") for c in cams},
+        "duplicate_detections": len(dets) - len({(d.camera_id, d.seq) for d in dets}),
     }
     return {
         "completed": completed,
@@ -341,6 +356,7 @@ def _summarise(
             "tracklets": len(tracklets),
             "match_events": kinds,
         },
+        "accounting": accounting,
         "identities": len(set(predicted.values())),
         "identities_seen_on_several_cameras": len(cross),
         "accuracy_vs_ground_truth": accuracy,
