@@ -43,11 +43,23 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def default_kafka_bootstrap() -> str:
+    """``$CROSSCAM_KAFKA_BOOTSTRAP``, else the local stack's broker (``$CROSSCAM_KAFKA_PORT``, 19092)."""
+    port = os.environ.get("CROSSCAM_KAFKA_PORT", "19092")
+    return os.environ.get("CROSSCAM_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+
+
+def default_redis_url() -> str:
+    """``$CROSSCAM_REDIS_URL``, else the local stack's Redis (``$CROSSCAM_REDIS_PORT``, 16379)."""
+    port = os.environ.get("CROSSCAM_REDIS_PORT", "16379")
+    return os.environ.get("CROSSCAM_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+
+
 class KafkaSettings(StrictModel):
     """How a stage reaches Kafka and how it batches."""
 
     bootstrap_servers: str = Field(
-        default_factory=lambda: os.environ.get("CROSSCAM_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        default_factory=default_kafka_bootstrap,
         description="host:port[,host:port] of the brokers",
     )
     client_id: str = Field("crosscam", description="prefix of the Kafka client id")
@@ -79,7 +91,7 @@ class RedisSettings(StrictModel):
     """Where Redis is (camera status, tracker checkpoints, claim-check frames)."""
 
     url: str = Field(
-        default_factory=lambda: os.environ.get("CROSSCAM_REDIS_URL", "redis://127.0.0.1:16379/0"),
+        default_factory=default_redis_url,
         description="redis:// URL",
     )
 
