@@ -123,7 +123,7 @@ def _save(path: Path, vd: VideoDetections) -> None:
         offsets=offsets,
         boxes=cat(vd.boxes_xyxy, 4).reshape(-1, 4),
         scores=cat(vd.scores, 0).reshape(-1),
-        embeddings=cat(vd.embeddings, dim).reshape(-1, dim),
+        embeddings=cat(vd.embeddings, dim).reshape(int(offsets[-1]), dim),
         sharpness=cat(vd.sharpness, 0).reshape(-1),
     )
     os.replace(tmp, path)
