@@ -21,7 +21,10 @@ pytestmark = pytest.mark.integration
 
 def _records(camera: str, frames: range, partition: int = 3) -> list[Record]:
     lk = looks(2, seed=4)
-    walkers = [Walker((100.0, 400.0), (60.0, 0.0), 120.0, lk[0], visible=(0, 30)), Walker((600.0, 300.0), (-30.0, 0.0), 90.0, lk[1])]
+    walkers = [
+        Walker((100.0, 400.0), (60.0, 0.0), 120.0, lk[0], visible=(0, 30)),
+        Walker((600.0, 300.0), (-30.0, 0.0), 90.0, lk[1]),
+    ]
     rng = np.random.default_rng(0)
     out = []
     for f in range(frames.stop):
@@ -40,7 +43,11 @@ def _records(camera: str, frames: range, partition: int = 3) -> list[Record]:
             embedding_dim=DIM,
         )
         value = encode(msg)
-        out.append(Record(DETECTIONS.name, partition, f, camera.encode(), value, decode(Detections, value), 0))
+        out.append(
+            Record(
+                DETECTIONS.name, partition, f, camera.encode(), value, decode(Detections, value), 0
+            )
+        )
     return out
 
 
@@ -78,7 +85,9 @@ def test_periodic_checkpoint_only_after_the_interval(redis_url: str) -> None:
     store = RedisStateStore.from_url(redis_url, ttl_s=600)
     now = [100.0]
     try:
-        stage = TrackerStage(TrackerParams(), store, checkpoint_interval_s=2.0, clock=lambda: now[0])
+        stage = TrackerStage(
+            TrackerParams(), store, checkpoint_interval_s=2.0, clock=lambda: now[0]
+        )
         stage.handle(_records(camera, range(0, 5)))
         stage.after_commit([3])
         assert store.load(camera) is None  # opened at t=100: not due yet
@@ -97,7 +106,15 @@ def test_bad_arrays_are_dead_lettered_without_touching_state(redis_url: str) -> 
     camera = f"it-tracker-{uuid.uuid4().hex[:8]}"
     stage = TrackerStage(TrackerParams(), None)
     good = _records(camera, range(0, 3))
-    bad_msg = Detections(camera_id=camera, seq=3, ts_capture_ns=ts(3), width=1, height=1, boxes_xyxy=b"\0" * 12, scores=pack_f32(np.ones(1)))
+    bad_msg = Detections(
+        camera_id=camera,
+        seq=3,
+        ts_capture_ns=ts(3),
+        width=1,
+        height=1,
+        boxes_xyxy=b"\0" * 12,
+        scores=pack_f32(np.ones(1)),
+    )
     bad = Record(DETECTIONS.name, 3, 3, camera.encode(), encode(bad_msg), bad_msg, 0)
     out = stage.handle([*good, bad])
     assert [o.topic for o in out] == ["crosscam.deadletter.v1"]
