@@ -416,3 +416,50 @@ def open_store(
 
 def ids_of(tracklets: Iterable[StoredTracklet]) -> list[str]:
     return [t.tracklet_id for t in tracklets]
+
+
+class LockedStore:
+    """A store shared by threads (the stage's worker and the API's): one call at a time.
+
+    The embedded engines open in one process and are not documented as safe
+    for concurrent calls, so every call takes the lock. ``scroll`` is drained
+    into a list under the lock.
+    """
+
+    def __init__(self, inner: VectorStore) -> None:
+        import threading
+
+        self.inner = inner
+        self.kind = inner.kind
+        self._lock = threading.RLock()
+
+    def upsert(self, tracklets: Sequence[StoredTracklet]) -> None:
+        with self._lock:
+            self.inner.upsert(tracklets)
+
+    def search(
+        self, vector: np.ndarray, scope: Scope, limit: int, max_distance: float | None = None
+    ) -> list[Hit]:
+        with self._lock:
+            return self.inner.search(vector, scope, limit, max_distance)
+
+    def get(self, tracklet_ids: Sequence[str], with_vectors: bool = False) -> list[StoredTracklet]:
+        with self._lock:
+            return self.inner.get(tracklet_ids, with_vectors)
+
+    def set_global_ids(self, assignment: dict[str, str]) -> None:
+        with self._lock:
+            self.inner.set_global_ids(assignment)
+
+    def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
+        with self._lock:
+            items = list(self.inner.scroll(scope, with_vectors))
+        return iter(items)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.inner.count()
+
+    def close(self) -> None:
+        with self._lock:
+            self.inner.close()

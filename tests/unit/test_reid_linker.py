@@ -41,12 +41,14 @@ def make(topology: Topology | None = None, **kw: float) -> Linker:
 
 def test_overlapping_tracklets_on_one_camera_are_never_linked() -> None:
     """Same look, same camera, overlapping in time: two people, two identities."""
-    lk = make()
+    lk = make(link_same_camera=True, same_camera_link_distance=0.5)
     v = unit(1)
     lk.add_live(sight("t1", "a", 0, 10, v))
     r = lk.add_live(sight("t2", "a", 5, 15, v))
     assert r.events[0].kind == "new_identity"
     assert lk.global_id("t1") != lk.global_id("t2")
+    lk.add_live(sight("t3", "a", 16, 20, v))  # same camera, after t2: a re-entry, linked
+    assert lk.global_id("t3") in (lk.global_id("t1"), lk.global_id("t2"))
 
 
 def test_identical_vectors_link_across_cameras_when_times_allow() -> None:

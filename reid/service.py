@@ -1,0 +1,174 @@
+"""``crosscam reid``: the ReID stage (tracklets -> Qdrant, matches), thin around the engine.
+
+Consumer group on the tracklets topic. For each tracklet: aggregate, search
+the store, link (:mod:`reid.linker`), upsert, and publish the events to the
+public matches topic keyed by global id (JSON). Global ids come from a Redis
+counter and live in the store's payload, so a restart keeps them: on start,
+the newest window of stored tracklets is restored as frozen anchors. The
+query API (:mod:`reid.api`) runs in the same process, since the embedded
+store opens in one process only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from pydantic import ValidationError
+
+from reid import metrics as m
+from reid.api import ReidApi, start_api
+from reid.engine import Engine
+from reid.settings import ReidSettingsRoot
+from reid.store import LockedStore, VectorStore, open_store
+from reid.topology import Topology
+from schemas.messages import Tracklet
+from schemas.topics import MATCHES, TRACKLETS
+from service.kafka import Output, Record, dead_letter, install_stop_signals, run_stage
+from service.logs import setup_logging
+from service.metrics import start_metrics_server
+from service.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+
+def check_tracklet(t: Tracklet) -> str | None:
+    """Why a tracklet cannot be linked (sizes that disagree), or None."""
+    if t.ts_end_ns < t.ts_start_ns:
+        return "ts_end_ns before ts_start_ns"
+    if t.embedding_dim and len(t.embeddings) % (4 * t.embedding_dim):
+        return f"embeddings: {len(t.embeddings)} bytes do not split into rows of {t.embedding_dim}"
+    dims = {len(c.embedding) for c in t.crops if c.embedding}
+    if len(dims) > 1:
+        return f"crops carry vectors of different sizes {sorted(dims)}"
+    return None
+
+
+class ReidStage:
+    """The :class:`service.kafka.Stage` of the ReID service."""
+
+    name = "reid"
+    input = TRACKLETS
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def handle(self, records: list[Record]) -> list[Output]:
+        outputs: list[Output] = []
+        for rec in records:
+            t: Tracklet = rec.message
+            problem = check_tracklet(t)
+            if problem is not None:
+                outputs.append(dead_letter(self.name, rec, problem))
+                continue
+            cam = t.camera_id
+            m.TRACKLETS_IN.labels(cam).inc()
+            res = self.engine.process(t)
+            if res.skipped:
+                m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
+                continue
+            m.SEARCH_SECONDS.labels(cam).observe(res.search_seconds)
+            for e in res.events:
+                if e.kind == "link":
+                    m.LINKS.labels(cam).inc()
+                elif e.kind == "new_identity":
+                    m.NEW_IDENTITIES.labels(cam).inc()
+                elif e.kind == "merge":
+                    m.MERGES.inc(len(e.merged_ids))
+                elif e.kind == "split":
+                    m.SPLITS.inc()
+                outputs.append(Output.of(MATCHES, e.global_id, e))
+        m.LIVE_TRACKLETS.set(self.engine.linker.live_count())
+        m.STORE_POINTS.set(self.engine.store.count())
+        return outputs
+
+
+def redis_global_ids(client: redis.Redis, key: str) -> Callable[[], str]:
+    """Global ids from a Redis counter: unique across restarts and replicas."""
+    return lambda: f"g{int(client.incr(key))}"
+
+
+def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
+    """The engine over the configured store and topology (restored from the store)."""
+    cfg = settings.reid
+    topology = (
+        Topology.load(cfg.cameras_file) if cfg.cameras_file else Topology.open_world(cfg.window_s)
+    )
+    q = settings.qdrant
+    kind = "server" if q.url else q.embedded
+    store = LockedStore(open_store(kind, cfg.data_dir / f"qdrant-{kind}", cfg.dim, url=q.url or None,
+                                   api_key=q.api_key or None))  # fmt: skip
+    client = redis.Redis.from_url(settings.redis.url)
+    engine = Engine(store, topology, cfg.engine_params(), redis_global_ids(client, cfg.global_id_key),
+                    cfg.data_dir / "thumbnails")  # fmt: skip
+    restored = engine.restore()
+    log.info("reid_started", extra={"store": kind, "points": store.count(), "restored": restored,
+                                     "cameras": len(topology.cameras), "links": len(topology.spec.links)})  # fmt: skip
+    return engine, store, topology
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings (kafka, redis, metrics, qdrant, reid)",
+    )
+    parser.add_argument(
+        "--cameras", type=Path, default=None, help="cameras file (overrides reid.cameras_file)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="store and thumbnails folder")
+    parser.add_argument(
+        "--bootstrap-servers", default=None, help="Kafka host:port (overrides the config)"
+    )
+    parser.add_argument("--redis-url", default=None, help="redis:// URL (overrides the config)")
+    parser.add_argument("--qdrant-url", default=None, help="Qdrant server URL (default: embedded)")
+    parser.add_argument(
+        "--api-port", type=int, default=None, help="query API port (0 = any free port)"
+    )
+    parser.add_argument("--group-id", default="crosscam-reid", help="consumer group")
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="Prometheus port (0 = any free port)"
+    )
+    parser.add_argument("--log-level", default="INFO")
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    try:
+        settings = load_settings(
+            ReidSettingsRoot,
+            args.config,
+            kafka={"bootstrap_servers": args.bootstrap_servers},
+            redis={"url": args.redis_url},
+            metrics={"port": args.metrics_port},
+            qdrant={"url": args.qdrant_url},
+            reid={
+                "cameras_file": args.cameras,
+                "data_dir": args.data_dir,
+                "api_port": args.api_port,
+            },
+        )
+    except (ValidationError, ValueError, OSError) as exc:
+        log.error("bad_settings", extra={"error": str(exc)})
+        return 2
+    engine, store, topology = build(settings)
+    start_metrics_server(settings.metrics, name="reid")
+    server, _ = start_api(ReidApi(store, topology, settings.reid.data_dir / "thumbnails"),
+                          settings.reid.api_host, settings.reid.api_port)  # fmt: skip
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await run_stage(ReidStage(engine), settings.kafka, args.group_id, stop)
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.shutdown()
+        store.close()
+    return 0
