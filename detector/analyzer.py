@@ -114,6 +114,11 @@ class Analyzer:
     def embedding_dim(self) -> int:
         return self.embedder.dim
 
+    def reset_camera(self, camera_id: str) -> None:
+        """Forget per-camera state (the background model): the camera's stream ended."""
+        if self.masker is not None:
+            self.masker.reset(camera_id)
+
     def analyze(self, camera_id: str, frame_bgr: np.ndarray) -> FrameAnalysis:
         """People in one (H, W, 3) uint8 BGR frame."""
         return self.analyze_batch([(camera_id, frame_bgr)])[0]

@@ -21,6 +21,7 @@ from detector.checksum import verify_model_file
 from detector.config import (
     DetectorBackendConfig,
     HogDetectorConfig,
+    OnnxDetectorConfig,
     RuntimeConfig,
 )
 from detector.decode import decode, nms
@@ -221,7 +222,7 @@ def build_detector(
         detector.checksum.ModelFileError: missing model file or checksum mismatch.
         ValueError: the model's input or output does not fit its spec.
     """
-    if config is None:
+    if config is None or (isinstance(config, OnnxDetectorConfig) and not config.configured):
         reason = "no detector model configured: falling back to OpenCV's HOG people detector"
         det: Detector = HogDetector(HogDetectorConfig())
     elif isinstance(config, HogDetectorConfig):

@@ -63,7 +63,9 @@ class OnnxDetectorConfig(_Strict):
 
     type: Literal["onnx"] = "onnx"
     model: str = Field(
-        "yolox_nano", description="zoo name (detector.zoo.DETECTOR_ZOO); ignored when custom is set"
+        "yolox_nano",
+        description="zoo name (detector.zoo.DETECTOR_ZOO); ignored when custom is set; "
+        "empty = no model configured -> OpenCV HOG fallback",
     )
     custom: DetectorModelSpec | None = Field(
         None, description="full description of a model not in the zoo"
@@ -80,15 +82,22 @@ class OnnxDetectorConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_model(self) -> OnnxDetectorConfig:
-        if self.custom is None and self.model not in DETECTOR_ZOO:
+        if self.custom is None and self.model and self.model not in DETECTOR_ZOO:
             raise ValueError(
                 f"unknown detector model {self.model!r}; zoo has {sorted(DETECTOR_ZOO)}, "
                 "or give a custom spec"
             )
         return self
 
+    @property
+    def configured(self) -> bool:
+        """Whether a model is named at all (a custom spec or a zoo name)."""
+        return self.custom is not None or bool(self.model)
+
     def spec(self) -> DetectorModelSpec:
         """The model spec with this config's threshold overrides applied."""
+        if not self.configured:
+            raise ValueError("no detector model configured")
         base = self.custom or DETECTOR_ZOO[self.model]
         updates: dict[str, float] = {}
         if self.score_threshold is not None:

@@ -90,7 +90,7 @@ def _with_score_min(config: AnalyzerConfig, score_min: float) -> AnalyzerConfig:
 def _cache_key(video: Path, score_min: float, frames: int | None, config: AnalyzerConfig) -> str:
     st = video.stat()
     sums = []
-    if isinstance(config.detector, OnnxDetectorConfig):
+    if isinstance(config.detector, OnnxDetectorConfig) and config.detector.configured:
         sums.append(config.detector.spec().sha256)
     if config.embedder.type == "onnx":
         sums.append(config.embedder.spec().sha256)  # type: ignore[union-attr]

@@ -1,0 +1,113 @@
+"""The detector's :class:`service.kafka.Stage`: frames topic -> detections topic.
+
+Thin around :class:`detector.core.FrameProcessor`: fetches claim-check JPEGs
+(``jpeg_ref``) from Redis in one MGET per batch, turns rejections into
+dead letters, records metrics, keys every output by camera id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from detector import metrics as m
+from detector.core import FrameProcessor, Rejected
+from schemas.messages import Detections, Frame
+from schemas.topics import DETECTIONS, FRAMES
+from service.kafka import Output, Record, dead_letter
+
+log = logging.getLogger(__name__)
+
+# Fetches claim-check JPEGs: keys -> bytes (None where the key is gone).
+FetchJpegs = Callable[[Sequence[str]], list[bytes | None]]
+
+
+class DetectorStage:
+    """Consumes Frame records, produces Detections keyed by camera id.
+
+    Args:
+        processor: the pure core.
+        fetch_jpegs: claim-check fetcher (Redis MGET); None = inline JPEGs only
+            (a frame with a ``jpeg_ref`` is then dead-lettered).
+    """
+
+    name = "detector"
+    input = FRAMES
+
+    def __init__(self, processor: FrameProcessor, fetch_jpegs: FetchJpegs | None = None) -> None:
+        self.processor = processor
+        self.fetch_jpegs = fetch_jpegs
+
+    def _claim_checks(self, frames: list[Frame]) -> dict[str, bytes | None]:
+        refs = sorted({f.jpeg_ref for f in frames if f.jpeg_ref and not f.jpeg and not f.eos})
+        if not refs:
+            return {}
+        if self.fetch_jpegs is None:
+            return dict.fromkeys(refs)
+        t0 = time.perf_counter()
+        values = self.fetch_jpegs(refs)
+        m.STAGE_SECONDS.labels("claim_check").observe(time.perf_counter() - t0)
+        return dict(zip(refs, values, strict=True))
+
+    def handle(self, records: list[Record]) -> list[Output]:
+        t0 = time.perf_counter()
+        frames: list[Frame] = [r.message for r in records]
+        fetched = self._claim_checks(frames)
+        outputs: list[Output | None] = [None] * len(records)
+        items: list[tuple[Frame, bytes]] = []
+        positions: list[int] = []
+        for i, (rec, frame) in enumerate(zip(records, frames, strict=True)):
+            data = frame.jpeg
+            if not frame.eos and not data and frame.jpeg_ref:
+                got = fetched.get(frame.jpeg_ref)
+                if got is None:
+                    why = "claim-check key missing or expired" if self.fetch_jpegs else "no Redis"
+                    outputs[i] = self._reject(
+                        rec, frame, Rejected("claim_check_missing", f"{why}: {frame.jpeg_ref}")
+                    )
+                    continue
+                data = got
+            items.append((frame, data))
+            positions.append(i)
+        results = self.processor.process(items)
+        for i, res in zip(positions, results, strict=True):
+            rec, frame = records[i], frames[i]
+            if isinstance(res, Rejected):
+                outputs[i] = self._reject(rec, frame, res)
+                continue
+            outputs[i] = Output.of(DETECTIONS, frame.camera_id, res)
+            if not res.eos:
+                self._observe(res)
+        self._observe_batch(time.perf_counter() - t0)
+        return [o for o in outputs if o is not None]
+
+    def _reject(self, rec: Record, frame: Frame, rejected: Rejected) -> Output:
+        m.REJECTED.labels(frame.camera_id, rejected.kind).inc()
+        log.warning(
+            "frame_rejected",
+            extra={
+                "camera": frame.camera_id,
+                "seq": frame.seq,
+                "kind": rejected.kind,
+                "reason": rejected.reason,
+            },
+        )
+        return dead_letter(self.name, rec, f"{rejected.kind}: {rejected.reason}")
+
+    def _observe(self, det: Detections) -> None:
+        m.FRAMES.labels(det.camera_id).inc()
+        m.BOXES_PER_FRAME.labels(det.camera_id).observe(len(det.scores) // 4)
+
+    def _observe_batch(self, seconds: float) -> None:
+        st = self.processor.last_stats
+        for chunk in st.chunks:
+            m.BATCH_FRAMES.observe(chunk)
+        if st.chunks:
+            m.INFERENCE_SECONDS.labels("detector").observe(st.detector_inference)
+            m.INFERENCE_SECONDS.labels("embedder").observe(st.embedder_inference)
+        m.STAGE_SECONDS.labels("decode").observe(st.decode)
+        m.STAGE_SECONDS.labels("analyze").observe(st.analyze)
+        m.STAGE_SECONDS.labels("crops").observe(st.crops_encode)
+        if st.frames and seconds > 0:
+            m.FRAMES_PER_SECOND.set(st.frames / seconds)
