@@ -24,6 +24,7 @@ PACKAGES=(
   python3-gi
   python3-gst-1.0
   prometheus
+  chromium                    # headless browser of the gallery end-to-end test (tests/e2e/test_gallery.py)
 )
 
 # Any Java 17+ will do; install Debian's default only when there is none.
