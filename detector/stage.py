@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from detector import metrics as m
 from detector.core import FrameProcessor, Rejected
 from schemas.messages import Detections, Frame
-from schemas.topics import DETECTIONS, FRAMES
+from schemas.topics import DETECTIONS, FRAMES, Topic
 from service.kafka import Output, Record, dead_letter
 
 log = logging.getLogger(__name__)
@@ -30,14 +30,25 @@ class DetectorStage:
         processor: the pure core.
         fetch_jpegs: claim-check fetcher (Redis MGET); None = inline JPEGs only
             (a frame with a ``jpeg_ref`` is then dead-lettered).
+        input_topic, output_topic: the frames and detections topics (tests use
+            private ones).
     """
 
     name = "detector"
     input = FRAMES
 
-    def __init__(self, processor: FrameProcessor, fetch_jpegs: FetchJpegs | None = None) -> None:
+    def __init__(
+        self,
+        processor: FrameProcessor,
+        fetch_jpegs: FetchJpegs | None = None,
+        *,
+        input_topic: Topic = FRAMES,
+        output_topic: Topic = DETECTIONS,
+    ) -> None:
         self.processor = processor
         self.fetch_jpegs = fetch_jpegs
+        self.input = input_topic
+        self.output = output_topic
 
     def _claim_checks(self, frames: list[Frame]) -> dict[str, bytes | None]:
         refs = sorted({f.jpeg_ref for f in frames if f.jpeg_ref and not f.jpeg and not f.eos})
@@ -76,7 +87,7 @@ class DetectorStage:
             if isinstance(res, Rejected):
                 outputs[i] = self._reject(rec, frame, res)
                 continue
-            outputs[i] = Output.of(DETECTIONS, frame.camera_id, res)
+            outputs[i] = Output.of(self.output, frame.camera_id, res)
             if not res.eos:
                 self._observe(res)
         self._observe_batch(time.perf_counter() - t0)
