@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -U pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,eval]'
-	@# The tracking peer we compare against; --no-deps because it requires the
-	@# non-headless opencv-python, which would shadow our cv2.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'deep-sort-realtime==1.3.2'
+	@# The tracking peer we compare against and TrackEval (HOTA); --no-deps because
+	@# both require the non-headless opencv-python, which would shadow our cv2.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'deep-sort-realtime==1.3.2' 'trackeval==1.3.0'
 	@touch $(STAMP)
 
 stack-up: install
