@@ -163,6 +163,7 @@ class LiveRun:
     cameras: int = 3
     frames: int | None = None
     gallery_port: int = 8080
+    reid_api_port: int = 8700
     metrics_base_port: int = 19400
     timeout_s: float = 900.0
     replicas: dict[str, int] = field(default_factory=dict)
@@ -212,6 +213,7 @@ def run_live(run: LiveRun) -> LiveResult:
         data_dir=out / "reid",
         metrics_base_port=run.metrics_base_port,
         gallery_port=run.gallery_port,
+        reid_api_port=run.reid_api_port,
     )
     sup = Supervisor(specs, log_dir=out / "logs")
     stop_sup = threading.Event()

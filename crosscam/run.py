@@ -41,6 +41,7 @@ def build_specs(
     metrics_base_port: int = 19400,
     data_dir: Path | None = None,
     gallery_port: int = 8080,
+    reid_api_port: int = 8700,
 ) -> list[ProcessSpec]:
     """One spec per ingest camera and per stage replica, each with its own metrics port."""
     topology = Topology.load(cameras_file)
@@ -74,12 +75,30 @@ def build_specs(
                 add(f"{stage}-{i}", crosscam_argv(stage, *cfg))
     data = ["--data-dir", str(data_dir)] if data_dir else []
     if "reid" in only:
-        add("reid", crosscam_argv("reid", "--cameras", str(cameras_file), *data, *cfg))
+        add(
+            "reid",
+            crosscam_argv(
+                "reid",
+                "--cameras",
+                str(cameras_file),
+                "--api-port",
+                str(reid_api_port),
+                *data,
+                *cfg,
+            ),
+        )
     if "gallery" in only:
         add(
             "gallery",
             crosscam_argv(
-                "gallery", "--port", str(gallery_port), "--cameras", str(cameras_file), *cfg
+                "gallery",
+                "--port",
+                str(gallery_port),
+                "--cameras",
+                str(cameras_file),
+                "--reid-api",
+                f"http://127.0.0.1:{reid_api_port}",
+                *cfg,
             ),
         )
     return specs
@@ -115,6 +134,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--metrics-base-port", type=int, default=19400, help="first metrics port; +1 per process"
     )
     parser.add_argument("--gallery-port", type=int, default=8080)
+    parser.add_argument("--reid-api-port", type=int, default=8700, help="the ReID query API")
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -153,6 +173,7 @@ def main(args: argparse.Namespace) -> int:
         args.metrics_base_port,
         args.data_dir,
         args.gallery_port,
+        args.reid_api_port,
     )
     supervisor = Supervisor(specs, log_dir=args.data_dir / "logs")
     stop = threading.Event()
