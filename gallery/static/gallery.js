@@ -58,9 +58,12 @@ function fmtDuration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
+const AGO_MAX_S = 86400;  // older than this: the time itself reads better than "n hours ago"
+
 function fmtAgo(ns) {
   if (!ns) return 'never';
   const s = (Date.now() - Number(ns) / NS_PER_MS) / 1000;
+  if (s > AGO_MAX_S) return fmtTime(ns);
   return s < 0 ? 'just now' : `${fmtDuration(s)} ago`;
 }
 
@@ -577,7 +580,7 @@ async function pageCameras(token) {
   } catch (err) {
     if (token !== state.routeToken) return;
     setConnection(false, 'ReID API unreachable');
-    setBanner(`ReID API: ${err.message}`);
+    setBanner(`Cannot load tracklets: ${err.message}`);
   }
   let status = { redis: 'unknown', error: '', cameras: {} };
   try { status = await Gallery.status(cams.map((c) => c.id)); } catch (err) { status.error = err.message; }

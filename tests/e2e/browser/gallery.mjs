@@ -146,6 +146,12 @@ try {
       connection: await dead.textContent('#conn-text'),
     };
     await dead.screenshot({ path: join(plan.out_dir, 'unreachable.png'), fullPage: true });
+    // its Redis is down too: the cameras still come from the cameras file, their state "unknown"
+    await dead.click('nav a[data-nav=cameras]');
+    await dead.waitForSelector('[data-page=cameras] tbody tr[data-camera]');
+    facts.unreachable.camera_states = await dead.$$eval('tbody [data-state]', (ss) => ss.map((s) => s.dataset.state));
+    facts.unreachable.cameras_note = await dead.textContent('[data-page=cameras] .error');
+    await dead.screenshot({ path: join(plan.out_dir, 'unreachable_cameras.png'), fullPage: true });
   }
   process.stdout.write(JSON.stringify(facts));
 } catch (err) {
