@@ -502,7 +502,7 @@ async function pageIdentities(token) {
           <div class="stats">
             <div class="stat"><b>${ids.length}</b><span>identities</span></div>
             <div class="stat"><b>${multi}</b><span>on ≥ 2 cameras</span></div>
-            <div class="stat"><b>${sightings}</b><span>sightings</span></div>
+            <div class="stat"><b data-stat="sightings">${sightings}</b><span>sightings</span></div>
             <div class="stat"><b>${cams.size}</b><span>cameras</span></div>
           </div>
         </div>

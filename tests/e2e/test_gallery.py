@@ -40,6 +40,7 @@ from reid.evaluate import Scenario, engine_params, gt_tracklets
 from reid.query import ReidQuery, reidentify
 from reid.scenario import T0_NS, build_scenario
 from reid.store import NS, Scope, StoredTracklet, VectorStore, open_store
+from schemas.messages import Tracklet
 from service.settings import RedisSettings
 from tests.stack_fixtures import free_port
 
@@ -63,6 +64,14 @@ REID_WINDOW_S = (5.0, 20.0)
 """The re-identify query's time window, seconds after the scenario's first frame."""
 AREA_OF_CAM2 = (540.0, 0.0, 768.0, 576.0)
 """A map box (x0, y0, x1, y1) around cam2 alone (cameras sit at strip centres, y = 288)."""
+
+HELD_BACK = 3
+"""Tracklets linked only once the identities page shows: it must pick them up by itself."""
+REFRESH_S = 1.0
+READY_MARKER = "identities-ready"
+"""File the browser driver writes once the identities page has loaded (then the test links more)."""
+MARKER_WAIT_S = 60.0
+MARKER_POLL_S = 0.1
 
 ONLINE_FPS = "7.00"
 ONLINE_RECONNECTS = "2"
@@ -120,6 +129,9 @@ class ReidWorld:
     scenario: Scenario
     store: VectorStore
     api_url: str
+    engine: Engine
+    held_back: list[Tracklet]
+    """The last tracklets to finish, fed while the identities page is open (auto-refresh)."""
 
     def stored(self) -> list[StoredTracklet]:
         return list(self.store.scroll(Scope()))
@@ -141,11 +153,12 @@ def reid_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReidWorld]:
     ids = count(1)
     thumbs = root / "thumbnails"
     engine = Engine(store, scn.topology, engine_params(None, None), lambda: f"g{next(ids)}", thumbs)
-    for s in samples:  # in the order they finished, as the ReID stage sees them
+    for s in samples[:-HELD_BACK]:  # in the order they finished, as the ReID stage sees them
         engine.process(s.tracklet)
+    held = [s.tracklet for s in samples[-HELD_BACK:]]
     server, port = start_api(ReidApi(store, scn.topology, thumbs), "127.0.0.1", 0)
     try:
-        yield ReidWorld(scn, store, f"http://127.0.0.1:{port}")
+        yield ReidWorld(scn, store, f"http://127.0.0.1:{port}", engine, held)
     finally:
         server.shutdown()
         server.server_close()
@@ -159,7 +172,7 @@ def reid_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReidWorld]:
 def serving_gallery(reid_api: str, cameras: Path, redis_url: str) -> Iterator[str]:
     """A gallery server on a free port in this process; its base URL."""
     settings = GallerySettings(
-        gallery=GalleryConfig(port=0, reid_api=reid_api, cameras=cameras),
+        gallery=GalleryConfig(port=0, reid_api=reid_api, cameras=cameras, refresh_s=REFRESH_S),
         redis=RedisSettings(url=redis_url),
     )
     server, gallery = make_server(settings)
@@ -222,6 +235,20 @@ def _drive(node: str, plan: dict) -> dict:
     return facts
 
 
+def _link_when_ready(world: ReidWorld, marker: Path, errors: list[BaseException]) -> None:
+    """Once the page is open (marker written), link the held-back tracklets, as the stage would."""
+    try:
+        deadline = time.monotonic() + MARKER_WAIT_S
+        while not marker.exists():
+            if time.monotonic() > deadline:
+                return  # the driver never got there; it fails and says why
+            time.sleep(MARKER_POLL_S)
+        for t in world.held_back:
+            world.engine.process(t)
+    except BaseException as exc:  # reported by the test, not lost in a thread
+        errors.append(exc)
+
+
 def _overlaps(t: StoredTracklet, ts_from_ns: int, ts_to_ns: int) -> bool:
     return t.ts_end_ns >= ts_from_ns and t.ts_start_ns <= ts_to_ns
 
@@ -242,6 +269,13 @@ def test_gallery_in_chromium(
     ts_to = T0_NS + int(REID_WINDOW_S[1] * NS)
     dead_api = f"http://127.0.0.1:{free_port()}"
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    shown_before = len(world.stored())
+    errors: list[BaseException] = []
+    feeder = threading.Thread(
+        target=_link_when_ready, args=(world, shots / READY_MARKER, errors), daemon=True
+    )
+    (shots / READY_MARKER).unlink(missing_ok=True)
+    feeder.start()
     with (
         serving_gallery(world.api_url, cameras_file, gallery_redis) as url,
         serving_gallery(dead_api, cameras_file, dead_redis) as dead_url,
@@ -254,6 +288,8 @@ def test_gallery_in_chromium(
                 "chromium": str(CHROMIUM),
                 "out_dir": str(shots),
                 "timeout_ms": PAGE_TIMEOUT_MS,
+                "ready_marker": READY_MARKER,
+                "expect_sightings": shown_before + len(world.held_back),
                 "reid": {
                     "cameras": REID_CAMERAS,
                     "from": _utc_input(ts_from),
@@ -266,14 +302,19 @@ def test_gallery_in_chromium(
         with urllib.request.urlopen(f"{dead_url}/gallery/health", timeout=5) as resp:
             assert json.load(resp) == {"ok": True}
 
+    feeder.join(MARKER_WAIT_S)
+    assert not errors, errors
     stored = world.stored()
+    assert len(stored) == shown_before + len(world.held_back)
     by_id = {t.tracklet_id: t for t in stored}
     identities: dict[str, list[StoredTracklet]] = {}
     for t in stored:
         identities.setdefault(t.global_id, []).append(t)
     assert not facts["page_errors"], facts["page_errors"]
 
-    # identities: every identity, newest first, every best image loaded
+    # identities: the page refreshed by itself to show the tracklets linked while it was open
+    assert facts["identities"]["sightings_at_load"] == shown_before
+    # every identity, newest first, every best image loaded
     cards = facts["identities"]["cards"]
     newest_first = sorted(identities, key=lambda g: -max(t.ts_end_ns for t in identities[g]))
     assert [c["global_id"] for c in cards] == newest_first

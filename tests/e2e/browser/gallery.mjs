@@ -1,13 +1,13 @@
 // Drives the crosscam gallery in headless Chromium and reports what a user would see.
 //
 // Usage: node gallery.mjs '<json plan>'
-// The plan: {url, dead_url, chromium, out_dir, reid: {cameras: [...], from: "YYYY-MM-DDTHH:MM:SS",
+// The plan: {url, dead_url, chromium, out_dir, ready_marker, expect_sightings, reid: {cameras: [...], from: "YYYY-MM-DDTHH:MM:SS",
 //            to: "...", area: [x0, y0, x1, y1]}, timeout_ms}
 // Prints one JSON object of facts (what was on each page) on stdout; the Python test
 // (tests/e2e/test_gallery.py) judges them. Screenshots go to out_dir.
 // Exits non-zero when a page never reaches the state it waits for.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -51,6 +51,14 @@ try {
   // 1. identities
   await page.goto(`${plan.url}/#/identities`);
   await page.waitForSelector('[data-page=identities] .card');
+  const shownSightings = () => Number(document.querySelector('[data-stat=sightings]').textContent);
+  const sightingsAtLoad = await page.evaluate(shownSightings);
+  // tell the test the page is open; it links more tracklets, which the page must pick up by itself
+  writeFileSync(join(plan.out_dir, plan.ready_marker), '');
+  await page.waitForFunction(
+    (want) => Number(document.querySelector('[data-stat=sightings]').textContent) === want,
+    plan.expect_sightings, { timeout },
+  );
   const cardImages = await imagesSettled(page, '.cards');
   facts.identities = {
     cards: await page.$$eval('.card', (cs) => cs.map((c) => ({
@@ -59,6 +67,7 @@ try {
     }))),
     images: cardImages,
     connection: await page.textContent('#conn-text'),
+    sightings_at_load: sightingsAtLoad,
   };
   await page.screenshot({ path: join(plan.out_dir, 'identities.png'), fullPage: true });
 
