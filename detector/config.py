@@ -9,10 +9,11 @@ for a model the user brings.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from detector.zoo import DETECTOR_ZOO, EMBEDDER_ZOO, DetectorModelSpec, EmbedderModelSpec
 
@@ -132,8 +133,20 @@ class HogDetectorConfig(_Strict):
     nms_iou: float = Field(0.45, gt=0.0, le=1.0)
 
 
+def _type_or(default: str) -> Callable[[Any], str | None]:
+    """Discriminator reading ``type``, ``default`` when a config table leaves it out."""
+
+    def pick(value: Any) -> str | None:
+        if isinstance(value, dict):
+            return str(value.get("type", default))
+        return getattr(value, "type", None)
+
+    return pick
+
+
 DetectorBackendConfig = Annotated[
-    OnnxDetectorConfig | HogDetectorConfig, Field(discriminator="type")
+    Annotated[OnnxDetectorConfig, Tag("onnx")] | Annotated[HogDetectorConfig, Tag("hog")],
+    Discriminator(_type_or("onnx")),
 ]
 
 
@@ -170,7 +183,8 @@ class NoEmbedderConfig(_Strict):
 
 
 EmbedderBackendConfig = Annotated[
-    OnnxEmbedderConfig | NoEmbedderConfig, Field(discriminator="type")
+    Annotated[OnnxEmbedderConfig, Tag("onnx")] | Annotated[NoEmbedderConfig, Tag("none")],
+    Discriminator(_type_or("onnx")),
 ]
 
 
