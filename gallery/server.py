@@ -19,6 +19,7 @@ import json
 import logging
 import mimetypes
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -45,6 +46,8 @@ PROXIED_PREFIXES = (API_PREFIX, THUMBNAILS_PREFIX)
 OWN_PREFIX = "/gallery/"
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body forwarded (a re-identify query is a few hundred bytes)."""
+
+EXIT_CANNOT_START = 2
 
 MAX_STATUS_CAMERAS = 1000
 """Most camera ids one status request may ask for (bounds one Redis pipeline)."""
@@ -197,9 +200,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh-s", type=float, help="page refresh period, seconds")
 
 
-def main(args: argparse.Namespace) -> int:
-    setup_logging()
-    settings = load_settings(
+def _settings(args: argparse.Namespace) -> GallerySettings:
+    """Settings file, then environment, then command-line flags (flags win)."""
+    return load_settings(
         GallerySettings,
         args.config,
         gallery={
@@ -211,8 +214,22 @@ def main(args: argparse.Namespace) -> int:
         },
         redis={"url": args.redis_url},
     )
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging()
+    try:
+        settings = _settings(args)
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        print(f"crosscam gallery: bad settings: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    try:
+        server, gallery = make_server(settings)
+    except (OSError, ValueError) as exc:  # cameras file unreadable or invalid, port taken
+        log.error("gallery_cannot_start", extra={"error": str(exc)})
+        print(f"crosscam gallery: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     start_metrics_server(settings.metrics, "gallery")
-    server, gallery = make_server(settings)
     host, port = server.server_address[:2]
     log.info(
         "gallery_serving",
