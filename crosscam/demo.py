@@ -38,8 +38,10 @@ from crosscam.supervisor import Supervisor
 from reid.topology import CamerasFile, Topology, dump_cameras_toml
 from schemas.codec import decode
 from schemas.messages import DeadLetter, Detections, Frame, Match, Tracklet
-from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
+from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TOPICS, TRACKLETS
+from service.kafka import ensure_topics
 from service.logs import setup_logging
+from service.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ def _live_cameras_file(scn: Path, out: Path) -> tuple[Path, dict[str, str]]:
 async def _follow_matches(
     bootstrap: str, stop: asyncio.Event, sink: list[Match], on_match: Callable[[Match], None] | None
 ) -> None:
+    await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), list(TOPICS), stop=stop)
     consumer = AIOKafkaConsumer(
         MATCHES.name,
         bootstrap_servers=bootstrap,
@@ -369,7 +372,7 @@ def _summarise(
             "scenario": str(scn),
         },
         "metrics_endpoints": {s.name: f"http://127.0.0.1:{s.metrics_port}/metrics" for s in specs},
-        "prometheus": "http://127.0.0.1:19090",
+        "prometheus": stack.prometheus_url(),
     }
 
 

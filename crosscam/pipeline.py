@@ -68,6 +68,12 @@ async def reset_state(bootstrap: str, redis_url: str) -> None:
         client.close()
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, from fresh cluster metadata (none if it does not exist)."""
+    cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - no public equivalent
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+
 async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
     """All records of ``topic`` from the beginning to the end offsets at call time."""
     consumer = AIOKafkaConsumer(
@@ -79,11 +85,7 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> lis
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await _partitions(consumer, topic)
         if not tps:
             return []
         consumer.assign(tps)
@@ -92,7 +94,10 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> lis
         out: list[Any] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while loop.time() < deadline and any(await consumer.position(tp) < end[tp] for tp in tps):
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in tps])
+
+        while loop.time() < deadline and await behind():
             batch = await consumer.getmany(timeout_ms=200)
             for msgs in batch.values():
                 out.extend(m for m in msgs if m.offset < end[TopicPartition(m.topic, m.partition)])
@@ -108,8 +113,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await _partitions(consumer, topic)
         if not tps:
             return None
         end = await consumer.end_offsets(tps)

@@ -46,6 +46,19 @@ class _Child:
     enabled: bool = True
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor dies (Linux), so a
+    crashed or killed supervisor never leaves stages running on their own."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:  # not Linux: nothing to do
+        pass
+
+
 def next_backoff(previous_s: float, initial_s: float, max_s: float, rng: random.Random) -> float:
     """Exponential backoff with ±25 % jitter: 0 → initial, then doubling up to ``max_s``."""
     base = initial_s if previous_s <= 0 else min(previous_s * 2, max_s)
@@ -83,7 +96,12 @@ class Supervisor:
         fh = open(self.log_dir / f"{child.spec.name}.log", "ab")  # noqa: SIM115 - owned by the child record
         env = {**os.environ, **child.spec.env, "PYTHONUNBUFFERED": "1"}
         child.proc = subprocess.Popen(
-            child.spec.argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            child.spec.argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         child.log_file = fh
         child.started_at = time.monotonic()

@@ -60,3 +60,34 @@ def test_stop_sends_sigterm_then_kills_after_grace(tmp_path: Path) -> None:
     assert codes["stubborn"] == -9  # ignored SIGTERM, killed after the grace period
     sup.poll()
     assert sup.pids() == {"polite": None, "stubborn": None}  # stopped children stay stopped
+
+
+def test_children_die_with_the_supervisor(tmp_path: Path) -> None:
+    """Regression: a demo killed with SIGKILL left every stage running on its own."""
+    import os
+    import signal
+    import subprocess
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from crosscam.supervisor import ProcessSpec, Supervisor\n"
+        f"sup = Supervisor([ProcessSpec('c', [sys.executable, '-c', 'import time; time.sleep(60)'])], Path({str(tmp_path)!r}))\n"
+        "sup.start()\n"
+        "print(sup.pids()['c'], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child_pid, signal.SIGKILL)
+        raise AssertionError("child outlived its supervisor")
