@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 NS_PER_S = 1_000_000_000
-# Frames this close before their due time still count as due, so a 10 fps
-# source sampled at 5 fps keeps exactly every other frame despite rounding.
-DUE_TOLERANCE_NS = 1_000_000
+# A frame up to this fraction of a period early still counts as due. Live
+# cameras deliver with jitter: a 7 fps camera analysed at 7 fps must keep every
+# frame even when one arrives 40 ms early. Below one half, so a source at
+# exactly twice the analysis rate still keeps exactly every other frame.
+DUE_TOLERANCE_FRACTION = 0.45
 
 
 class FrameSampler:
@@ -35,7 +37,7 @@ class FrameSampler:
         if self._next_due_ns is None:
             self._next_due_ns = ts_capture_ns + self._period_ns
             return True
-        if ts_capture_ns + DUE_TOLERANCE_NS < self._next_due_ns:
+        if ts_capture_ns + self._period_ns * DUE_TOLERANCE_FRACTION < self._next_due_ns:
             return False
         self._next_due_ns += self._period_ns
         if self._next_due_ns <= ts_capture_ns:  # fell behind by a whole period: restart
