@@ -16,7 +16,7 @@ import numpy as np
 
 from detector.checksum import verify_model_file
 from detector.config import EmbedderBackendConfig, NoEmbedderConfig, RuntimeConfig
-from detector.preprocess import write_chw
+from detector.preprocess import write_batch_chw
 from detector.runtime import make_session, static_batch_size
 from detector.zoo import EmbedderModelSpec
 from service.assets import model_path
@@ -65,21 +65,21 @@ class OnnxEmbedder:
         self.last_inference_seconds = 0.0
 
     def prepare(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 3, h, w) float32 input tensor for N crops."""
+        """(N, 3, h, w) float32 input tensor for N crops (each resized, then normalised at once)."""
         h, w = self.spec.input_hw
-        tensor = np.empty((len(crops_bgr), 3, h, w), dtype=np.float32)
+        resized = np.empty((len(crops_bgr), h, w, 3), dtype=np.uint8)
         for i, crop in enumerate(crops_bgr):
-            resized = cv2.resize(
-                crop, (w, h), interpolation=cv2.INTER_LINEAR
-            )  # crops are mostly enlarged
-            write_chw(
-                resized,
-                tensor[i],
-                channel_order=self.spec.channel_order,
-                pixel_scale=self.spec.pixel_scale,
-                mean=self.spec.mean,
-                std=self.spec.std,
-            )
+            # Bilinear: person crops are mostly enlarged to the model's input.
+            cv2.resize(crop, (w, h), dst=resized[i], interpolation=cv2.INTER_LINEAR)
+        tensor = np.empty((len(crops_bgr), 3, h, w), dtype=np.float32)
+        write_batch_chw(
+            resized,
+            tensor,
+            channel_order=self.spec.channel_order,
+            pixel_scale=self.spec.pixel_scale,
+            mean=self.spec.mean,
+            std=self.spec.std,
+        )
         return tensor
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:

@@ -32,16 +32,6 @@ class Letterbox:
         return out
 
 
-def resize_interpolation(ratio: float) -> int:
-    """OpenCV interpolation for a resize by ``ratio``: area averaging when shrinking.
-
-    Area averaging anti-aliases a downscale (bilinear samples 4 pixels and
-    aliases thin structures); on PETS09 it raised YOLOX-nano's recall at
-    IoU 0.5 from 0.854 to 0.863 on the first 200 frames. Bilinear when enlarging.
-    """
-    return cv2.INTER_AREA if ratio < 1.0 else cv2.INTER_LINEAR
-
-
 def letterbox(
     frame_bgr: np.ndarray,
     input_hw: tuple[int, int],
@@ -60,7 +50,10 @@ def letterbox(
     new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
     resized = frame_bgr
     if (new_w, new_h) != (w, h):
-        resized = cv2.resize(frame_bgr, (new_w, new_h), interpolation=resize_interpolation(ratio))
+        # Bilinear: area averaging anti-aliases better but costs ~9x more (5.6 vs 0.6 ms
+        # for 768x576 -> 416x312) and gained nothing over the whole PETS09 video
+        # (precision 0.775 / recall 0.909 either way).
+        resized = cv2.resize(frame_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas = np.full((in_h, in_w, 3), pad_value, dtype=np.uint8)
     if placement == "center":
         pad_x, pad_y = (in_w - new_w) // 2, (in_h - new_h) // 2
@@ -94,6 +87,28 @@ def write_chw(
     ]
     out_chw *= scale
     out_chw -= offset
+
+
+def write_batch_chw(
+    images_bgr: np.ndarray,
+    out_nchw: np.ndarray,
+    *,
+    channel_order: Literal["bgr", "rgb"],
+    pixel_scale: float,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> None:
+    """Like :func:`write_chw` for a batch: (N, h, w, 3) uint8 BGR -> (N, 3, h, w) float32.
+
+    One vectorised pass per channel over the whole batch (cheaper than N
+    per-image passes for the small crops of the embedder).
+    """
+    for c in range(3):
+        src = 2 - c if channel_order == "rgb" else c
+        scale = np.float32(pixel_scale / std[c])
+        offset = np.float32(mean[c] / std[c])
+        np.multiply(images_bgr[..., src], scale, out=out_nchw[:, c], casting="unsafe")
+        out_nchw[:, c] -= offset
 
 
 def clip_boxes_int(boxes_xyxy: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
