@@ -27,10 +27,6 @@ from schemas.codec import DecodeError, decode
 from schemas.messages import Match, Tracklet
 from schemas.topics import TOPICS
 
-MAX_ALIGN_OFFSET = 200
-"""Largest seq→frame shift searched when aligning a live camera with its ground truth
-(ingest may join a looping RTSP camera part-way through its first second or so)."""
-
 
 async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="crosscam-pipeline")
@@ -94,6 +90,7 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> lis
         out: list[Any] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < end[tp] for tp in tps])
 
@@ -172,27 +169,32 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def align_offset(
-    boxes_by_seq: dict[int, np.ndarray],
-    gt_by_frame: dict[int, np.ndarray],
-    max_offset: int = MAX_ALIGN_OFFSET,
+    boxes_by_seq: dict[int, np.ndarray], gt_by_frame: dict[int, np.ndarray], n_frames: int
 ) -> tuple[int, float]:
-    """The shift ``frame = seq + offset`` that makes a camera's boxes agree best with its GT.
+    """The shift ``frame = (seq + offset) % n_frames`` that makes a camera's boxes agree best with its GT.
 
+    A live camera is a looping recording that ingest joined part-way through,
+    so its sequence numbers start at an unknown frame and wrap at the end.
     Score = number of system boxes whose best GT box in the shifted frame has
-    IoU ≥ 0.5. Returns (offset, fraction of boxes matched at that offset).
+    IoU ≥ 0.5 (searched on every 4th frame, then measured on all). Returns
+    (offset, fraction of boxes matched at that offset).
     """
-    best = (0, -1.0)
-    total = sum(len(b) for b in boxes_by_seq.values()) or 1
-    for off in range(-max_offset, max_offset + 1):
-        hits = 0
-        for seq, boxes in boxes_by_seq.items():
-            g = gt_by_frame.get(seq + off)
-            if g is None or not len(boxes):
-                continue
-            hits += int((_iou_matrix(boxes, g).max(axis=1) >= 0.5).sum())
-        if hits > best[1]:
-            best = (off, float(hits))
-    return best[0], best[1] / total
+
+    def hits(off: int, seqs: list[int]) -> int:
+        n = 0
+        for seq in seqs:
+            g = gt_by_frame.get((seq + off) % n_frames)
+            boxes = boxes_by_seq[seq]
+            if g is not None and len(boxes):
+                n += int((_iou_matrix(boxes, g).max(axis=1) >= 0.5).sum())
+        return n
+
+    seqs = sorted(boxes_by_seq)
+    if not seqs:
+        return 0, 0.0
+    best = max(range(n_frames), key=lambda off: hits(off, seqs[::4]))
+    total = sum(len(boxes_by_seq[s]) for s in seqs) or 1
+    return best, hits(best, seqs) / total
 
 
 def score_live(
@@ -209,13 +211,13 @@ def score_live(
     offsets: dict[str, dict[str, float]] = {}
     for cam, seqs in by_cam.items():
         gts = {f: b for f, (b, _ids) in gt_boxes(scn, cam).items()} if cam in scn.cameras else {}
-        off, agree = align_offset({s: np.stack(v) for s, v in seqs.items()}, gts)
+        off, agree = align_offset({s: np.stack(v) for s, v in seqs.items()}, gts, scn.frames)
         offsets[cam] = {"seq_to_frame_offset": off, "boxes_matching_gt": round(agree, 3)}
     samples = []
     for t in tracklets:
         off = int(offsets.get(t.camera_id, {}).get("seq_to_frame_offset", 0))
         boxes = {
-            seq + off: np.asarray(b, np.float64)
+            (seq + off) % scn.frames: np.asarray(b, np.float64)
             for seq, b in zip(t.frame_seqs, t.boxes_array(), strict=True)
         }
         samples.append(Sample(tracklet=t, gt_identity=None, boxes=boxes))
