@@ -243,6 +243,8 @@ def run_live(run: LiveRun) -> LiveResult:
         return all(int(st[c].get("frames_published", 0) or 0) >= n_frames for c in cams)
 
     passed = _wait(one_pass_done, max(1.0, deadline - time.monotonic()))
+    # Snapshot now: the status hashes expire (TTL) once ingest has stopped.
+    camera_status = _camera_status(redis_url, cams)
     # SIGTERM: each camera ends its stream (eos) and the tracker closes its tracks.
     sup.stop(ingest)
     groups = {"detector": FRAMES.name, "tracker": DETECTIONS.name, "reid": TRACKLETS.name}
@@ -263,7 +265,14 @@ def run_live(run: LiveRun) -> LiveResult:
     stop_printer.set()
     printer.join(5)
     summary = _summarise(
-        bootstrap, redis_url, scn, out, cams, specs, passed and drained, time.monotonic() - t_start
+        bootstrap,
+        camera_status,
+        scn,
+        out,
+        cams,
+        specs,
+        passed and drained,
+        time.monotonic() - t_start,
     )
     summary["restarts"] = sup.restarts()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -303,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _summarise(
     bootstrap: str,
-    redis_url: str,
+    status: dict[str, dict[str, str]],
     scn: Path,
     out: Path,
     cams: list[str],
@@ -324,7 +333,6 @@ def _summarise(
     matches = pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, MATCHES.name)), Match)
     predicted = pipeline.identities_from_matches(matches)
     accuracy = pipeline.score_live(scn, tracklets, predicted)
-    status = _camera_status(redis_url, cams)
     kinds: dict[str, int] = {}
     for m in matches:
         kinds[m.kind] = kinds.get(m.kind, 0) + 1
