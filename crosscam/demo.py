@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -35,8 +36,8 @@ from aiokafka import AIOKafkaConsumer
 from crosscam import pipeline, stack
 from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
-from reid.topology import CamerasFile, Topology, dump_cameras_toml
-from schemas.codec import decode
+from reid.topology import Camera, CamerasFile, Topology, dump_cameras_toml
+from schemas.codec import DecodeError, decode
 from schemas.messages import DeadLetter, Detections, Frame, Match, Tracklet
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TOPICS, TRACKLETS
 from service.kafka import ensure_topics
@@ -44,6 +45,12 @@ from service.logs import setup_logging
 from service.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+CAMERAS_WAIT_S = 60.0
+"""How long ingest processes get to start and report to Redis before the cameras play."""
+
+INGEST_SETTLE_S = 2.0
+"""After the recordings end, ingest still holds a few frames (outbox, in flight)."""
 
 DRAIN_STABLE_S = 5.0
 """The pipeline counts as drained when every stage's lag is 0 and nothing new
@@ -86,19 +93,33 @@ def _scenario(out: Path, cameras: int, frames: int | None) -> Path:
     return scn
 
 
-def _live_cameras_file(scn: Path, out: Path) -> tuple[Path, dict[str, str]]:
-    """Publish each view on the RTSP server; a cameras file whose sources are the RTSP URLs."""
+def _live_cameras_file(
+    scn: Path, out: Path, offline_cameras: tuple[str, ...] = ()
+) -> tuple[Path, dict[str, str]]:
+    """A cameras file whose sources are the views' RTSP URLs (published later), plus
+    ``offline_cameras``: URLs on the same server that never get a mount."""
     topo = Topology.load(scn / "cameras.toml")
-    cams = []
-    urls = {}
-    for cam in topo.spec.cameras:
-        url = stack.rtsp_publish(cam.id, topo.source_path(cam.id), loop=True)
-        urls[cam.id] = url
-        cams.append(cam.model_copy(update={"source": url}))
+    urls = {cam.id: stack.rtsp_url(cam.id) for cam in topo.spec.cameras}
+    cams = [cam.model_copy(update={"source": urls[cam.id]}) for cam in topo.spec.cameras]
+    for cam_id in offline_cameras:
+        urls[cam_id] = stack.rtsp_url(cam_id)
+        cams.append(Camera(id=cam_id, name=f"{cam_id} (never connects)", source=urls[cam_id]))
     spec = CamerasFile(window_s=topo.spec.window_s, cameras=cams, links=list(topo.spec.links))
     path = out / "cameras.live.toml"
     path.write_text(dump_cameras_toml(spec))
     return path, urls
+
+
+def _publish_once(scn: Path) -> None:
+    """Start every view as a live camera, at the same moment, playing the recording once."""
+    topo = Topology.load(scn / "cameras.toml")
+    for cam in topo.spec.cameras:
+        stack.rtsp_publish(cam.id, topo.source_path(cam.id), loop=False)
+
+
+def _cameras_ended(cams: list[str]) -> bool:
+    mounts = stack.stack_rtsp().mounts()
+    return all(mounts.get(c, {}).get("state") == "ended" for c in cams)
 
 
 async def _follow_matches(
@@ -174,6 +195,9 @@ class LiveRun:
     during: Callable[[Supervisor], None] | None = None
     """Called in a thread once every stage is started (fault tests act here)."""
     keep_serving: bool = False
+    offline_cameras: tuple[str, ...] = ()
+    """Extra cameras in the cameras file whose RTSP URL has no mount (they never
+    connect): ingest runs for them, the run neither waits for nor scores them."""
 
 
 @dataclass
@@ -207,8 +231,13 @@ def run_live(run: LiveRun) -> LiveResult:
     asyncio.run(pipeline.reset_state(bootstrap, redis_url))
     shutil.rmtree(out / "reid", ignore_errors=True)
     shutil.rmtree(out / "logs", ignore_errors=True)
-    cameras_file, urls = _live_cameras_file(scn, out)
-    log.info("cameras_published", extra={"urls": json.dumps(urls)})
+    for cam in [*Topology.load(scn / "cameras.toml").cameras, *run.offline_cameras]:
+        stack.rtsp_unpublish(cam)
+    cameras_file, urls = _live_cameras_file(scn, out, run.offline_cameras)
+    # Ingest retries quickly until the cameras appear, so it joins each stream
+    # at its first frames (the recording is played once: no loop, no wrap).
+    os.environ.setdefault("CROSSCAM_INGEST__BACKOFF_INITIAL_S", "0.2")
+    os.environ.setdefault("CROSSCAM_INGEST__BACKOFF_MAX_S", "1.0")
 
     specs = build_specs(
         cameras_file,
@@ -235,12 +264,19 @@ def run_live(run: LiveRun) -> LiveResult:
         threading.Thread(target=run.during, args=(sup,), daemon=True).start()
 
     ingest = [s.name for s in specs if s.name.startswith("ingest-")]
-    cams = [n.removeprefix("ingest-") for n in ingest]
+    cams = [
+        cam for cam in (n.removeprefix("ingest-") for n in ingest) if cam not in run.offline_cameras
+    ]
     deadline = time.monotonic() + run.timeout_s
+    _wait(lambda: all(_camera_status(redis_url, cams).values()), CAMERAS_WAIT_S, 0.2)
+    _publish_once(scn)
+    log.info("cameras_published", extra={"urls": json.dumps(urls), "frames": n_frames})
 
     def one_pass_done() -> bool:
-        st = _camera_status(redis_url, cams)
-        return all(int(st[c].get("frames_published", 0) or 0) >= n_frames for c in cams)
+        if not _cameras_ended(cams):
+            return False
+        time.sleep(INGEST_SETTLE_S)  # the last frames reach Kafka
+        return True
 
     passed = _wait(one_pass_done, max(1.0, deadline - time.monotonic()))
     # Snapshot now: the status hashes expire (TTL) once ingest has stopped.
@@ -310,6 +346,53 @@ def main(args: argparse.Namespace) -> int:
     return 0 if summary["completed"] else 1
 
 
+def frame_accounting(
+    frame_records: list[Any], dets: list[Detections], dls: list[DeadLetter]
+) -> dict[str, Any]:
+    """Every record on the frames topic is accounted for: its frame was detected, or the
+    record itself was dead-lettered (undecodable, wrong version, rejected by the detector).
+
+    Records are matched to dead letters by (partition, offset), so poison that is no
+    frame at all counts too; a frame repeated by a producer retry (at-least-once) is
+    counted under ``frame_records_repeated``, not as unaccounted.
+    """
+    dead = {(d.partition, d.offset) for d in dls if d.topic == FRAMES.name}
+    detected_keys = {(d.camera_id, d.seq) for d in dets}
+    keys: set[tuple[str, int]] = set()
+    per_camera: dict[str, int] = {}
+    repeated = detected = dead_lettered = unaccounted = 0
+    for rec in frame_records:
+        if (rec.partition, rec.offset) in dead:
+            dead_lettered += 1
+            continue
+        try:
+            f = decode(Frame, rec.value)
+        except DecodeError:
+            unaccounted += 1
+            continue
+        key = (f.camera_id, f.seq)
+        if key in keys:
+            repeated += 1
+            continue
+        keys.add(key)
+        if not f.eos:
+            per_camera[f.camera_id] = per_camera.get(f.camera_id, 0) + 1
+        if key in detected_keys:
+            detected += 1
+        else:
+            unaccounted += 1
+    return {
+        "frame_records": len(frame_records),
+        "frames_published": len(keys),
+        "frames_detected": detected,
+        "frames_dead_lettered": dead_lettered,
+        "frame_records_repeated": repeated,
+        "frames_unaccounted": unaccounted,
+        "frames_on_topic_per_camera": per_camera,
+        "duplicate_detections": len(dets) - len(detected_keys),
+    }
+
+
 def _summarise(
     bootstrap: str,
     status: dict[str, dict[str, str]],
@@ -320,7 +403,8 @@ def _summarise(
     completed: bool,
     elapsed: float,
 ) -> dict[str, Any]:
-    frames = pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, FRAMES.name)), Frame)
+    frame_records = asyncio.run(pipeline.read_topic(bootstrap, FRAMES.name))
+    frames = pipeline.decode_all(frame_records, Frame)
     dets = pipeline.decode_all(
         asyncio.run(pipeline.read_topic(bootstrap, DETECTIONS.name)), Detections
     )
@@ -340,18 +424,8 @@ def _summarise(
     for tid, gid in predicted.items():
         cams_of.setdefault(gid, set()).add(tid.split(":")[0])
     cross = {g for g, cs in cams_of.items() if len(cs) > 1}
-    # Every frame published is accounted for: detected, or dead-lettered by the detector.
-    frame_keys = {(f.camera_id, f.seq) for f in frames}
-    detected = frame_keys & {(d.camera_id, d.seq) for d in dets}
-    dead_frames = sum(1 for d in dls if d.topic == FRAMES.name)
-    accounting = {
-        "frames_published": len(frame_keys),
-        "frames_detected": len(detected),
-        "frames_dead_lettered": dead_frames,
-        "frames_unaccounted": len(frame_keys) - len(detected) - dead_frames,
-        "ingest_dropped": {c: status[c].get("frames_dropped") for c in cams},
-        "duplicate_detections": len(dets) - len({(d.camera_id, d.seq) for d in dets}),
-    }
+    accounting = frame_accounting(frame_records, dets, dls)
+    accounting["ingest_dropped"] = {c: status[c].get("frames_dropped") for c in cams}
     return {
         "completed": completed,
         "seconds": round(elapsed, 1),
