@@ -320,6 +320,9 @@ def run_live(run: LiveRun) -> LiveResult:
 
 def main(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
+    # The match follower starts while topics are (re)created: aiokafka's transient
+    # leader errors are noise to a person watching the demo.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     serve = args.serve if args.serve is not None else sys.stdin.isatty()
     print("crosscam demo: stack up, scenario, live cameras, every stage ...", flush=True)
     run = LiveRun(
