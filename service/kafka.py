@@ -298,9 +298,7 @@ async def run_stage(
     try:
         while not stop.is_set():
             try:
-                batches = await consumer.getmany(
-                    timeout_ms=settings.poll_timeout_ms, max_records=settings.max_batch_records
-                )
+                batches = await _poll_batch(consumer, settings)
             except KafkaError as exc:
                 metrics.KAFKA_ERRORS.labels(stage.name, "fetch").inc()
                 log.warning("fetch_failed", extra={"stage": stage.name, "error": repr(exc)})
@@ -323,6 +321,31 @@ async def run_stage(
         with contextlib.suppress(Exception):
             await consumer.stop()
         log.info("stage_stopped", extra={"stage": stage.name})
+
+
+async def _poll_batch(
+    consumer: AIOKafkaConsumer, settings: KafkaSettings
+) -> dict[TopicPartition, list[Any]]:
+    """Up to ``max_batch_records`` records, waiting at most ``batch_wait_ms`` after the
+    first one for more (``N`` frames or ``T`` milliseconds, whichever first)."""
+    batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
+        timeout_ms=settings.poll_timeout_ms, max_records=settings.max_batch_records
+    )
+    if not batches or settings.batch_wait_ms <= 0:
+        return batches
+    deadline = time.monotonic() + settings.batch_wait_ms / 1000
+    count = sum(len(v) for v in batches.values())
+    while count < settings.max_batch_records:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            break
+        more = await consumer.getmany(
+            timeout_ms=left_ms, max_records=settings.max_batch_records - count
+        )
+        for tp, msgs in more.items():
+            batches.setdefault(tp, []).extend(msgs)
+            count += len(msgs)
+    return batches
 
 
 async def _process_batch(

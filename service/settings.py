@@ -72,6 +72,13 @@ class KafkaSettings(StrictModel):
     poll_timeout_ms: int = Field(
         200, ge=1, le=60_000, description="how long one poll waits for records"
     )
+    batch_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="after the first record, wait up to this long to fill the batch (GPU "
+        "detectors: fuller batches across cameras, at the cost of this much latency)",
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,

@@ -30,6 +30,7 @@ class CopyStage:
 
     def handle(self, records: list[Record]) -> list[Output]:
         out: list[Output] = []
+        print(f"batch records={len(records)}", flush=True)
         for rec in records:
             time.sleep(self.delay_s)
             if rec.message.camera_id == "reject":
@@ -42,7 +43,11 @@ class CopyStage:
 async def _main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    settings = KafkaSettings(bootstrap_servers=args.bootstrap, max_batch_records=args.batch)
+    settings = KafkaSettings(
+        bootstrap_servers=args.bootstrap,
+        max_batch_records=args.batch,
+        batch_wait_ms=args.batch_wait_ms,
+    )
     await run_stage(
         CopyStage(args.input, args.output, args.delay), settings, args.group, stop, partitions=1
     )
@@ -56,6 +61,7 @@ def main() -> None:
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch-wait-ms", type=int, default=0)
     args = p.parse_args()
     setup_logging("INFO")
     print("ready", flush=True)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,13 @@ def _frames(n: int, camera: str = "cam") -> list[tuple[bytes, bytes]]:
 
 
 def _start(
-    bootstrap: str, t_in: str, t_out: str, group: str, delay: float, batch: int = 8
+    bootstrap: str,
+    t_in: str,
+    t_out: str,
+    group: str,
+    delay: float,
+    batch: int = 8,
+    batch_wait_ms: int = 0,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -54,6 +61,8 @@ def _start(
             str(delay),
             "--batch",
             str(batch),
+            "--batch-wait-ms",
+            str(batch_wait_ms),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -63,14 +72,38 @@ def _start(
     )
 
 
+_LOGS: dict[int, list[str]] = {}
+
+
+def _follow(proc: subprocess.Popen[str]) -> None:
+    """Collect the process's output in a thread, so a test can look at it while it runs."""
+    import threading
+
+    lines = _LOGS.setdefault(proc.pid, [])
+    assert proc.stdout is not None
+    threading.Thread(
+        target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True
+    ).start()
+
+
+def _peek(proc: subprocess.Popen[str]) -> str:
+    return "".join(_LOGS.get(proc.pid, []))
+
+
 def _seqs(records: list) -> list[int]:
     return [decode(Frame, r.value).seq for r in records]
 
 
 def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> str:
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=timeout)
-    return out
+    if proc.pid not in _LOGS:
+        out, _ = proc.communicate(timeout=timeout)
+        return out
+    proc.wait(timeout=timeout)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "stage_stopped" not in _peek(proc):
+        time.sleep(0.05)
+    return "".join(_LOGS.pop(proc.pid, []))
 
 
 def test_malformed_message_is_dead_lettered_and_the_next_one_processed(
@@ -171,3 +204,23 @@ def test_sigkill_mid_batch_never_commits_unproduced_work(kafka_bootstrap: str) -
         assert set(_seqs(out)) == set(range(n))  # at-least-once: repeats allowed, losses not
     finally:
         _stop(proc)
+
+
+def test_batch_fills_up_to_n_records_or_t_milliseconds(kafka_bootstrap: str) -> None:
+    """Frames trickling in from several cameras are handled as one batch (GPU batching)."""
+    t_in, t_out, group = unique("t-in"), unique("t-out"), unique("g")
+    run(create_topics(kafka_bootstrap, t_in, t_out))
+    proc = _start(kafka_bootstrap, t_in, t_out, group, delay=0.0, batch=6, batch_wait_ms=3000)
+    _follow(proc)
+    try:
+        # The stage is up once it has committed nothing yet but joined: produce in two
+        # bursts 0.5 s apart; with a 3 s wait they land in one batch of 6.
+        wait_for(lambda: "stage_started" in _peek(proc), 60, "the stage to start")
+        run(produce(kafka_bootstrap, t_in, _frames(3)))
+        time.sleep(0.5)  # the gap the batch must bridge (the thing under test, not a wait)
+        run(produce(kafka_bootstrap, t_in, [(k, v) for k, v in _frames(6)[3:]]))
+        out = run(consume_all(kafka_bootstrap, t_out, lambda rs: len(rs) >= 6, timeout_s=60))
+        assert sorted(_seqs(out)) == list(range(6))
+    finally:
+        log = _stop(proc)
+    assert "batch records=6" in log, log
