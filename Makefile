@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-unit demo stack-up stack-down lint clean
+.PHONY: install system-deps test test-unit test-export demo stack-up stack-down lint clean
 
 install: system-deps $(STAMP)
 
@@ -38,10 +38,16 @@ test: install
 	@status=0; \
 	$(BIN)/crosscam stack up || status=$$?; \
 	if [ $$status -eq 0 ]; then \
-	  $(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS) tests || status=$$?; \
+	  $(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS) tests/unit tests/integration tests/e2e || status=$$?; \
 	fi; \
 	$(BIN)/crosscam stack down >/dev/null || true; \
 	exit $$status
+
+# OSNet export (torch + torchreid, several GB): its own venv, not part of `make test`.
+test-export:
+	@test -x .venv-export/bin/python || $(PYTHON) -m venv .venv-export
+	.venv-export/bin/pip install -q --disable-pip-version-check -e '.[dev,export]' torchvision onnxscript pillow gdown
+	.venv-export/bin/python -m pytest -ra -p no:cacheprovider tests/export
 
 test-unit: install
 	$(BIN)/python -m pytest -ra -p no:cacheprovider tests/unit

@@ -28,7 +28,7 @@ def export_osnet(
     arch: str,
     weights: Path | None,
     out: Path,
-    opset: int = 17,
+    opset: int = 18,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict:
     """Export and check; returns the parity report. Raises RuntimeError when parity fails."""
@@ -71,7 +71,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--weights", type=Path, default=None, help="torchreid checkpoint (default: random init)"
     )
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=18,
+        help="ONNX opset (18: no version conversion with torch 2.x exporters)",
+    )
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
 
 
