@@ -11,14 +11,11 @@ with exit code 2.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import redis
-from pydantic import ValidationError
 
 from detector import metrics as m
 from detector.analyzer import Analyzer
@@ -26,10 +23,8 @@ from detector.checksum import ModelFileError
 from detector.core import FrameProcessor
 from detector.settings import DetectorSettingsRoot
 from detector.stage import DetectorStage, FetchJpegs
-from service.kafka import install_stop_signals, run_stage
-from service.logs import setup_logging
+from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.metrics import start_metrics_server
-from service.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -63,37 +58,17 @@ def export_provider_metrics(analyzer: Analyzer) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="TOML settings (sections kafka, redis, metrics, detector)",
+    add_stage_arguments(
+        parser,
+        "crosscam-detector",
+        "kafka, redis, metrics, detector",
+        "redis:// URL for claim-check frames",
     )
-    parser.add_argument(
-        "--bootstrap-servers", default=None, help="Kafka host:port (overrides the config)"
-    )
-    parser.add_argument("--redis-url", default=None, help="redis:// URL for claim-check frames")
-    parser.add_argument(
-        "--group-id", default="crosscam-detector", help="consumer group of the replicas"
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=None, help="Prometheus port (0 = any free)"
-    )
-    parser.add_argument("--log-level", default="INFO")
 
 
 def main(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
-    try:
-        settings = load_settings(
-            DetectorSettingsRoot,
-            args.config,
-            kafka={"bootstrap_servers": args.bootstrap_servers},
-            redis={"url": args.redis_url},
-            metrics={"port": args.metrics_port},
-        )
-    except (ValidationError, ValueError, OSError) as exc:
-        log.error("bad_settings", extra={"error": str(exc)})
+    settings = load_stage_settings(DetectorSettingsRoot, args)
+    if settings is None:
         return 2
     cfg = settings.detector
     try:
@@ -118,13 +93,8 @@ def main(args: argparse.Namespace) -> int:
     start_metrics_server(settings.metrics, name="detector")
     export_provider_metrics(analyzer)
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        await run_stage(stage, settings.kafka, args.group_id, stop)
-
     try:
-        asyncio.run(go())
+        serve_stage(stage, settings.kafka, args.group_id)
     finally:
         client.close()
     return 0

@@ -12,13 +12,11 @@ store opens in one process only.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from pydantic import ValidationError
 
 from reid import metrics as m
 from reid.api import ReidApi, start_api
@@ -28,10 +26,9 @@ from reid.store import LockedStore, VectorStore, open_store
 from reid.topology import Topology
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
-from service.kafka import Output, Record, dead_letter, install_stop_signals, run_stage
-from service.logs import setup_logging
+from service.cli import add_stage_arguments, load_stage_settings, serve_stage
+from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
-from service.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -112,62 +109,42 @@ def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="TOML settings (kafka, redis, metrics, qdrant, reid)",
+    add_stage_arguments(
+        parser,
+        "crosscam-reid",
+        "kafka, redis, metrics, qdrant, reid",
+        "redis:// URL (overrides the config)",
     )
     parser.add_argument(
         "--cameras", type=Path, default=None, help="cameras file (overrides reid.cameras_file)"
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="store and thumbnails folder")
-    parser.add_argument(
-        "--bootstrap-servers", default=None, help="Kafka host:port (overrides the config)"
-    )
-    parser.add_argument("--redis-url", default=None, help="redis:// URL (overrides the config)")
     parser.add_argument("--qdrant-url", default=None, help="Qdrant server URL (default: embedded)")
     parser.add_argument(
         "--api-port", type=int, default=None, help="query API port (0 = any free port)"
     )
-    parser.add_argument("--group-id", default="crosscam-reid", help="consumer group")
-    parser.add_argument(
-        "--metrics-port", type=int, default=None, help="Prometheus port (0 = any free port)"
-    )
-    parser.add_argument("--log-level", default="INFO")
 
 
 def main(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
-    try:
-        settings = load_settings(
-            ReidSettingsRoot,
-            args.config,
-            kafka={"bootstrap_servers": args.bootstrap_servers},
-            redis={"url": args.redis_url},
-            metrics={"port": args.metrics_port},
-            qdrant={"url": args.qdrant_url},
-            reid={
-                "cameras_file": args.cameras,
-                "data_dir": args.data_dir,
-                "api_port": args.api_port,
-            },
-        )
-    except (ValidationError, ValueError, OSError) as exc:
-        log.error("bad_settings", extra={"error": str(exc)})
+    settings = load_stage_settings(
+        ReidSettingsRoot,
+        args,
+        qdrant={"url": args.qdrant_url},
+        reid={
+            "cameras_file": args.cameras,
+            "data_dir": args.data_dir,
+            "api_port": args.api_port,
+        },
+    )
+    if settings is None:
         return 2
     engine, store, topology = build(settings)
     start_metrics_server(settings.metrics, name="reid")
     server, _ = start_api(ReidApi(store, topology, settings.reid.data_dir / "thumbnails"),
                           settings.reid.api_host, settings.reid.api_port)  # fmt: skip
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        await run_stage(ReidStage(engine), settings.kafka, args.group_id, stop)
-
     try:
-        asyncio.run(go())
+        serve_stage(ReidStage(engine), settings.kafka, args.group_id)
     finally:
         server.shutdown()
         store.close()

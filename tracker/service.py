@@ -20,22 +20,18 @@ State checkpoints (:mod:`tracker.state_store`):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import redis
-from pydantic import ValidationError
 
 from schemas.messages import Detections
 from schemas.topics import DETECTIONS, TRACKLETS
-from service.kafka import Output, Record, dead_letter, install_stop_signals, run_stage
-from service.logs import setup_logging
+from service.cli import add_stage_arguments, load_stage_settings, serve_stage
+from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
-from service.settings import load_settings
 from tracker import metrics as m
 from tracker import state
 from tracker.core import CameraTracker, TrackerParams
@@ -211,52 +207,25 @@ class TrackerStage:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="TOML settings file (sections kafka, redis, metrics, tracker)",
+    add_stage_arguments(
+        parser,
+        "crosscam-tracker",
+        "kafka, redis, metrics, tracker",
+        "redis:// URL of the state store (overrides the config)",
     )
-    parser.add_argument(
-        "--bootstrap-servers", default=None, help="Kafka host:port (overrides the config)"
-    )
-    parser.add_argument(
-        "--redis-url", default=None, help="redis:// URL of the state store (overrides the config)"
-    )
-    parser.add_argument(
-        "--group-id", default="crosscam-tracker", help="consumer group of the tracker replicas"
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=None, help="Prometheus port (0 = any free port)"
-    )
-    parser.add_argument("--log-level", default="INFO")
 
 
 def main(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
-    try:
-        settings = load_settings(
-            TrackerSettingsRoot,
-            args.config,
-            kafka={"bootstrap_servers": args.bootstrap_servers},
-            redis={"url": args.redis_url},
-            metrics={"port": args.metrics_port},
-        )
-    except (ValidationError, ValueError, OSError) as exc:
-        log.error("bad_settings", extra={"error": str(exc)})
+    settings = load_stage_settings(TrackerSettingsRoot, args)
+    if settings is None:
         return 2
     cfg = settings.tracker
     store = RedisStateStore.from_url(settings.redis.url, cfg.state_key_prefix, cfg.state_ttl_s)
     stage = TrackerStage(cfg.params(), store, cfg.checkpoint_interval_s)
     start_metrics_server(settings.metrics, name="tracker")
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        await run_stage(stage, settings.kafka, args.group_id, stop)
-
     try:
-        asyncio.run(go())
+        serve_stage(stage, settings.kafka, args.group_id)
     finally:
         store.close()
     return 0
