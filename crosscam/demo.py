@@ -238,6 +238,12 @@ def run_live(run: LiveRun) -> LiveResult:
     # at its first frames (the recording is played once: no loop, no wrap).
     os.environ.setdefault("CROSSCAM_INGEST__BACKOFF_INITIAL_S", "0.2")
     os.environ.setdefault("CROSSCAM_INGEST__BACKOFF_MAX_S", "1.0")
+    # Every stage registers its /metrics with the local Prometheus (file discovery);
+    # endpoints of earlier runs are forgotten.
+    targets = stack.prometheus_targets_dir()
+    for old in targets.glob("*.json"):
+        old.unlink(missing_ok=True)
+    os.environ.setdefault("CROSSCAM_METRICS_TARGETS_DIR", str(targets))
 
     specs = build_specs(
         cameras_file,

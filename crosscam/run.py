@@ -157,7 +157,9 @@ def main(args: argparse.Namespace) -> int:
     if args.stack:
         from crosscam import stack
 
-        print(json.dumps(stack.up()), flush=True)
+        print(json.dumps(stack.up(prometheus=True)), flush=True)
+        # Every stage registers its /metrics with the local Prometheus (file discovery).
+        os.environ.setdefault("CROSSCAM_METRICS_TARGETS_DIR", str(stack.prometheus_targets_dir()))
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
     if only and not only <= set(STAGES):
         print(

@@ -74,7 +74,8 @@ def start_metrics_server(settings: MetricsSettings, name: str = "crosscam") -> i
     )
     targets = os.environ.get("CROSSCAM_METRICS_TARGETS_DIR")
     if targets:
-        path = Path(targets) / f"{name}-{os.getpid()}.json"
+        # One file per endpoint: a restarted process on the same port replaces its entry.
+        path = Path(targets) / f"{name}-{port}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             json.dumps([{"targets": [f"{settings.host}:{port}"], "labels": {"process": name}}])
