@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from reid import metrics as m
 from reid.api import ReidApi, start_api
 from reid.engine import Engine
 from reid.settings import ReidSettingsRoot
-from reid.store import LockedStore, VectorStore, open_store
+from reid.store import LockedStore, Scope, VectorStore, open_store
 from reid.topology import Topology
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
@@ -84,9 +85,45 @@ class ReidStage:
         return outputs
 
 
-def redis_global_ids(client: redis.Redis, key: str) -> Callable[[], str]:
-    """Global ids from a Redis counter: unique across restarts and replicas."""
-    return lambda: f"g{int(client.incr(key))}"
+_NEXT_GLOBAL_ID = """
+local n = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if n <= floor then
+  n = floor + 1
+  redis.call('SET', KEYS[1], n)
+end
+return n
+"""
+"""INCR that never returns a number at or below ARGV[1] (atomic, so replicas never clash)."""
+
+_GLOBAL_ID_NUMBER = re.compile(r"^g(\d+)$")
+
+
+def highest_global_id(store: VectorStore) -> int:
+    """The largest ``g<N>`` number held in the store (0 when none)."""
+    numbers = (_GLOBAL_ID_NUMBER.match(t.global_id) for t in store.scroll(Scope()))
+    return max((int(m.group(1)) for m in numbers if m), default=0)
+
+
+def redis_global_ids(client: redis.Redis, key: str, floor: int = 0) -> Callable[[], str]:
+    """Global ids from a Redis counter: unique across restarts and replicas.
+
+    The counter never goes back to or below ``floor`` (the highest id in the store
+    at start) or any id this process gave out: Redis runs without persistence, so
+    a Redis restart empties the counter, and a bare INCR would then give ``g1``
+    to a new person while ``g1`` is still someone else (their tracklets would
+    merge into one identity on the matches topic).
+    """
+    script = client.register_script(_NEXT_GLOBAL_ID)
+    highest = floor
+
+    def next_id() -> str:
+        nonlocal highest
+        n = int(script(keys=[key], args=[highest]))  # type: ignore[arg-type]
+        highest = max(highest, n)
+        return f"g{n}"
+
+    return next_id
 
 
 def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
@@ -100,8 +137,8 @@ def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
     store = LockedStore(open_store(kind, cfg.data_dir / f"qdrant-{kind}", cfg.dim, url=q.url or None,
                                    api_key=q.api_key or None))  # fmt: skip
     client = redis.Redis.from_url(settings.redis.url)
-    engine = Engine(store, topology, cfg.engine_params(), redis_global_ids(client, cfg.global_id_key),
-                    cfg.data_dir / "thumbnails")  # fmt: skip
+    ids = redis_global_ids(client, cfg.global_id_key, floor=highest_global_id(store))
+    engine = Engine(store, topology, cfg.engine_params(), ids, cfg.data_dir / "thumbnails")
     restored = engine.restore()
     log.info("reid_started", extra={"store": kind, "points": store.count(), "restored": restored,
                                      "cameras": len(topology.cameras), "links": len(topology.spec.links)})  # fmt: skip
