@@ -165,7 +165,10 @@ def _camera_status(redis_url: str, cameras: list[str]) -> dict[str, dict[str, st
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        return {c: client.hgetall(f"crosscam:camera:{c}") for c in cameras}
+        return {
+            c: {str(k): str(v) for k, v in client.hgetall(f"crosscam:camera:{c}").items()}
+            for c in cameras
+        }
     finally:
         client.close()
 

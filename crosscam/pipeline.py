@@ -128,7 +128,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
 
 
 def decode_all(records: list[Any], cls: type) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for r in records:
         with contextlib.suppress(DecodeError):
             out.append(decode(cls, r.value))

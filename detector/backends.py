@@ -164,7 +164,9 @@ class HogDetector:
     def __init__(self, config: HogDetectorConfig) -> None:
         self.config = config
         self.hog = cv2.HOGDescriptor()
-        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.hog.setSVMDetector(
+            np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32)
+        )
         self.name = "opencv:hog"
         self.provider = "opencv-cpu"
         self.last_inference_seconds = 0.0
@@ -185,8 +187,8 @@ class HogDetector:
         )
         if len(rects) == 0:
             return _empty()
-        rects = np.asarray(rects, dtype=np.float32) / cfg.upscale
-        x, y, w, h = rects.T
+        xywh = np.asarray(rects, dtype=np.float32) / cfg.upscale
+        x, y, w, h = xywh.T
         dx, dy = HOG_TRIM_X_FRACTION * w, HOG_TRIM_Y_FRACTION * h
         boxes = np.stack((x + dx, y + dy, x + w - dx, y + h - dy), axis=1)
         fh, fw = frame_bgr.shape[:2]

@@ -77,8 +77,7 @@ class BackgroundMasker:
             )
         raw = self._subtractor(camera_id).apply(small)
         fg = (raw >= _FOREGROUND_LEVEL).astype(np.uint8)
-        fg = cv2.dilate(fg, self._kernel)
-        return fg.astype(bool)
+        return np.asarray(cv2.dilate(fg, self._kernel), dtype=bool)
 
     def mask_crops(
         self,

@@ -109,8 +109,8 @@ def bench(
             crops = [
                 c
                 for img, fb in zip(imgs, found, strict=True)
-                for c in crop_views(img, fb.boxes_xyxy)
-            ]  # type: ignore[arg-type]
+                for c in crop_views(img, fb.boxes_xyxy)  # type: ignore[arg-type]
+            ]
             crops_per_frame.append(len(crops) / len(g))
             bare_inputs.append((tensor, emb.prepare(crops)))
         # seconds of each group, per repeat: [group][repeat]

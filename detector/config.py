@@ -39,11 +39,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Provider = Literal["tensorrt", "cuda", "cpu"]
+PROVIDER_ORDER: tuple[Provider, ...] = ("tensorrt", "cuda", "cpu")
+"""Fastest first; the first one the installed ONNX Runtime offers is used."""
+
+
 class RuntimeConfig(_Strict):
     """ONNX Runtime session options shared by the detector and the embedder."""
 
-    providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
-        default_factory=lambda: ["tensorrt", "cuda", "cpu"],
+    providers: list[Provider] = Field(
+        default_factory=lambda: list(PROVIDER_ORDER),
         min_length=1,
         description="execution providers in order of preference; those not installed are skipped",
     )

@@ -40,10 +40,12 @@ def evaluate_detector(
 ) -> dict:
     """Match every frame's detections to GT and score them; a JSON-ready dict."""
     det_cfg = HogDetectorConfig() if detector == "hog" else OnnxDetectorConfig()
-    operating = score_threshold if score_threshold is not None else det_cfg.score_threshold
     if isinstance(det_cfg, OnnxDetectorConfig):
         spec = det_cfg.spec()
-        operating = score_threshold if score_threshold is not None else spec.score_threshold
+        default_threshold = spec.score_threshold
+    else:
+        default_threshold = det_cfg.score_threshold
+    operating: float = score_threshold if score_threshold is not None else default_threshold
     config = AnalyzerConfig(detector=det_cfg, embedder=NoEmbedderConfig())
     vd = video_detections(video, score_min=AP_SCORE_FLOOR, frames=frames, config=config)
     gt = load_mot_gt(gt_path)

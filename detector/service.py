@@ -40,7 +40,10 @@ def redis_fetcher(url: str, retries: int) -> tuple[FetchJpegs, redis.Redis]:
         delay = _REDIS_RETRY_FIRST_S
         for attempt in range(retries + 1):
             try:
-                return list(client.mget(list(keys)))
+                return [
+                    v if isinstance(v, bytes) or v is None else v.encode()
+                    for v in client.mget(list(keys))
+                ]
             except redis.RedisError as exc:
                 if attempt == retries:
                     raise

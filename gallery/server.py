@@ -230,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"crosscam gallery: cannot start: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
     start_metrics_server(settings.metrics, "gallery")
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), int(server.server_address[1])
     log.info(
         "gallery_serving",
         extra={

@@ -91,6 +91,7 @@ class ReidApi:
         for t in self.store.scroll(self._scope(qs)):
             groups.setdefault(t.global_id, []).append(t)
         out = []
+        last_seen = {gid: max(t.ts_end_ns for t in ts) for gid, ts in groups.items()}
         for gid, ts in groups.items():
             ts.sort(key=lambda t: t.ts_start_ns)
             thumb = next((t for t in reversed(ts) if t.thumbnail_ref), None)
@@ -99,12 +100,12 @@ class ReidApi:
                     "global_id": gid,
                     "cameras": sorted({t.camera_id for t in ts}),
                     "first_seen_ns": ts[0].ts_start_ns,
-                    "last_seen_ns": max(t.ts_end_ns for t in ts),
+                    "last_seen_ns": last_seen[gid],
                     "tracklets": len(ts),
                     "thumbnail_url": f"/thumbnails/{thumb.thumbnail_ref}" if thumb else "",
                 }
             )
-        out.sort(key=lambda r: -r["last_seen_ns"])
+        out.sort(key=lambda r: -last_seen[str(r["global_id"])])
         return out[: self._limit(qs)]
 
     def identity(self, gid: str) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -381,19 +382,21 @@ class Linker:
         )
         old = {t: self._gid.get(t) for t in nodes}
         first_seen: dict[str, int] = {}
-        for t, g in old.items():
-            if g is not None:
-                first_seen[g] = min(
-                    first_seen.get(g, self._span(t).ts_start_ns), self._span(t).ts_start_ns
+        for t, g_prev in old.items():
+            if g_prev is not None:
+                first_seen[g_prev] = min(
+                    first_seen.get(g_prev, self._span(t).ts_start_ns), self._span(t).ts_start_ns
                 )
         taken: set[str] = set()
         new: dict[str, str] = {}
         for m in clusters:
             votes: dict[str, int] = {}
             for t in m:
-                g = old[t]
-                if g is not None:
-                    votes[g] = votes.get(g, 0) + (len(nodes) + 1 if t in self._anchors else 1)
+                voted = old[t]
+                if voted is not None:
+                    votes[voted] = votes.get(voted, 0) + (
+                        len(nodes) + 1 if t in self._anchors else 1
+                    )
             choice = next(
                 (
                     g
@@ -418,7 +421,7 @@ class Linker:
         s = self._live[new_tid]
         gid = new[new_tid]
         mates = [t for t, g in new.items() if g == gid and t != new_tid]
-        common = {"ts_emitted_ns": s.ts_end_ns}
+        emitted_ns = s.ts_end_ns  # message time, so a replay emits identical events
         events: list[Match] = []
         if mates:
             direct = sorted((d, o) for o, d in self._edges[new_tid].items() if new.get(o) == gid)
@@ -432,7 +435,7 @@ class Linker:
                 )
                 for d, o in direct
             ]
-            kind = "link"
+            kind: Literal["link", "new_identity"] = "link"
         else:
             matched, kind = [], "new_identity"
         events.append(
@@ -445,7 +448,7 @@ class Linker:
                 ts_end_ns=s.ts_end_ns,
                 matched=matched,
                 thumbnail_ref=s.thumbnail_ref,
-                **common,
+                ts_emitted_ns=emitted_ns,
             )
         )
         survivors = set(new.values())
@@ -464,13 +467,17 @@ class Linker:
                         ts_start_ns=sp.ts_start_ns,
                         ts_end_ns=sp.ts_end_ns,
                         merged_ids=[g_old],
-                        **common,
+                        ts_emitted_ns=emitted_ns,
                     )
                 )
             else:
                 merged_into.setdefault(new[t], set()).add(g_old)
         for g_new, olds in sorted(merged_into.items()):
-            events.append(Match(kind="merge", global_id=g_new, merged_ids=sorted(olds), **common))
+            events.append(
+                Match(
+                    kind="merge", global_id=g_new, merged_ids=sorted(olds), ts_emitted_ns=emitted_ns
+                )
+            )
         return events
 
     # --- bounded memory ---------------------------------------------------------------

@@ -189,7 +189,7 @@ class _Writer:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         else:
             self.cv = cv2.VideoWriter(
-                str(path), cv2.VideoWriter_fourcc(*"MJPG"), SEQUENCE_FPS, size
+                str(path), cv2.VideoWriter.fourcc(*"MJPG"), SEQUENCE_FPS, size
             )
 
     def write(self, img: np.ndarray) -> None:

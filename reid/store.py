@@ -88,9 +88,10 @@ class StoredTracklet:
         }
 
     @classmethod
-    def from_payload(
-        cls, payload: dict[str, Any], vector: Sequence[float] | None = None
-    ) -> StoredTracklet:
+    def from_payload(cls, payload: dict[str, Any] | None, vector: Any = None) -> StoredTracklet:
+        """From a point's payload (and its dense vector, when fetched)."""
+        if payload is None:
+            raise ValueError("point has no payload: not written by crosscam")
         return cls(
             tracklet_id=payload["tracklet_id"],
             camera_id=payload["camera"],
