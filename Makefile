@@ -57,6 +57,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy schemas service crosscam ingest detector tracker reid gallery
 
 clean: stack-down
 	rm -rf .stack runs
