@@ -140,6 +140,23 @@ def checkpoint_written(
         client.close()
 
 
+def count_matches(bootstrap: str, kind: str) -> int:
+    """How many events of ``kind`` (``new_identity``, ``link`` ...) the matches topic holds."""
+    records = asyncio.run(pipeline.read_topic(bootstrap, MATCHES.name, timeout_s=10.0))
+    return sum(1 for m in pipeline.decode_all(records, Match) if m.kind == kind)
+
+
+def redis_run_id(redis_url: str) -> str:
+    """The server's ``run_id``: it changes when Redis restarts."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2.0)
+    try:
+        return str(client.info("server")["run_id"])
+    finally:
+        client.close()
+
+
 def poison_payloads(topic: Topic, camera_id: str) -> list[tuple[str, bytes]]:
     """(kind, bytes) of the poison for ``topic``: garbage, and a well-formed message of
     the topic's type that claims a schema version this build does not know."""

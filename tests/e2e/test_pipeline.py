@@ -1,0 +1,141 @@
+"""The whole pipeline, live, over the real Kafka, Redis and RTSP server.
+
+Three views cut from PETS09-S2L1 are served as looping RTSP cameras; every
+stage runs as a supervised process (``crosscam run``'s specs): ingest per
+camera → detector (YOLOX-nano + OSNet, ONNX Runtime) → tracker → ReID. After
+one pass of the recording the cameras end their streams, the pipeline drains,
+and the run is judged:
+
+* every frame on the frames topic is accounted for: detected, or
+  dead-lettered; none detected twice;
+* every camera produces tracklets, every tracklet gets a global identity on
+  the public matches topic, and the ReID store holds each tracklet id once;
+* cross-camera links and IDF1 against the scenario's ground truth stay above
+  thresholds set with margin below what this machine measured.
+
+Run: ``pytest -s -m e2e tests/e2e/test_pipeline.py`` (about 2-3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from crosscam import faults
+from crosscam import stack as stack_mod
+from crosscam.demo import LiveRun, run_live
+from crosscam.stack import StackConfig
+from schemas.topics import FRAMES as FRAMES_T
+from tests.stack_fixtures import free_port
+
+pytestmark = pytest.mark.e2e
+
+CAMERAS = 3
+FRAMES = 200
+"""200 frames at 7 fps: ~29 s of video per camera, long enough for people to
+walk from one view to the next (the scenario's links), short enough for CI."""
+RUN_TIMEOUT_S = 480.0
+"""The whole run (pass + drain) on a loaded 2-core runner; it takes ~2 minutes alone."""
+FRAMES_TOPIC = FRAMES_T.name
+METRICS_PORTS = 16
+"""One metrics port per supervised process (3 ingest, detector, tracker(s), reid, gallery)."""
+
+# Thresholds: measured on this shared 2-core machine (200 frames, 3 cameras, the
+# recording played once): link precision 0.69, recall 0.90, IDF1 0.70, 7 identities
+# on several cameras; with the earlier looping cameras P 0.32-0.67, R 0.62-0.78,
+# IDF1 0.63-0.66. Each floor sits with margin below the worst, so a real
+# regression fails and run-to-run noise (batching, which frames ingest keeps) does not.
+MIN_LINK_PRECISION = 0.25
+MIN_LINK_RECALL = 0.50
+MIN_IDF1 = 0.50
+MIN_CROSS_CAMERA_IDENTITIES = 3
+"""PETS09's first 200 frames have 8 people walking through; 7 are seen on several views."""
+MIN_BOXES_MATCHING_GT = 0.10
+"""Fraction of a camera's tracklet boxes that overlap a ground-truth box once aligned:
+proves each camera's seq→frame alignment (and so the scoring) is sound. cam0's ground
+truth is sparse in these frames (people at its edge fall under the scenario's visibility
+cut), so it measures 0.17-0.23 where the other views measure 0.85-0.95."""
+MIN_PUBLISHED_FRACTION = 0.8
+"""Ingest keeps frames at its analysis rate (7 fps); the RTSP server delivers the 7 fps
+recording at ~7.4 fps with jitter, so ingest samples out ~13 % (measured 173 of 200)."""
+
+
+def live_run(out: Path) -> LiveRun:
+    """The run on free ports (metrics, ReID API, gallery), never the defaults."""
+    return LiveRun(
+        out=out,
+        cameras=CAMERAS,
+        frames=FRAMES,
+        gallery_port=free_port(),
+        reid_api_port=free_port(),
+        metrics_base_port=faults.free_port_range(METRICS_PORTS),
+        timeout_s=RUN_TIMEOUT_S,
+    )
+
+
+def test_frame_accounting_by_offset() -> None:
+    """Poison (no frame at all) is matched to its dead letter by offset; a frame repeated
+    by a producer retry is counted as repeated; a frame never detected is unaccounted."""
+    from types import SimpleNamespace
+
+    from crosscam.demo import frame_accounting
+    from schemas.codec import encode
+    from schemas.messages import DeadLetter, Detections, Frame
+
+    def rec(offset: int, value: bytes) -> SimpleNamespace:
+        return SimpleNamespace(partition=0, offset=offset, value=value)
+
+    f = [encode(Frame(camera_id="c", seq=i, ts_capture_ns=i + 1, jpeg=b"x")) for i in range(3)]
+    records = [rec(0, f[0]), rec(1, b"\xc1junk"), rec(2, f[1]), rec(3, f[1]), rec(4, f[2])]
+    dets = [
+        Detections(camera_id="c", seq=i, ts_capture_ns=i + 1, width=1, height=1) for i in (0, 1)
+    ]
+    dls = [DeadLetter(stage="detector", topic=FRAMES_TOPIC, partition=0, offset=1, reason="x")]
+    acc = frame_accounting(records, dets, dls)
+    assert acc["frame_records"] == 5
+    assert acc["frames_dead_lettered"] == 1
+    assert acc["frame_records_repeated"] == 1
+    assert acc["frames_detected"] == 2
+    assert acc["frames_unaccounted"] == 1  # seq 2: neither detected nor dead-lettered
+    assert acc["frames_on_topic_per_camera"] == {"c": 3}
+
+
+def test_whole_pipeline_live_replay(stack: StackConfig, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    s = run_live(live_run(tmp_path)).summary
+    topics = faults.Topics.read(stack_mod.kafka_bootstrap(stack))
+    acc = s["accuracy_vs_ground_truth"]
+    print(
+        json.dumps(
+            {
+                "test_seconds": round(time.monotonic() - t0, 1),
+                **{k: s[k] for k in ("seconds", "messages", "accounting", "identities",
+                                     "identities_seen_on_several_cameras", "restarts")},
+                "accuracy": acc,
+            }
+        )
+    )  # fmt: skip
+    assert s["completed"], "one pass did not finish and drain before the deadline"
+    assert all(n == 0 for n in s["restarts"].values()), s["restarts"]
+    cams = sorted(s["cameras"])
+    assert len(cams) == CAMERAS
+    for cam in cams:  # the recording went through once
+        published = int(s["cameras"][cam]["frames_published"])
+        assert published >= MIN_PUBLISHED_FRACTION * FRAMES, s["cameras"][cam]
+    faults.check_accounting(s)
+    assert s["accounting"]["frames_dead_lettered"] == 0, s["accounting"]
+    assert not topics.dead_letters, [(d.stage, d.reason) for d in topics.dead_letters]
+    assert all(int(v or 0) == 0 for v in s["accounting"]["ingest_dropped"].values())
+    tracklets = faults.check_tracklets_and_identities(topics, tmp_path / "reid")
+    with_tracklets = {t.camera_id for t in tracklets}
+    assert with_tracklets == set(cams), f"cameras without tracklets: {set(cams) - with_tracklets}"
+
+    for cam, al in acc["alignment"].items():
+        assert al["boxes_matching_gt"] >= MIN_BOXES_MATCHING_GT, (cam, al)
+    assert s["identities_seen_on_several_cameras"] >= MIN_CROSS_CAMERA_IDENTITIES, s
+    assert acc["link_precision"] >= MIN_LINK_PRECISION, acc
+    assert acc["link_recall"] >= MIN_LINK_RECALL, acc
+    assert acc["idf1"] >= MIN_IDF1, acc
