@@ -78,10 +78,12 @@ CAMERA_DOWN_MIN_S = 3.0
 OFFLINE_CAMERA = "cam9"
 
 # Accuracy floors for runs with a fault: the e2e floors (tests/e2e/test_pipeline.py)
-# less margin, since a takeover may cut a few tracks in two.
-MIN_LINK_RECALL_WITH_FAULT = 0.40
+# less margin, since a takeover may cut a few tracks in two and 150 frames give
+# few cross-camera pairs (recall moves in steps of 0.1-0.25). Measured with the
+# replica kill: recall 0.50-0.89, IDF1 0.63-0.69. They catch a broken restore
+# (every identity new), not small shifts.
+MIN_LINK_RECALL_WITH_FAULT = 0.25
 MIN_IDF1_WITH_FAULT = 0.45
-
 
 @dataclass
 class Fault:
