@@ -85,6 +85,7 @@ OFFLINE_CAMERA = "cam9"
 MIN_LINK_RECALL_WITH_FAULT = 0.25
 MIN_IDF1_WITH_FAULT = 0.45
 
+
 @dataclass
 class Fault:
     """Runs a fault script in ``during`` and keeps what it saw, or its error."""
@@ -195,7 +196,16 @@ def test_tracker_replica_killed_and_poison(stack: StackConfig, tmp_path: Path) -
     s = run_live(live_run(tmp_path, fault, replicas={"tracker": 2})).summary
     seen = fault.check()
     topics = faults.Topics.read(bootstrap)
-    print(summary_line(s, fault=seen, test_seconds=round(time.monotonic() - t0, 1)))
+    replayed = len(topics.tracklets) - len({t.tracklet_id for t in topics.tracklets})
+    print(
+        summary_line(
+            s,
+            fault=seen,
+            tracklet_copies_replayed=replayed,
+            dead_letter_copies=len(topics.dead_letters),
+            test_seconds=round(time.monotonic() - t0, 1),
+        )
+    )
     assert s["completed"], s
     assert seen["victim_cameras"], "the killed replica owned no camera: nothing was tested"
     # the supervisor restarted nothing: the survivor recovered on its own
