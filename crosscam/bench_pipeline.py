@@ -298,17 +298,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         samples: list[dict[str, int | None]] = []
         end_at = first["t"] + args.seconds
         while time.monotonic() < end_at:
-            t = time.monotonic()
+            sampled_at = time.monotonic()
             samples.append(_lags(bootstrap))
-            time.sleep(max(0.0, LAG_SAMPLE_S - (time.monotonic() - t)))
+            # pacing the sampler (one sample per LAG_SAMPLE_S), not waiting for a condition
+            time.sleep(max(0.0, LAG_SAMPLE_S - (time.monotonic() - sampled_at)))
         last = _snapshot(bootstrap, stage_sup, ingest_sup)
         end_lags = _lags(bootstrap)
         restarts = {**stage_sup.restarts(), **ingest_sup.restarts()}
     finally:
         stop.set()
-        for t in threads:
-            if t.is_alive():
-                t.join(120)
+        for th in threads:
+            if th.is_alive():
+                th.join(120)
     window = last["t"] - first["t"]
     frames_published = last["frames_end"] - first["frames_end"]
     consumed = {s: last[s] - first[s] for s in GROUPS}

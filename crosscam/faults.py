@@ -108,10 +108,11 @@ def camera_status(redis_url: str, cameras: list[str]) -> dict[str, dict[str, str
 
     client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2.0)
     try:
-        out = {}
+        out: dict[str, dict[str, str]] = {}
         for cam in cameras:
             try:
-                out[cam] = client.hgetall(CAMERA_STATUS_KEY.format(camera_id=cam))
+                raw = client.hgetall(CAMERA_STATUS_KEY.format(camera_id=cam))
+                out[cam] = {str(k): str(v) for k, v in raw.items()}  # type: ignore[union-attr]
             except redis.RedisError:
                 out[cam] = {}
         return out

@@ -44,13 +44,13 @@ METRICS_PORTS = 16
 """One metrics port per supervised process (3 ingest, detector, tracker(s), reid, gallery)."""
 
 # Thresholds: measured on this shared 2-core machine (200 frames, 3 cameras, the
-# recording played once): link precision 0.69, recall 0.90, IDF1 0.70, 7 identities
-# on several cameras; with the earlier looping cameras P 0.32-0.67, R 0.62-0.78,
-# IDF1 0.63-0.66. Each floor sits with margin below the worst, so a real
-# regression fails and run-to-run noise (batching, which frames ingest keeps) does not.
-MIN_LINK_PRECISION = 0.25
+# recording played once), three runs: link precision 0.69/0.75/0.69, recall
+# 0.90/0.82/0.90, IDF1 0.70/0.69/0.70, 7 identities on several cameras each time.
+# Each floor sits well below the worst, so a real regression fails and run-to-run
+# noise (batching, which frames ingest keeps, ~20 cross-camera pairs) does not.
+MIN_LINK_PRECISION = 0.40
 MIN_LINK_RECALL = 0.50
-MIN_IDF1 = 0.50
+MIN_IDF1 = 0.55
 MIN_CROSS_CAMERA_IDENTITIES = 3
 """PETS09's first 200 frames have 8 people walking through; 7 are seen on several views."""
 MIN_BOXES_MATCHING_GT = 0.10
