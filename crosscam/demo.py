@@ -69,6 +69,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-base-port", type=int, default=19400)
     parser.add_argument("--timeout-s", type=float, default=900.0, help="give up after this long")
     parser.add_argument(
+        "--keep-stack",
+        action="store_true",
+        help="leave Kafka, Redis, the RTSP server and Prometheus running afterwards",
+    )
+    parser.add_argument(
         "--serve",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -359,6 +364,8 @@ def main(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         result.stop()
+    if not args.keep_stack:
+        stack.down()
     return 0 if summary["completed"] else 1
 
 
