@@ -246,10 +246,6 @@ def run_live(run: LiveRun) -> LiveResult:
     # at its first frames (the recording is played once: no loop, no wrap).
     os.environ.setdefault("CROSSCAM_INGEST__BACKOFF_INITIAL_S", "0.2")
     os.environ.setdefault("CROSSCAM_INGEST__BACKOFF_MAX_S", "1.0")
-    # The scenario's views are recorded at the analysis rate already: analyse every
-    # frame the camera sends (the RTSP server's pacing runs a little fast, and
-    # sampling would then skip about one frame in ten).
-    os.environ.setdefault("CROSSCAM_INGEST__ANALYSIS_FPS", "0")
     # Every stage registers its /metrics with the local Prometheus (file discovery);
     # endpoints of earlier runs are forgotten.
     targets = stack.prometheus_targets_dir()

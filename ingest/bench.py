@@ -106,7 +106,8 @@ def run_bench(video: Path, cfg: IngestSettings, widths: list[int]) -> dict[str, 
         "frames_per_second": round(len(frames) / total_s, 1),
         "decode_frames_per_second": round(decoded / decode_s, 1),
         "cameras_per_core_at_analysis_fps": round(len(frames) / total_s / rate, 1),
-        "inline_fits_default_kafka_message": main["max_bytes_per_frame"] < KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+        "inline_fits_default_kafka_message": main["max_bytes_per_frame"]
+        < KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
     }
     if widths:
         result["by_width"] = []

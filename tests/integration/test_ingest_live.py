@@ -216,9 +216,11 @@ async def test_ingest_reads_rtsp_and_publishes_gap_free_rising_frames(
         assert (f.camera_id, f.width, f.height, f.jpeg_ref) == (camera, 640, 480, "")
         img = cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert img.shape == (480, 640, 3) and float(img.std()) > 10  # a real picture
-        # sampled to the 7 fps analysis rate (the server plays at 10 fps)
-        span_s = (frames[-1].ts_capture_ns - frames[10].ts_capture_ns) / 1e9
-        assert 4.0 <= (len(frames) - 11) / span_s <= 8.0
+        # sampled to the 7 fps analysis rate (the server plays at 10 fps): about 7 of
+        # every 10 frames captured are published. Counted over the whole run, since
+        # arrival bursts (the server's catch-up after connect) bend short windows.
+        kept = summary["frames_published"] / summary["frames_captured"]
+        assert 0.55 <= kept <= 0.85, summary
 
     await run_with(tmp_path, rtsp_server, pets_video, kafka_bootstrap, redis_url, body)
 
