@@ -216,11 +216,12 @@ async def test_ingest_reads_rtsp_and_publishes_gap_free_rising_frames(
         assert (f.camera_id, f.width, f.height, f.jpeg_ref) == (camera, 640, 480, "")
         img = cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert img.shape == (480, 640, 3) and float(img.std()) > 10  # a real picture
-        # sampled to the 7 fps analysis rate (the server plays at 10 fps): about 7 of
-        # every 10 frames captured are published. Counted over the whole run, since
-        # arrival bursts (the server's catch-up after connect) bend short windows.
-        kept = summary["frames_published"] / summary["frames_captured"]
-        assert 0.55 <= kept <= 0.85, summary
+        # sampled to the 7 fps analysis rate (the server plays at 10 fps). Measured
+        # over the whole run: arrival bursts (FFmpeg's catch-up after its probe)
+        # bend short windows, and inflate the count of captured frames.
+        span_s = (frames[-1].ts_capture_ns - frames[0].ts_capture_ns) / 1e9
+        rate = (len(frames) - 1) / span_s
+        assert 4.0 <= rate <= 8.5, (rate, summary)
 
     await run_with(tmp_path, rtsp_server, pets_video, kafka_bootstrap, redis_url, body)
 
