@@ -23,6 +23,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from detector.decode import box_iou
 from schemas.codec import DecodeError, decode
 from schemas.messages import Match, Tracklet
 from schemas.topics import TOPICS
@@ -157,17 +158,6 @@ def identities_from_matches(matches: list[Match]) -> dict[str, str]:
     return of
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def align_offset(
     boxes_by_seq: dict[int, np.ndarray], gt_by_frame: dict[int, np.ndarray], n_frames: int
 ) -> tuple[int, float]:
@@ -186,7 +176,7 @@ def align_offset(
             g = gt_by_frame.get((seq + off) % n_frames)
             boxes = boxes_by_seq[seq]
             if g is not None and len(boxes):
-                n += int((_iou_matrix(boxes, g).max(axis=1) >= 0.5).sum())
+                n += int((box_iou(boxes, g).max(axis=1) >= 0.5).sum())
         return n
 
     seqs = sorted(boxes_by_seq)
