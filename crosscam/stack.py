@@ -168,6 +168,11 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
 
 
+PID_RECHECK_S = 0.5
+"""How long a pid file's process may show an unreadable command line (mid-execve)
+before the pid file counts as stale."""
+
+
 def _read_cmdline(pid: int) -> list[str] | None:
     """The pid's argv, or None if no such live process (zombies count as gone)."""
     try:
@@ -211,6 +216,12 @@ class ManagedProcess:
             pid = None
         if pid is not None and self._is_ours(pid):
             return pid
+        if (
+            pid is not None
+            and Path(f"/proc/{pid}").exists()
+            and _wait_until(lambda: self._is_ours(pid), PID_RECHECK_S)
+        ):
+            return pid  # its command line was unreadable for a moment (execve)
         if pid is not None:
             self._reap(pid)
             self.pid_file.unlink(missing_ok=True)
@@ -268,8 +279,17 @@ class ManagedProcess:
         return proc.pid
 
     def exited(self, pid: int) -> bool:
-        """True once pid is gone (reaping it if it is our child)."""
-        self._reap(pid)
+        """True once pid is gone (reaping it if it is our child).
+
+        For our own child the exit status decides, not /proc: a process in the
+        middle of an execve (the java launcher re-executes itself) shows an
+        empty command line for a moment, which once made a healthy broker look
+        dead ("exited while starting ... exit status unknown").
+        """
+        with _children_lock:
+            child = _children.get(pid)
+        if child is not None:
+            return child.poll() is not None
         return _read_cmdline(pid) is None
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S, sig: int = signal.SIGTERM) -> bool:

@@ -16,10 +16,11 @@ from reid.linker import LinkerParams
 from reid.service import ReidStage, redis_global_ids
 from reid.store import open_store
 from schemas.codec import encode
-from schemas.topics import MATCHES, TRACKLETS
+from schemas.messages import Tracklet
+from schemas.topics import MATCHES, TRACKLETS, Topic
 from service.kafka import run_stage
 from service.settings import KafkaSettings
-from tests.integration.kafka_helpers import consume_all, produce
+from tests.integration.kafka_helpers import consume_all, create_topics, produce
 from tests.unit.test_reid_store import DIM, topo, tracklet
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,10 @@ def make_engine(data: Path, redis_url: str, key: str) -> Engine:
     return eng
 
 
-async def run_until(stage: ReidStage, bootstrap: str, group: str, done) -> None:  # type: ignore[no-untyped-def]
+async def run_until(stage: ReidStage, bootstrap: str, group: str, done, topic: str) -> None:  # type: ignore[no-untyped-def]
+    # A tracklets topic of this test alone: the shared one holds every earlier
+    # test's tracklets, which a new group would have to work through first.
+    stage.input = Topic(topic, Tracklet, "msgpack", "camera_id")
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_stage(stage, KafkaSettings(bootstrap_servers=bootstrap), group, stop)
@@ -50,6 +54,10 @@ async def test_stage_publishes_matches_and_restarts_with_the_same_ids(
     tag = uuid.uuid4().hex[:6]
     cams = {c: f"{c}-{tag}" for c in ("a", "b", "c")}
     key = f"crosscam:test:gid:{tag}"
+    tracklets_topic = f"{TRACKLETS.name}.it-{tag}"
+    # One partition: the stage sees the sightings in the order they happened (keys
+    # are cameras, and across partitions Kafka keeps no order).
+    await create_topics(kafka_bootstrap, tracklets_topic, partitions=1)
 
     def mine(records: list) -> list[dict]:  # type: ignore[type-arg]
         docs = [json.loads(r.value) for r in records]
@@ -73,7 +81,7 @@ async def test_stage_publishes_matches_and_restarts_with_the_same_ids(
     eng.linker.topology = t
     group = f"it-reid-{tag}"
     await produce(
-        kafka_bootstrap, TRACKLETS.name, [(x.camera_id.encode(), encode(x)) for x in first]
+        kafka_bootstrap, tracklets_topic, [(x.camera_id.encode(), encode(x)) for x in first]
     )
 
     async def three() -> None:
@@ -81,7 +89,7 @@ async def test_stage_publishes_matches_and_restarts_with_the_same_ids(
             kafka_bootstrap, MATCHES.name, lambda rs: len(mine(rs)) >= 3, timeout_s=90
         )
 
-    await run_until(ReidStage(eng), kafka_bootstrap, group, three)
+    await run_until(ReidStage(eng), kafka_bootstrap, group, three, tracklets_topic)
     eng.store.close()
     events = mine(
         await consume_all(kafka_bootstrap, MATCHES.name, lambda rs: len(mine(rs)) >= 3, 30)
@@ -99,7 +107,7 @@ async def test_stage_publishes_matches_and_restarts_with_the_same_ids(
     later = tracklet(cams["c"], 4, 40, 50, 1)
     await produce(
         kafka_bootstrap,
-        TRACKLETS.name,
+        tracklets_topic,
         [(x.camera_id.encode(), encode(x)) for x in [*first, later]],
     )
 
@@ -108,12 +116,15 @@ async def test_stage_publishes_matches_and_restarts_with_the_same_ids(
             kafka_bootstrap, MATCHES.name, lambda rs: len(mine(rs)) >= 4, timeout_s=90
         )
 
-    await run_until(ReidStage(eng2), kafka_bootstrap, group, four)
+    await run_until(ReidStage(eng2), kafka_bootstrap, group, four, tracklets_topic)
     events = mine(
         await consume_all(kafka_bootstrap, MATCHES.name, lambda rs: len(mine(rs)) >= 4, 30)
     )
     assert len(events) == 4  # the replayed three published nothing new
-    assert events[-1]["kind"] == "link" and events[-1]["global_id"] == first_gid
+    # Matches are keyed by global id, so they spread over partitions: read order
+    # across partitions is not publication order. Find the new sighting's event.
+    newest = next(e for e in events if e.get("tracklet_id") == later.tracklet_id)
+    assert newest["kind"] == "link" and newest["global_id"] == first_gid
     records = await consume_all(kafka_bootstrap, MATCHES.name, lambda rs: len(mine(rs)) >= 4, 30)
     keyed = [r for r in records if json.loads(r.value).get("tracklet_id") == later.tracklet_id]
     assert keyed[0].key == first_gid.encode()
