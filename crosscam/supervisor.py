@@ -1,5 +1,8 @@
 """Supervised child processes: restart with backoff, clean stop on SIGTERM.
 
+A child that exits 0 has finished (an ingest at the end of a file) and stays
+stopped; one that crashes (non-zero or killed) is restarted.
+
 Pure process management (no Kafka): the runner (``crosscam run``) builds one
 :class:`ProcessSpec` per ingest camera and per stage replica and hands them
 here. A child that exits is restarted after an exponential backoff with
@@ -131,6 +134,12 @@ class Supervisor:
                 if proc is not None:
                     code = proc.returncode
                     child.proc = None
+                    if code == 0:
+                        # Finished its work (an ingest that read a whole file):
+                        # restarting it would replay the file as new frames.
+                        child.enabled = False
+                        log.info("process_finished", extra={"child": child.spec.name})
+                        continue
                     child.backoff_s = next_backoff(
                         child.backoff_s, self.backoff_initial_s, self.backoff_max_s, self._rng
                     )

@@ -91,3 +91,18 @@ def test_children_die_with_the_supervisor(tmp_path: Path) -> None:
     else:
         os.kill(child_pid, signal.SIGKILL)
         raise AssertionError("child outlived its supervisor")
+
+
+def test_a_child_that_finishes_is_not_restarted(tmp_path: Path) -> None:
+    """Regression: `crosscam run` over file cameras re-ingested each file every few
+    seconds, because a finished ingest (exit 0) was restarted like a crash."""
+    done = ProcessSpec("done", [sys.executable, "-c", "print('finished')"])
+    sup = Supervisor([done], tmp_path, backoff_initial_s=0.01, backoff_max_s=0.02)
+    stop = threading.Event()
+    t = threading.Thread(target=sup.run, args=(stop, 0.02))
+    t.start()
+    time.sleep(1.0)  # many poll periods: a restart would have happened by now
+    stop.set()
+    t.join(10)
+    assert sup.restarts()["done"] == 0
+    assert (tmp_path / "done.log").read_text().count("finished") == 1
