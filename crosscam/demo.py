@@ -33,10 +33,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from crosscam import pipeline, stack
 from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
-from reid.topology import Camera, CamerasFile, Topology, dump_cameras_toml
+from devstack import stack
+from evaluation import live_scoring as pipeline
+from reid.topology import Topology
+from schemas.cameras import Camera, CamerasFile, dump_cameras_toml
 from schemas.codec import DecodeError, decode
 from schemas.messages import DeadLetter, Detections, Frame, Match, Tracklet
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TOPICS, TRACKLETS
@@ -82,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _scenario(out: Path, cameras: int, frames: int | None) -> Path:
-    from reid.scenario import build_scenario
+    from evaluation.scenario import build_scenario
 
     scn = out / "scenario"
     meta_path = scn / "scenario.json"

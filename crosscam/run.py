@@ -155,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
     if args.qdrant:
         os.environ["CROSSCAM_QDRANT__URL"] = args.qdrant
     if args.stack:
-        from crosscam import stack
+        from devstack import stack
 
         print(json.dumps(stack.up(prometheus=True)), flush=True)
         # Every stage registers its /metrics with the local Prometheus (file discovery).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the local stack (`crosscam stack up`) needs on Debian/Ubuntu:
 # a Java runtime and Maven (Kafka from Apache's jars), redis-server, GStreamer
-# with the RTSP server and its Python bindings (deploy/rtsp_server.py runs under
+# with the RTSP server and its Python bindings (devstack/rtsp_server.py runs under
 # /usr/bin/python3), ffmpeg, and Prometheus.
 #
 # Idempotent and quiet: installs only what is missing, and touches apt (update,

@@ -98,8 +98,8 @@ class Analyzer:
             detector.checksum.ModelFileError: a model file is missing or has the wrong SHA-256.
         """
         config = config or AnalyzerConfig()
-        detector, reason = build_detector(config.detector, config.runtime)
-        embedder = build_embedder(config.embedder, config.runtime)
+        detector, reason = build_detector(config.detector, config.runtime, config.models_dir)
+        embedder = build_embedder(config.embedder, config.runtime, config.models_dir)
         masker = None
         if config.background.enabled:
             fill = _NEUTRAL_GREY_BGR

@@ -17,7 +17,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from detector.checksum import verify_model_file
+from detector.checksum import resolve_model_path, verify_model_file
 from detector.config import (
     DetectorBackendConfig,
     HogDetectorConfig,
@@ -28,7 +28,6 @@ from detector.decode import decode, nms
 from detector.preprocess import letterbox, write_chw
 from detector.runtime import make_session, static_batch_size
 from detector.zoo import DetectorModelSpec
-from service.assets import model_path
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +209,8 @@ class HogDetector:
         self.detect_batch([np.zeros((128, 64, 3), np.uint8)])
 
 
-def resolve_model_path(configured: Path | None, filename: str) -> Path:
-    """The configured path, or ``filename`` in the shared models folder."""
-    return configured if configured is not None else model_path(filename)
-
-
 def build_detector(
-    config: DetectorBackendConfig | None, runtime: RuntimeConfig
+    config: DetectorBackendConfig | None, runtime: RuntimeConfig, models_dir: Path | None = None
 ) -> tuple[Detector, str]:
     """Build, verify and warm up the configured detector; returns it and why it was chosen.
 
@@ -233,7 +227,9 @@ def build_detector(
     else:
         spec = config.spec()
         path = verify_model_file(
-            resolve_model_path(config.path, spec.filename), spec.sha256, what="detector model"
+            resolve_model_path(config.path, spec.filename, models_dir),
+            spec.sha256,
+            what="detector model",
         )
         det = OnnxDetector(path, spec, runtime)
         reason = f"ONNX model {spec.filename} configured ({spec.layout} layout)"

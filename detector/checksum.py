@@ -65,3 +65,16 @@ def verify_model_file(path: Path, expected_sha256: str, *, what: str = "model") 
             f"file has {actual} (wrong or corrupted file; fix the path or the configured sha256)"
         )
     return path.resolve()
+
+
+def resolve_model_path(configured: Path | None, filename: str, models_dir: Path | None) -> Path:
+    """The configured path, or ``filename`` in the models folder.
+
+    Raises:
+        ModelFileError: neither a path nor a models folder is configured.
+    """
+    if configured is not None:
+        return configured
+    if models_dir is None:
+        raise ModelFileError(f"no path configured for model {filename} and no models folder")
+    return models_dir / filename

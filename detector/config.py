@@ -77,7 +77,7 @@ class OnnxDetectorConfig(_Strict):
         None, description="full description of a model not in the zoo"
     )
     path: Path | None = Field(
-        None, description="model file; default: the spec's filename under the shared models folder"
+        None, description="model file; default: the spec's filename in the models folder"
     )
     score_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="override of the spec's score threshold"
@@ -242,3 +242,8 @@ class AnalyzerConfig(_Strict):
     embedder: EmbedderBackendConfig = Field(default_factory=OnnxEmbedderConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    models_dir: Path | None = Field(
+        None,
+        description="folder holding the zoo's model files, for models with no path of their own; "
+        "the services set it from CROSSCAM_SHARED",
+    )

@@ -14,12 +14,11 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from detector.checksum import verify_model_file
+from detector.checksum import resolve_model_path, verify_model_file
 from detector.config import EmbedderBackendConfig, NoEmbedderConfig, RuntimeConfig
 from detector.preprocess import write_batch_chw
 from detector.runtime import make_session, static_batch_size
 from detector.zoo import EmbedderModelSpec
-from service.assets import model_path
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +121,15 @@ class NullEmbedder:
         return None
 
 
-def build_embedder(config: EmbedderBackendConfig, runtime: RuntimeConfig) -> Embedder:
+def build_embedder(
+    config: EmbedderBackendConfig, runtime: RuntimeConfig, models_dir: Path | None = None
+) -> Embedder:
     """Build, verify (SHA-256) and warm up the configured embedder."""
     if isinstance(config, NoEmbedderConfig):
         emb: Embedder = NullEmbedder()
     else:
         spec = config.spec()
-        configured = config.path if config.path is not None else model_path(spec.filename)
+        configured = resolve_model_path(config.path, spec.filename, models_dir)
         path = verify_model_file(configured, spec.sha256, what="embedder model")
         emb = OnnxEmbedder(path, spec, runtime, config.max_batch)
     emb.warmup()

@@ -23,6 +23,7 @@ from detector.checksum import ModelFileError
 from detector.core import FrameProcessor
 from detector.settings import DetectorSettingsRoot
 from detector.stage import DetectorStage, FetchJpegs
+from service.assets import models_dir
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.metrics import start_metrics_server
 
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     cfg = settings.detector
     try:
-        analyzer = Analyzer.from_config(cfg.analyzer_config())
+        analyzer = Analyzer.from_config(cfg.analyzer_config(models_dir()))
     except (ModelFileError, ValueError) as exc:
         log.error("model_error", extra={"error": str(exc)})
         return 2

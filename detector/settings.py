@@ -18,6 +18,8 @@ jpeg_max_side = 256
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from detector.config import (
@@ -56,12 +58,14 @@ class DetectorSettings(StrictModel):
         3, ge=0, le=20, description="Redis errors retried (with backoff) before dead-lettering"
     )
 
-    def analyzer_config(self) -> AnalyzerConfig:
+    def analyzer_config(self, models_dir: Path | None = None) -> AnalyzerConfig:
+        """The core's config; ``models_dir`` holds zoo models that have no path of their own."""
         return AnalyzerConfig(
             detector=self.model,
             embedder=self.embedder,
             background=self.background,
             runtime=self.runtime,
+            models_dir=models_dir,
         )
 
 

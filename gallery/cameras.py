@@ -17,8 +17,8 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
-from ingest.status import status_key
-from reid.topology import Topology
+from schemas.cameras import CamerasFile, load_cameras_file
+from schemas.keys import camera_status_key
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ ABSENT = "no ingest"
 """State of a camera with no status hash: no ingest process has written one lately (TTL)."""
 
 
-def camera_map(topology: Topology) -> dict[str, Any]:
+def camera_map(spec: CamerasFile) -> dict[str, Any]:
     """The cameras file as the page draws it: cameras with map points, links, the map's bounds."""
     cameras = []
-    for cam in topology.cameras.values():
+    for cam in spec.cameras:
         point = cam.location.point()
         cameras.append(
             {
@@ -57,14 +57,14 @@ def camera_map(topology: Topology) -> dict[str, Any]:
         )
     links = [
         {"a": lk.a, "b": lk.b, "min_transit_s": lk.min_transit_s, "max_transit_s": lk.max_transit_s}
-        for lk in topology.spec.links
+        for lk in spec.links
     ]
-    return {"cameras": cameras, "links": links, "window_s": topology.window_s}
+    return {"cameras": cameras, "links": links, "window_s": spec.window_s}
 
 
 def load_camera_map(path: Path | None) -> dict[str, Any] | None:
     """The map of a cameras file, or None when no file is configured."""
-    return None if path is None else camera_map(Topology.load(path))
+    return None if path is None else camera_map(load_cameras_file(path))
 
 
 @dataclass
@@ -108,7 +108,7 @@ class CameraStatusReader:
         try:
             pipe = self._client.pipeline(transaction=False)
             for cam in camera_ids:
-                pipe.hgetall(status_key(cam))
+                pipe.hgetall(camera_status_key(cam))
             rows = pipe.execute()
         except (RedisError, OSError) as exc:
             if not self._failing:

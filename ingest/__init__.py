@@ -4,6 +4,6 @@ Pure core (no Kafka, Redis, Prometheus or asyncio): :mod:`ingest.capture`
 (reading with timeouts, a watchdog and reconnects), :mod:`ingest.sampler`
 (analysis frame rate), :mod:`ingest.encode` (resize + JPEG),
 :mod:`ingest.backoff` and :mod:`ingest.rate`. The thin services are
-:mod:`ingest.service` (``crosscam ingest``), :mod:`ingest.replay`
-(``crosscam replay``) and :mod:`ingest.bench` (``crosscam bench ingest``).
+:mod:`ingest.service` (``crosscam ingest``), :mod:`devstack.replay`
+(``crosscam replay``) and :mod:`bench.ingest` (``crosscam bench ingest``).
 """

@@ -20,20 +20,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.codec import encode
+from schemas.keys import claim_check_key
 from schemas.messages import Frame
 from service import metrics
 
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
-CLAIM_KEY = "crosscam:frame:{camera_id}:{seq}"
 # First retry delay after a failed Kafka send or claim-check write; doubles up to the cap.
 RETRY_INITIAL_S = 0.2
-
-
-def claim_key(camera_id: str, seq: int) -> str:
-    """Redis key of a claim-checked JPEG."""
-    return CLAIM_KEY.format(camera_id=camera_id, seq=seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +173,7 @@ class FramePublisher:
             if frame.eos:
                 out.append(frame)
                 continue
-            key = claim_key(self.camera_id, frame.seq)
+            key = claim_check_key(self.camera_id, frame.seq)
             delay = self.retry_initial_s
             while True:
                 try:

@@ -18,16 +18,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ingest.capture import SourceStats
+from schemas.keys import camera_status_key
 
 log = logging.getLogger(__name__)
 
-STATUS_KEY = "crosscam:camera:{camera_id}"
 # Socket timeouts of the status client: a hung Redis must not stall ingest.
 REDIS_SOCKET_TIMEOUT_S = 2.0
-
-
-def status_key(camera_id: str) -> str:
-    return STATUS_KEY.format(camera_id=camera_id)
 
 
 def status_fields(
@@ -73,7 +69,7 @@ class StatusWriter:
 
     def __init__(self, client: Redis, camera_id: str, ttl_s: int, on_error: Any = None) -> None:
         self.client = client
-        self.key = status_key(camera_id)
+        self.key = camera_status_key(camera_id)
         self.ttl_s = ttl_s
         self.on_error = on_error
         self.failing = False

@@ -10,7 +10,7 @@ Modules, one idea each:
   clustering over a sliding window, global identities, match events.
 * :mod:`reid.store` — the vector store interface and its Qdrant backends
   (embedded qdrant-edge, qdrant-client local mode, a Qdrant server).
-* :mod:`reid.scenario` / :mod:`reid.evaluate` — a multi-camera scenario cut
+* :mod:`evaluation.scenario` / :mod:`evaluation.mtmc` — a multi-camera scenario cut
   from PETS09-S2L1 and the MTMC evaluation over it.
 * :mod:`reid.service`, :mod:`reid.api`, :mod:`reid.tail` — the Kafka stage,
   its HTTP query API and the match topic reader.

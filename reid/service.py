@@ -22,8 +22,9 @@ import redis
 from reid import metrics as m
 from reid.api import ReidApi, start_api
 from reid.engine import Engine
+from reid.qdrant_store import LockedStore, open_store
 from reid.settings import ReidSettingsRoot
-from reid.store import LockedStore, Scope, VectorStore, open_store
+from reid.store import Scope, VectorStore
 from reid.topology import Topology
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS

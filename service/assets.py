@@ -19,6 +19,11 @@ def shared_dir() -> Path:
     return Path(env).expanduser().resolve() if env else (REPO_ROOT.parent / "shared").resolve()
 
 
+def models_dir() -> Path:
+    """The models folder of the assets (``<shared>/models``)."""
+    return shared_dir() / "models"
+
+
 def model_path(filename: str) -> Path:
     """A model file in the assets folder, e.g. ``model_path("yolox_nano.onnx")``."""
     return shared_dir() / "models" / filename

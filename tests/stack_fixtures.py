@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from crosscam import stack as stack_mod
-from crosscam.stack import RtspServer, StackConfig
+from devstack import stack as stack_mod
+from devstack.stack import RtspServer, StackConfig
 
 
 def free_port() -> int:

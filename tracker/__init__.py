@@ -9,7 +9,7 @@ Modules, one idea each:
 * :mod:`tracker.state` — compact serialisation of a camera's tracker state.
 * :mod:`tracker.state_store` — that state in Redis.
 * :mod:`tracker.service` — ``crosscam tracker``, the Kafka stage.
-* :mod:`tracker.evaluate`, :mod:`tracker.bench` — ``crosscam eval mot``, ``crosscam bench tracker``.
+* :mod:`evaluation.mot`, :mod:`bench.tracker` — ``crosscam eval mot``, ``crosscam bench tracker``.
 
 This package imports nothing heavy at import time, so ``crosscam bench tracker``
 can pin the maths libraries to one thread before numpy loads.

@@ -31,16 +31,19 @@ from pathlib import Path
 import pytest
 import redis
 
+from evaluation.mtmc import engine_params
+from evaluation.mtmc_scoring import Scenario, gt_tracklets
+from evaluation.scenario import T0_NS, build_scenario
 from gallery.server import make_server
 from gallery.settings import GalleryConfig, GallerySettings
-from ingest.status import status_key
 from reid.api import ReidApi, start_api
 from reid.engine import Engine
-from reid.evaluate import Scenario, engine_params, gt_tracklets
+from reid.qdrant_store import open_store
 from reid.query import ReidQuery, reidentify
-from reid.scenario import T0_NS, build_scenario
-from reid.store import NS, Scope, StoredTracklet, VectorStore, open_store
+from reid.store import NS, Scope, StoredTracklet, VectorStore
+from schemas.keys import camera_status_key
 from schemas.messages import Tracklet
+from service.assets import models_dir
 from service.settings import RedisSettings
 from tests.stack_fixtures import free_port
 
@@ -147,7 +150,7 @@ def reid_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReidWorld]:
         root / "scenario", cameras=SCENARIO_CAMERAS, fmt="avi", max_frames=SCENARIO_FRAMES
     )
     scn = Scenario.load(root / "scenario")
-    embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig())
+    embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
     samples = sorted(gt_tracklets(scn, embedder.embed), key=lambda s: s.tracklet.ts_end_ns)
     store = open_store("edge", root / "store", dim=EMBEDDING_DIM)
     ids = count(1)
@@ -192,7 +195,7 @@ def gallery_redis(redis_url: str) -> Iterator[str]:
     url = f"{redis_url.rsplit('/', 1)[0]}/{GALLERY_REDIS_DB}"
     client = redis.Redis.from_url(url)
     client.flushdb()
-    key = status_key("cam0")
+    key = camera_status_key("cam0")
     client.hset(
         key,
         mapping={

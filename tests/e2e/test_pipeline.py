@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from crosscam import faults
-from crosscam import stack as stack_mod
 from crosscam.demo import LiveRun, run_live
-from crosscam.stack import StackConfig
+from devstack import faults
+from devstack import stack as stack_mod
+from devstack.stack import StackConfig
 from schemas.topics import FRAMES as FRAMES_T
 from tests.stack_fixtures import free_port
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from crosscam import bench_pipeline
-from crosscam.stack import StackConfig
+from bench import pipeline as bench_pipeline
+from devstack.stack import StackConfig
 
 pytestmark = pytest.mark.e2e
 

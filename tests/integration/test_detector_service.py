@@ -19,11 +19,11 @@ from detector.analyzer import Analyzer, AnalyzerConfig
 from detector.core import FrameProcessor
 from detector.service import redis_fetcher
 from detector.stage import DetectorStage
-from detector.video import video_frames
+from evaluation.video import video_frames
 from schemas.codec import decode, encode
 from schemas.messages import DeadLetter, Detections, Frame
 from schemas.topics import DEADLETTER, Topic
-from service.assets import pets_dir
+from service.assets import models_dir, pets_dir
 from service.kafka import run_stage
 from service.settings import KafkaSettings
 from tests.integration.kafka_helpers import consume_all, create_topics, produce, unique
@@ -64,7 +64,7 @@ async def test_frames_to_detections_through_kafka(kafka_bootstrap: str, redis_ur
     ]
     await produce(kafka_bootstrap, t_in, [(camera.encode(), encode(f)) for f in frames])
 
-    analyzer = Analyzer.from_config(AnalyzerConfig())
+    analyzer = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
     fetch, client = redis_fetcher(redis_url, retries=1)
     stage = DetectorStage(
         FrameProcessor(analyzer, max_batch_frames=2),
@@ -94,7 +94,7 @@ async def test_frames_to_detections_through_kafka(kafka_bootstrap: str, redis_ur
     assert [d.seq for d in dets] == [0, 1, 3, 4]
     assert all(r.key == camera.encode() for r in out)
     assert dets[-1].eos and dets[-1].ts_capture_ns == 50
-    reference = Analyzer.from_config(AnalyzerConfig())
+    reference = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
     for det, (image, jpeg) in zip(dets[:3], [shots[0], shots[1], shots[2]], strict=True):
         decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         want = reference.analyze(camera, decoded)

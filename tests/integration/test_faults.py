@@ -41,11 +41,12 @@ from typing import Any
 
 import pytest
 
-from crosscam import faults, pipeline
-from crosscam import stack as stack_mod
 from crosscam.demo import LiveRun, run_live
-from crosscam.stack import StackConfig
 from crosscam.supervisor import Supervisor
+from devstack import faults
+from devstack import stack as stack_mod
+from devstack.stack import StackConfig
+from evaluation import live_scoring as pipeline
 from schemas.topics import DETECTIONS, FRAMES, TRACKLETS
 from tests.stack_fixtures import free_port, private_stack_config, server_state_dir
 

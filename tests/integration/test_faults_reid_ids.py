@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import redis
 
+from reid.qdrant_store import open_store
 from reid.service import highest_global_id, redis_global_ids
-from reid.store import StoredTracklet, open_store
+from reid.store import StoredTracklet
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from crosscam.stack import RtspServer
-from ingest.status import status_key
+from devstack.stack import RtspServer
 from schemas.codec import decode
+from schemas.keys import camera_status_key
 from schemas.messages import Frame
 from service.kafka import ensure_topics
 from service.settings import KafkaSettings
@@ -159,7 +159,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def status(client: redis.Redis, camera: str) -> dict[str, str]:
-    return client.hgetall(status_key(camera))  # type: ignore[return-value]
+    return client.hgetall(camera_status_key(camera))  # type: ignore[return-value]
 
 
 def assert_gap_free_and_rising(frames: list[Frame]) -> None:
@@ -203,7 +203,7 @@ async def test_ingest_reads_rtsp_and_publishes_gap_free_rising_frames(
         await until(lambda: len(tail.frames) >= 30, FIRST_FRAMES_DEADLINE_S, "30 frames", ingest)
         st = status(redis_client, camera)
         assert st["state"] == "online" and int(st["frames_published"]) > 0
-        assert 0 < int(redis_client.ttl(status_key(camera))) <= 30
+        assert 0 < int(redis_client.ttl(camera_status_key(camera))) <= 30
         rc, summary = ingest.terminate()
         assert rc == 0, ingest.log_tail()
         assert status(redis_client, camera)["state"] == "offline"
@@ -304,7 +304,7 @@ async def test_redis_restart_never_stops_ingest(
     tmp_path: Path, rtsp_server: RtspServer, pets_video: Path, kafka_bootstrap: str
 ) -> None:
     """A private Redis goes away and comes back: frames keep flowing, status comes back."""
-    from crosscam import stack as stack_mod
+    from devstack import stack as stack_mod
     from tests.stack_fixtures import private_stack_config
 
     cfg = private_stack_config(tmp_path / "stack")

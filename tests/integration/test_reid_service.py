@@ -13,8 +13,8 @@ import redis
 
 from reid.engine import Engine, EngineParams
 from reid.linker import LinkerParams
+from reid.qdrant_store import open_store
 from reid.service import ReidStage, redis_global_ids
-from reid.store import open_store
 from schemas.codec import encode
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS, Topic
@@ -66,7 +66,8 @@ async def test_stage_publishes_matches_and_restarts_with_the_same_ids(
         return [d for d in docs if d.get("camera_id", "").endswith(tag)]
 
     # cameras named per test run: the topology knows a/b/c, so rename through a local topology
-    from reid.topology import Camera, CamerasFile, Link, Topology
+    from reid.topology import Topology
+    from schemas.cameras import Camera, CamerasFile, Link
 
     t = Topology(CamerasFile(cameras=[Camera(id=v) for v in cams.values()],
                              links=[Link(a=cams["a"], b=cams["b"]), Link(a=cams["b"], b=cams["c"])]))  # fmt: skip

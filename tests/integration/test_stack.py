@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crosscam import stack as stack_mod
-from crosscam.stack import RtspServer, StackConfig
+from devstack import stack as stack_mod
+from devstack.stack import RtspServer, StackConfig
 from tests.stack_fixtures import private_stack_config, server_state_dir
 
 pytestmark = pytest.mark.integration

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from evaluation.mot import Rows, frame_ts_ns, score_mot, write_mot
 from schemas.codec import decode, encode
 from schemas.messages import Detections, Tracklet, pack_f32
 from schemas.topics import DETECTIONS, TRACKLETS
@@ -35,7 +36,6 @@ from service.assets import REPO_ROOT, pets_dir
 from service.kafka import ensure_topics
 from service.settings import KafkaSettings
 from tracker.core import CameraTracker, TrackerParams
-from tracker.evaluate import Rows, frame_ts_ns, score_mot, write_mot
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ MAX_IDF1_DROP = 0.02
 
 
 def _messages(camera: str) -> list[Detections]:
-    from detector.precompute import video_detections
+    from evaluation.precompute import video_detections
 
     vd = video_detections(pets_dir() / "vtest.avi", score_min=0.1)
     out = []

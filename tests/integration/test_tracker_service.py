@@ -7,6 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
+from evaluation.synthetic import DIM, Walker, frame_detections, looks, ts
 from schemas.codec import decode, encode
 from schemas.messages import Detections, Tracklet, pack_f32
 from schemas.topics import DETECTIONS, TRACKLETS
@@ -14,7 +15,6 @@ from service.kafka import Record
 from tracker.core import TrackerParams
 from tracker.service import TrackerStage
 from tracker.state_store import RedisStateStore
-from tracker.synthetic import DIM, Walker, frame_detections, looks, ts
 
 pytestmark = pytest.mark.integration
 

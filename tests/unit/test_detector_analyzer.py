@@ -9,10 +9,10 @@ import pytest
 
 from detector.analyzer import Analyzer, AnalyzerConfig, FrameAnalysis
 from detector.decode import box_iou
-from detector.groundtruth import load_mot_gt
-from detector.precompute import video_detections
-from detector.video import video_frames
-from service.assets import pets_dir
+from evaluation.groundtruth import load_mot_gt
+from evaluation.precompute import video_detections
+from evaluation.video import video_frames
+from service.assets import models_dir, pets_dir
 
 VIDEO = pets_dir() / "vtest.avi"
 GT = pets_dir() / "gt.txt"
@@ -22,7 +22,7 @@ KNOWN_FRAME = 100
 
 @pytest.fixture(scope="module")
 def analyzer() -> Analyzer:
-    return Analyzer.from_config(AnalyzerConfig())
+    return Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from detector.background import BackgroundMasker
 from detector.config import BackgroundConfig, CropConfig
 from detector.core import FrameProcessor, Rejected, decode_jpeg, encode_crop
 from detector.stage import DetectorStage
-from detector.video import video_frames
+from evaluation.video import video_frames
 from schemas.codec import decode, encode
 from schemas.messages import Detections, Frame
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES
-from service.assets import pets_dir
+from service.assets import models_dir, pets_dir
 from service.kafka import Record
 
 NOW_NS = 1_700_000_000_000_000_000
@@ -34,7 +34,7 @@ def jpegs() -> list[bytes]:
 @pytest.fixture(scope="module")
 def processor() -> FrameProcessor:
     return FrameProcessor(
-        Analyzer.from_config(AnalyzerConfig()),
+        Analyzer.from_config(AnalyzerConfig(models_dir=models_dir())),
         CropConfig(),
         max_batch_frames=2,
         now_ns=lambda: NOW_NS,

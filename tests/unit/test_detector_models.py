@@ -22,10 +22,10 @@ from detector.config import (
     RuntimeConfig,
 )
 from detector.decode import box_iou
-from detector.groundtruth import load_mot_gt
-from detector.video import video_frames
 from detector.zoo import DETECTOR_ZOO, EMBEDDER_ZOO
-from service.assets import model_path, pets_dir
+from evaluation.groundtruth import load_mot_gt
+from evaluation.video import video_frames
+from service.assets import model_path, models_dir, pets_dir
 
 YOLOX = model_path("yolox_nano.onnx")
 OSNET = model_path("osnet_x0_25_msmt17.onnx")
@@ -58,7 +58,9 @@ def test_embedder_checksum_checked_too(tmp_path: Path) -> None:
     wrong = tmp_path / "osnet.onnx"
     shutil.copy(YOLOX, wrong)
     with pytest.raises(ModelFileError, match="embedder model checksum mismatch"):
-        Analyzer.from_config(AnalyzerConfig(embedder=OnnxEmbedderConfig(path=wrong)))
+        Analyzer.from_config(
+            AnalyzerConfig(embedder=OnnxEmbedderConfig(path=wrong), models_dir=models_dir())
+        )
 
 
 def test_hash_cached_by_path_mtime_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.groundtruth import load_mot_gt
-from detector.metrics_eval import average_precision, match_frame, precision_recall
-from detector.reid_metrics import pair_auc, rank1
+from evaluation.appearance_scoring import pair_auc, rank1
+from evaluation.detection_scoring import average_precision, match_frame, precision_recall
+from evaluation.groundtruth import load_mot_gt
 from service.assets import pets_dir
 
 GT = np.asarray([[0, 0, 10, 20], [50, 0, 60, 20], [100, 0, 110, 20]], np.float32)

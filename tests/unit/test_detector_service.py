@@ -14,11 +14,12 @@ from pydantic import ValidationError
 from crosscam.cli import main as cli_main
 from detector.analyzer import Analyzer
 from detector.backends import HogDetector
-from detector.config import RuntimeConfig
+from detector.config import AnalyzerConfig, RuntimeConfig
 from detector.embedder import NullEmbedder
 from detector.runtime import choose_providers
 from detector.service import export_provider_metrics
 from detector.settings import DetectorSettingsRoot
+from service.assets import models_dir
 from service.settings import load_settings
 
 
@@ -53,7 +54,7 @@ def test_settings_from_toml_no_model_means_hog(tmp_path: Path) -> None:
     )
     settings = load_settings(DetectorSettingsRoot, cfg)
     assert settings.detector.max_batch_frames == 4
-    analyzer = Analyzer.from_config(settings.detector.analyzer_config())
+    analyzer = Analyzer.from_config(settings.detector.analyzer_config(models_dir()))
     assert isinstance(analyzer.detector, HogDetector) and isinstance(
         analyzer.embedder, NullEmbedder
     )
@@ -94,7 +95,7 @@ def test_provider_preference_skips_what_is_not_installed() -> None:
 
 
 def test_provider_is_logged_and_exported() -> None:
-    analyzer = Analyzer.from_config()
+    analyzer = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
     export_provider_metrics(analyzer)
     provider = analyzer.detector.provider
     assert provider in ort.get_available_providers()

@@ -9,10 +9,11 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from ingest.capture import SourceState, SourceStats
-from ingest.publish import FramePublisher, Outbox, PendingFrame, claim_key
+from ingest.publish import FramePublisher, Outbox, PendingFrame
 from ingest.settings import IngestSettings, IngestSettingsRoot
-from ingest.status import status_fields, status_key
+from ingest.status import status_fields
 from schemas.codec import decode
+from schemas.keys import camera_status_key, claim_check_key
 from schemas.messages import Frame
 from service.settings import load_settings
 
@@ -111,7 +112,7 @@ async def test_claim_check_puts_jpeg_in_the_store_and_a_key_in_the_frame() -> No
     pub = FramePublisher(producer, "t", "cam9", "", claim_store=put, retry_cap_s=0.01)
     await pub.send([pending(7), PendingFrame(ts_capture_ns=9, eos=True)])
     frames = [decode(Frame, v) for _t, _k, v in producer.acked]
-    assert frames[0].jpeg == b"" and frames[0].jpeg_ref == claim_key("cam9", 0)
+    assert frames[0].jpeg == b"" and frames[0].jpeg_ref == claim_check_key("cam9", 0)
     assert store == {"crosscam:frame:cam9:0": bytes([7]) * 10}
     assert frames[1].eos and frames[1].jpeg_ref == ""
 
@@ -150,7 +151,7 @@ def test_status_fields() -> None:
         fps_published=6.9,
         now_ns=5,
     )
-    assert status_key("cam1") == "crosscam:camera:cam1"
+    assert camera_status_key("cam1") == "crosscam:camera:cam1"
     assert f["state"] == "online" and f["fps_measured"] == "9.88" and f["reconnects"] == "2"
     assert f["frames_published"] == "6" and f["last_frame_ns"] == "123" and f["updated_ns"] == "5"
     assert (

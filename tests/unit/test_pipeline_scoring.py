@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crosscam.pipeline import align_offset, identities_from_matches
+from evaluation.live_scoring import align_offset, identities_from_matches
 from schemas.messages import Match
 
 

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from evaluation.scenario import load_pets_gt
 from reid.aggregate import AggregationParams, aggregate
-from reid.scenario import load_pets_gt
-from service.assets import pets_dir
+from service.assets import models_dir, pets_dir
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def person_vectors() -> dict[int, np.ndarray]:
                 x, y, w, h = (int(v) for v in r[2:6])
                 crops[pid].append(frame[max(y, 0) : y + h, max(x, 0) : x + w].copy())
     cap.release()
-    emb = build_embedder(OnnxEmbedderConfig(), RuntimeConfig())
+    emb = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
     return {pid: emb.embed(cs) for pid, cs in crops.items()}
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from reid.linker import NS, Linker, LinkerParams, Sighting
-from reid.topology import Camera, CamerasFile, Link, Topology
+from reid.topology import Topology
+from schemas.cameras import Camera, CamerasFile, Link
 
 DIM = 16
 

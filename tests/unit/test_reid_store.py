@@ -10,9 +10,11 @@ import pytest
 
 from reid.engine import Engine, EngineParams
 from reid.linker import NS, LinkerParams
+from reid.qdrant_store import EdgeStore, open_store
 from reid.query import ReidQuery, reidentify
-from reid.store import EdgeStore, Scope, StoredTracklet, open_store, point_id
-from reid.topology import Camera, CamerasFile, Link, Location, Topology
+from reid.store import Scope, StoredTracklet, point_id
+from reid.topology import Topology
+from schemas.cameras import Camera, CamerasFile, Link, Location
 from schemas.messages import Crop, Tracklet, pack_f32
 
 DIM = 32

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from evaluation.synthetic import Walker, frame_detections, looks, ts
 from tracker import state
 from tracker.core import CameraTracker, TrackerParams
-from tracker.synthetic import Walker, frame_detections, looks, ts
 from tracker.track import Gallery
 
 

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from evaluation.synthetic import DIM, FPS, Walker, frame_detections, looks, ts
 from schemas.messages import Detections, pack_f32
 from tracker.core import CameraTracker, IdCounter, StepResult, TrackerParams
-from tracker.synthetic import DIM, FPS, Walker, frame_detections, looks, ts
 
 
 def run(

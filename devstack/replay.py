@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _to_rtsp(args: argparse.Namespace) -> int:
-    from crosscam.stack import StackError, stack_rtsp
+    from devstack.stack import StackError, stack_rtsp
 
     server = stack_rtsp()
     stop = threading.Event()

@@ -35,9 +35,10 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from crosscam import pipeline
 from crosscam.supervisor import Supervisor
+from evaluation import live_scoring as pipeline
 from schemas.codec import encode
+from schemas.keys import camera_status_key
 from schemas.messages import SCHEMA_VERSION, DeadLetter, Detections, Frame, Match, Tracklet
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS, Topic
 
@@ -52,7 +53,6 @@ WRONG_VERSION = SCHEMA_VERSION + 1
 """A schema version this build does not understand (a producer from the future)."""
 
 DEFAULT_TRACKER_STATE_PREFIX = "crosscam:tracker:state:"
-CAMERA_STATUS_KEY = "crosscam:camera:{camera_id}"
 
 _KV = re.compile(r"(\w+)=('[^']*'|\"[^\"]*\"|\S+)")
 
@@ -111,7 +111,7 @@ def camera_status(redis_url: str, cameras: list[str]) -> dict[str, dict[str, str
         out: dict[str, dict[str, str]] = {}
         for cam in cameras:
             try:
-                raw = client.hgetall(CAMERA_STATUS_KEY.format(camera_id=cam))
+                raw = client.hgetall(camera_status_key(cam))
                 out[cam] = {str(k): str(v) for k, v in raw.items()}  # type: ignore[union-attr]
             except redis.RedisError:
                 out[cam] = {}
@@ -232,7 +232,8 @@ def log_events(log_file: Path, event: str) -> list[dict[str, str]]:
 
 def stored_tracklet_ids(reid_data_dir: Path, dim: int = 512) -> list[str]:
     """Every tracklet id in the ReID stage's embedded store (open it only after reid stopped)."""
-    from reid.store import Scope, open_store
+    from reid.qdrant_store import open_store
+    from reid.store import Scope
 
     store = open_store("edge", reid_data_dir / "qdrant-edge", dim)
     try:

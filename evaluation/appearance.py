@@ -30,11 +30,11 @@ import numpy as np
 from detector.background import BackgroundMasker
 from detector.config import BackgroundConfig, OnnxEmbedderConfig, RuntimeConfig
 from detector.embedder import OnnxEmbedder, build_embedder
-from detector.groundtruth import load_mot_gt
 from detector.preprocess import crop_views
-from detector.reid_metrics import pair_auc, rank1
-from detector.video import video_frames
-from service.assets import pets_dir
+from evaluation.appearance_scoring import pair_auc, rank1
+from evaluation.groundtruth import load_mot_gt
+from evaluation.video import video_frames
+from service.assets import models_dir, pets_dir
 
 # GT boxes narrower or shorter than this (after clipping to the frame) are
 # skipped: a person cut to a sliver by the frame edge carries no appearance.
@@ -80,7 +80,7 @@ def evaluate_reid(
     +-0.05 from one offset to the next.
     """
     gt = load_mot_gt(gt_path)
-    emb = build_embedder(OnnxEmbedderConfig(), RuntimeConfig())
+    emb = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
     assert isinstance(emb, OnnxEmbedder)
     bg_cfg = (background or BackgroundConfig()).model_copy(update={"enabled": True})
     masker = BackgroundMasker(bg_cfg, _fill_bgr(emb))

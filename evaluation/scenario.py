@@ -37,8 +37,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from reid.topology import Camera, CamerasFile, Link, Location, dump_cameras_toml
-from service.assets import pets_dir
+from schemas.cameras import Camera, CamerasFile, Link, Location, dump_cameras_toml
+from service.assets import models_dir, pets_dir
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def identity_check(out: Path, pets: Path | None = None) -> dict:
     pets = pets or pets_dir()
     gt = load_pets_gt(pets / "gt.txt")
     crops = _id_crops(gt, pets, CHECK_CROPS_PER_ID)
-    embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig())
+    embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
     means = {}
     for pid, cs in crops.items():
         v = embedder.embed(cs)

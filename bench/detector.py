@@ -39,11 +39,11 @@ from detector.core import FrameProcessor, decode_jpeg
 from detector.embedder import OnnxEmbedder
 from detector.preprocess import crop_views
 from detector.stage import DetectorStage
-from detector.video import video_frames
+from evaluation.video import video_frames
 from schemas.codec import encode
 from schemas.messages import Frame
 from schemas.topics import FRAMES
-from service.assets import pets_dir
+from service.assets import models_dir, pets_dir
 from service.kafka import Record
 
 # JPEG quality of the benchmark's input frames: what ingest publishes by default.
@@ -90,7 +90,7 @@ def bench(
 ) -> dict:
     load_start = os.getloadavg()[0]
     runtime = RuntimeConfig() if threads is None else RuntimeConfig(intra_op_threads=threads)
-    analyzer = Analyzer.from_config(AnalyzerConfig(runtime=runtime))
+    analyzer = Analyzer.from_config(AnalyzerConfig(runtime=runtime, models_dir=models_dir()))
     det, emb = analyzer.detector, analyzer.embedder
     assert isinstance(det, OnnxDetector) and isinstance(emb, OnnxEmbedder)
     jpegs = _frames(video, frames)

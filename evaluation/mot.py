@@ -1,7 +1,7 @@
 """``crosscam eval mot``: single-camera tracking quality on a MOTChallenge sequence, with the peer.
 
 Runs the detector and embedder over the video (cached by
-:func:`detector.precompute.video_detections`), feeds every frame to our
+:func:`evaluation.precompute.video_detections`), feeds every frame to our
 :class:`tracker.core.CameraTracker` and the identical detections and vectors
 to the peer, deep-sort-realtime (``DeepSort(embedder=None, nn_budget=100)``,
 otherwise its defaults; the peer only gets the boxes at or above
@@ -68,7 +68,7 @@ def frame_ts_ns(index: int, fps: float) -> int:
 def run_ours(
     vd: Any, fps: float, params: TrackerParams, camera_id: str = "eval", frames: int | None = None
 ) -> tuple[Rows, dict[str, Any]]:
-    """Track every frame of ``vd`` (a :class:`detector.precompute.VideoDetections`)."""
+    """Track every frame of ``vd`` (a :class:`evaluation.precompute.VideoDetections`)."""
     tracker = CameraTracker(camera_id, params)
     rows: Rows = []
     n = vd.n_frames if frames is None else min(frames, vd.n_frames)
@@ -302,7 +302,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from detector.precompute import video_detections
+    from evaluation.precompute import video_detections
 
     logging.basicConfig(level=logging.WARNING)
     params = params_with(args.set)

@@ -5,7 +5,7 @@ Runs under the *system* Python (``/usr/bin/python3``): GStreamer's Python
 bindings (``gi``) come from Debian packages and are not in the venv. It needs
 nothing but the standard library and ``gi``, so it must not import crosscam.
 
-Layout of ``--state-dir`` (owned by ``crosscam.stack.RtspServer``)::
+Layout of ``--state-dir`` (owned by ``devstack.stack.RtspServer``)::
 
     mounts/<camera_id>.json   {"path": "...", "fps": 10.0 | null, "loop": true}
                               written by publish(), deleted by unpublish()
@@ -257,7 +257,9 @@ class Server:
             try:
                 if not CAMERA_ID_RE.match(camera_id):
                     raise ValueError(f"bad camera id {camera_id!r}")
-                spec = MountSpec.parse(json.loads((self.mounts_dir / f"{camera_id}.json").read_text()))
+                spec = MountSpec.parse(
+                    json.loads((self.mounts_dir / f"{camera_id}.json").read_text())
+                )
                 self._add(camera_id, spec)
             except Exception as exc:  # noqa: BLE001 - reported in status.json
                 self.errors[camera_id] = f"{type(exc).__name__}: {exc}"
@@ -298,7 +300,13 @@ class Server:
                 log.error("media prepare failed camera=%s", camera_id)
 
         threading.Thread(target=prepare, name=f"prepare-{camera_id}", daemon=True).start()
-        log.info("mount added camera=%s path=%s fps=%s loop=%s", camera_id, spec.path, spec.fps, spec.loop)
+        log.info(
+            "mount added camera=%s path=%s fps=%s loop=%s",
+            camera_id,
+            spec.path,
+            spec.fps,
+            spec.loop,
+        )
 
     def _remove(self, camera_id: str) -> None:
         self._seen.pop(camera_id, None)
@@ -316,7 +324,15 @@ class Server:
     def _write_status(self) -> None:
         mounts: dict[str, dict[str, Any]] = {}
         for camera_id, cam in self.cameras.items():
-            state = "error" if cam.error else "ended" if cam.ended else "live" if cam.live else "starting"
+            state = (
+                "error"
+                if cam.error
+                else "ended"
+                if cam.ended
+                else "live"
+                if cam.live
+                else "starting"
+            )
             mounts[camera_id] = {
                 "state": state,
                 "path": cam.spec.path,
@@ -326,7 +342,9 @@ class Server:
             }
         for camera_id, err in self.errors.items():
             mounts[camera_id] = {"state": "error", "error": err}
-        status = json.dumps({"pid": os.getpid(), "port": self.port, "mounts": mounts}, sort_keys=True)
+        status = json.dumps(
+            {"pid": os.getpid(), "port": self.port, "mounts": mounts}, sort_keys=True
+        )
         if status != self._last_status:  # frame counters are left out so this rarely writes
             tmp = self.state_dir / "status.json.tmp"
             tmp.write_text(status)
@@ -357,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("%s", exc)
         return 2
-    log.info("rtsp server listening host=%s port=%d state_dir=%s", args.host, args.port, args.state_dir)
+    log.info(
+        "rtsp server listening host=%s port=%d state_dir=%s", args.host, args.port, args.state_dir
+    )
 
     def _stop() -> bool:
         log.info("rtsp server stopping")

@@ -19,10 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from detector.config import AnalyzerConfig, HogDetectorConfig, NoEmbedderConfig, OnnxDetectorConfig
-from detector.groundtruth import load_mot_gt
-from detector.metrics_eval import FrameMatch, average_precision, match_frame, precision_recall
-from detector.precompute import video_detections
-from service.assets import pets_dir
+from evaluation.detection_scoring import (
+    FrameMatch,
+    average_precision,
+    match_frame,
+    precision_recall,
+)
+from evaluation.groundtruth import load_mot_gt
+from evaluation.precompute import video_detections
+from service.assets import models_dir, pets_dir
 
 # Boxes down to this score feed the AP curve. COCO keeps everything above
 # 0.001; below 0.01 YOLOX-nano adds only boxes that do not move AP50 here.
@@ -46,7 +51,7 @@ def evaluate_detector(
     else:
         default_threshold = det_cfg.score_threshold
     operating: float = score_threshold if score_threshold is not None else default_threshold
-    config = AnalyzerConfig(detector=det_cfg, embedder=NoEmbedderConfig())
+    config = AnalyzerConfig(detector=det_cfg, embedder=NoEmbedderConfig(), models_dir=models_dir())
     vd = video_detections(video, score_min=AP_SCORE_FLOOR, frames=frames, config=config)
     gt = load_mot_gt(gt_path)
     matches: list[FrameMatch] = []

@@ -42,10 +42,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crosscam import faults, pipeline, stack
 from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
-from reid.topology import Camera, CamerasFile, dump_cameras_toml
+from devstack import faults, stack
+from evaluation import live_scoring as pipeline
+from schemas.cameras import Camera, CamerasFile, dump_cameras_toml
 from schemas.codec import DecodeError, decode
 from schemas.messages import Detections, Frame, Match, Tracklet
 from schemas.topics import DETECTIONS, FRAMES, MATCHES, TRACKLETS

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.store import Scope, StoredTracklet, open_store
+from reid.qdrant_store import open_store
+from reid.store import Scope, StoredTracklet
 
 NS = 1_000_000_000
 PEOPLE_PER_POINT = 0.05

@@ -4,7 +4,7 @@ Why this exists: the pipeline is only honest when it runs against real
 servers, but a developer machine or CI runner has no Docker. So the project
 starts them itself, from Apache Kafka's own jars (resolved by Maven from
 ``deploy/kafka/pom.xml``), Debian's ``redis-server`` and a small GStreamer RTSP
-server (``deploy/rtsp_server.py``), all bound to 127.0.0.1 on non-default
+server (``devstack/rtsp_server.py``), all bound to 127.0.0.1 on non-default
 ports so they never clash with system services.
 
 Every process is started in its own session with a pid file in the state dir
@@ -17,7 +17,7 @@ Readiness is always asked of the server itself (Kafka metadata, Redis PING,
 RTSP OPTIONS/DESCRIBE) under a deadline; a process that dies while starting
 is reported with the tail of its log.
 
-This module is plain functions and classes; the CLI is ``crosscam.stack_cli``.
+This module is plain functions and classes; the CLI is ``devstack.cli``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_DIR = REPO_ROOT / "deploy"
 KAFKA_DEPLOY_DIR = DEPLOY_DIR / "kafka"
-RTSP_SERVER_SCRIPT = DEPLOY_DIR / "rtsp_server.py"
+RTSP_SERVER_SCRIPT = Path(__file__).resolve().parent / "rtsp_server.py"
 PROMETHEUS_CONFIG = DEPLOY_DIR / "prometheus" / "prometheus.yml"
 # The RTSP server needs GStreamer's ``gi`` bindings, which only the system Python has.
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -134,7 +134,9 @@ class StackConfig:
             rtsp_port=_env_int(env, "CROSSCAM_RTSP_PORT", 18554),
             prometheus_port=_env_int(env, "CROSSCAM_PROMETHEUS_PORT", 19090),
             kafka_heap_mb=_env_int(env, "CROSSCAM_KAFKA_HEAP_MB", 512, low=128, high=16384),
-            kafka_libs_override=Path(env["CROSSCAM_KAFKA_LIBS"]).resolve() if env.get("CROSSCAM_KAFKA_LIBS") else None,
+            kafka_libs_override=Path(env["CROSSCAM_KAFKA_LIBS"]).resolve()
+            if env.get("CROSSCAM_KAFKA_LIBS")
+            else None,
         )
 
     @property
@@ -228,7 +230,9 @@ class ManagedProcess:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and self._is_ours(int(entry.name)):
                 self._write_pid(int(entry.name))
-                log.warning("recovered service=%s pid=%s (pid file was missing)", self.name, entry.name)
+                log.warning(
+                    "recovered service=%s pid=%s (pid file was missing)", self.name, entry.name
+                )
                 return int(entry.name)
         return None
 
@@ -256,7 +260,9 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.pid() is not None
 
-    def spawn(self, argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> int:
+    def spawn(
+        self, argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> int:
         """Start argv in its own session (so Ctrl-C in the caller leaves it alone)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
@@ -305,7 +311,13 @@ class ManagedProcess:
             os.kill(pid, signal.SIGCONT)  # a paused (SIGSTOPped) process cannot handle SIGTERM
             os.kill(pid, sig)
         if not _wait_until(lambda: self.exited(pid), timeout_s):
-            log.warning("service=%s pid=%d ignored %s for %.0f s; killing", self.name, pid, signal.Signals(sig).name, timeout_s)
+            log.warning(
+                "service=%s pid=%d ignored %s for %.0f s; killing",
+                self.name,
+                pid,
+                signal.Signals(sig).name,
+                timeout_s,
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _wait_until(lambda: self.exited(pid), 10.0)
@@ -418,6 +430,7 @@ def _run_coro(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 # Kafka
 # ---------------------------------------------------------------------------
 
+
 def _kafka_process(cfg: StackConfig) -> ManagedProcess:
     return ManagedProcess(
         name="kafka",
@@ -449,19 +462,36 @@ def _kafka_libs(cfg: StackConfig) -> Path:
     log.info("resolving Kafka jars with Maven into %s (first start only)", libs)
     started = time.monotonic()
     proc = subprocess.run(
-        [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"],
-        capture_output=True, text=True, timeout=KAFKA_RESOLVE_TIMEOUT_S, check=False,
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=KAFKA_RESOLVE_TIMEOUT_S,
+        check=False,
     )
     if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
-        raise StackError("kafka", f"Maven could not resolve {pom}", (proc.stdout + proc.stderr)[-4000:])
+        raise StackError(
+            "kafka", f"Maven could not resolve {pom}", (proc.stdout + proc.stderr)[-4000:]
+        )
     (tmp / ".pom.sha256").write_text(digest + "\n")
     shutil.rmtree(libs, ignore_errors=True)
     try:
         tmp.replace(libs)
     except OSError:  # another process resolved it at the same time: use theirs
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("resolved Kafka jars jars=%d seconds=%.1f", len(list(libs.glob("*.jar"))), time.monotonic() - started)
+    log.info(
+        "resolved Kafka jars jars=%d seconds=%.1f",
+        len(list(libs.glob("*.jar"))),
+        time.monotonic() - started,
+    )
     return libs
 
 
@@ -522,12 +552,25 @@ def _kafka_format(cfg: StackConfig, java: str, libs: Path, properties: Path) -> 
         return
     cluster_id = _kafka_cluster_id()
     proc = subprocess.run(
-        [java, "-Xmx256m", "-cp", f"{libs}/*",
-         f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.xml'}",
-         f"-Dkafka.logs.dir={cfg.kafka_dir / 'logs'}",
-         "kafka.tools.StorageTool", "format", "--standalone",
-         "-t", cluster_id, "-c", str(properties)],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            java,
+            "-Xmx256m",
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.xml'}",
+            f"-Dkafka.logs.dir={cfg.kafka_dir / 'logs'}",
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            cluster_id,
+            "-c",
+            str(properties),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if proc.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)
@@ -617,7 +660,9 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
         if proc.alive():
             if _wait_until(lambda: _kafka_ready(cfg), timeout_s):
                 return
-            raise StackError("kafka", f"running but not answering on {kafka_bootstrap(cfg)}", proc.log_tail())
+            raise StackError(
+                "kafka", f"running but not answering on {kafka_bootstrap(cfg)}", proc.log_tail()
+            )
         _check_port_free("kafka", cfg.host, cfg.kafka_port)
         _check_port_free("kafka", cfg.host, cfg.kafka_controller_port)
         cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
@@ -639,15 +684,26 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.xml'}",
                 f"-Dkafka.logs.dir={cfg.kafka_dir / 'logs'}",
-                "-cp", f"{libs}/*",
+                "-cp",
+                f"{libs}/*",
                 "kafka.Kafka",
                 str(properties),
             ],
             cwd=cfg.kafka_dir,
         )
-        _wait_ready("kafka", proc, pid, lambda: _kafka_ready(cfg), timeout_s,
-                    extra_log=cfg.kafka_dir / "logs" / "server.log")
-        log.info("kafka ready bootstrap=%s seconds=%.1f", kafka_bootstrap(cfg), time.monotonic() - started)
+        _wait_ready(
+            "kafka",
+            proc,
+            pid,
+            lambda: _kafka_ready(cfg),
+            timeout_s,
+            extra_log=cfg.kafka_dir / "logs" / "server.log",
+        )
+        log.info(
+            "kafka ready bootstrap=%s seconds=%.1f",
+            kafka_bootstrap(cfg),
+            time.monotonic() - started,
+        )
 
 
 def kafka_stop(cfg: StackConfig | None = None, timeout_s: float = KAFKA_STOP_TIMEOUT_S) -> bool:
@@ -680,7 +736,9 @@ def _wait_ready(
             tail = proc.log_tail()
             if extra_log is not None:
                 tail = (tail + "\n" + _tail(extra_log)).strip()
-            raise StackError(service, f"exited while starting (pid {pid}, {proc.exit_status(pid)})", tail)
+            raise StackError(
+                service, f"exited while starting (pid {pid}, {proc.exit_status(pid)})", tail
+            )
         if time.monotonic() >= deadline:
             tail = proc.log_tail()
             if extra_log is not None:
@@ -693,6 +751,7 @@ def _wait_ready(
 # ---------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------
+
 
 def _redis_process(cfg: StackConfig) -> ManagedProcess:
     return ManagedProcess(
@@ -764,12 +823,17 @@ def redis_stop(cfg: StackConfig | None = None) -> bool:
 # RTSP
 # ---------------------------------------------------------------------------
 
-def _rtsp_request(host: str, port: int, method: str, path: str, timeout_s: float = PROBE_TIMEOUT_S) -> int | None:
+
+def _rtsp_request(
+    host: str, port: int, method: str, path: str, timeout_s: float = PROBE_TIMEOUT_S
+) -> int | None:
     """Send one RTSP request; the status code, or None if nothing answered."""
     url = f"rtsp://{host}:{port}/{path}"
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(f"{method} {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n".encode())
+            sock.sendall(
+                f"{method} {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n".encode()
+            )
             head = sock.recv(256).decode(errors="replace")
     except OSError:
         return None
@@ -778,7 +842,7 @@ def _rtsp_request(host: str, port: int, method: str, path: str, timeout_s: float
 
 
 class RtspServer:
-    """One ``deploy/rtsp_server.py`` process: video files served as live cameras.
+    """One ``devstack/rtsp_server.py`` process: video files served as live cameras.
 
     Each instance has its own port and state dir, so a test can run a private
     server (and pause or kill it) without touching the stack's. Cameras are
@@ -822,17 +886,26 @@ class RtspServer:
             if self._proc.alive():
                 if _wait_until(self.ready, timeout_s):
                     return
-                raise StackError("rtsp", f"running but not answering on port {self.port}", self._proc.log_tail())
+                raise StackError(
+                    "rtsp", f"running but not answering on port {self.port}", self._proc.log_tail()
+                )
             if not Path(SYSTEM_PYTHON).exists():
                 raise StackError("rtsp", f"{SYSTEM_PYTHON} not found; run deploy/install-system.sh")
             _check_port_free("rtsp", self.host, self.port)
             self.mounts_dir.mkdir(parents=True, exist_ok=True)
             (self.state_dir / "status.json").unlink(missing_ok=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+            env = {
+                k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))
+            }
             env["PYTHONUNBUFFERED"] = "1"
             pid = self._proc.spawn(
-                [SYSTEM_PYTHON, str(RTSP_SERVER_SCRIPT), f"--host={self.host}", f"--port={self.port}",
-                 f"--state-dir={self.state_dir}"],
+                [
+                    SYSTEM_PYTHON,
+                    str(RTSP_SERVER_SCRIPT),
+                    f"--host={self.host}",
+                    f"--port={self.port}",
+                    f"--state-dir={self.state_dir}",
+                ],
                 cwd=self.state_dir,
                 env=env,
             )
@@ -899,11 +972,22 @@ class RtspServer:
         def live() -> bool:
             state = self.mounts().get(camera_id, {})
             if state.get("state") == "error":
-                raise StackError("rtsp", f"camera {camera_id} failed: {state.get('error')}", self._proc.log_tail())
-            return state.get("state") == "live" and _rtsp_request(self.host, self.port, "DESCRIBE", camera_id) == 200
+                raise StackError(
+                    "rtsp",
+                    f"camera {camera_id} failed: {state.get('error')}",
+                    self._proc.log_tail(),
+                )
+            return (
+                state.get("state") == "live"
+                and _rtsp_request(self.host, self.port, "DESCRIBE", camera_id) == 200
+            )
 
         if not _wait_until(live, timeout_s):
-            raise StackError("rtsp", f"camera {camera_id} not live after {timeout_s:.0f} s", self._proc.log_tail())
+            raise StackError(
+                "rtsp",
+                f"camera {camera_id} not live after {timeout_s:.0f} s",
+                self._proc.log_tail(),
+            )
         log.info("rtsp camera live camera=%s url=%s file=%s", camera_id, url, file)
         return url
 
@@ -933,7 +1017,10 @@ def rtsp_url(camera_id: str, cfg: StackConfig | None = None) -> str:
 
 
 def rtsp_publish(
-    camera_id: str, path: Path | str, fps: float | None = None, loop: bool = True,
+    camera_id: str,
+    path: Path | str,
+    fps: float | None = None,
+    loop: bool = True,
     cfg: StackConfig | None = None,
 ) -> str:
     """Serve a file as a camera on the stack's RTSP server; returns the URL."""
@@ -948,6 +1035,7 @@ def rtsp_unpublish(camera_id: str, cfg: StackConfig | None = None) -> None:
 # ---------------------------------------------------------------------------
 # Prometheus (optional)
 # ---------------------------------------------------------------------------
+
 
 def _prometheus_process(cfg: StackConfig) -> ManagedProcess:
     return ManagedProcess(
@@ -970,7 +1058,10 @@ def prometheus_targets_dir(cfg: StackConfig | None = None) -> Path:
 
 
 def register_scrape_target(
-    name: str, address: str, labels: dict[str, str] | None = None, cfg: StackConfig | None = None,
+    name: str,
+    address: str,
+    labels: dict[str, str] | None = None,
+    cfg: StackConfig | None = None,
 ) -> Path:
     """Ask the stack's Prometheus to scrape ``address`` (``host:port``) as ``name``.
 
@@ -1020,7 +1111,9 @@ def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) ->
             raise StackError("prometheus", "running but not ready", proc.log_tail())
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         if not Path(binary).exists():
-            raise StackError("prometheus", "prometheus is not installed; run deploy/install-system.sh")
+            raise StackError(
+                "prometheus", "prometheus is not installed; run deploy/install-system.sh"
+            )
         _check_port_free("prometheus", cfg.host, cfg.prometheus_port)
         prometheus_targets_dir(cfg).mkdir(parents=True, exist_ok=True)
         config = cfg.prometheus_dir / "prometheus.yml"
@@ -1048,6 +1141,7 @@ def prometheus_stop(cfg: StackConfig | None = None) -> bool:
 # ---------------------------------------------------------------------------
 # the stack as a whole
 # ---------------------------------------------------------------------------
+
 
 def _service_state(alive: bool, answers: Callable[[], bool]) -> str:
     if not alive:
@@ -1108,7 +1202,9 @@ def up(
         except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
             errors[name] = exc
 
-    threads = [threading.Thread(target=run, args=(name,), name=f"crosscam-stack-{name}") for name in wanted]
+    threads = [
+        threading.Thread(target=run, args=(name,), name=f"crosscam-stack-{name}") for name in wanted
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,7 +1,7 @@
 """``crosscam bench tracker``: tracker core frames per second, with the peer, on one core.
 
 Runs :class:`tracker.core.CameraTracker` alone over precomputed PETS09-S2L1
-detections and vectors (:func:`detector.precompute.video_detections`, cached)
+detections and vectors (:func:`evaluation.precompute.video_detections`, cached)
 and, in the same run on the same frames, the peer deep-sort-realtime
 (``DeepSort(embedder=None, nn_budget=100)``, fed the boxes at or above
 ``--peer-score`` as in ``crosscam eval mot``). Maths libraries are pinned to
@@ -41,9 +41,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from evaluation.mot import DEFAULT_FPS, PEER_NN_BUDGET, frame_ts_ns, peer_inputs  # noqa: E402
 from service.assets import pets_dir  # noqa: E402
 from tracker.core import CameraTracker, TrackerParams  # noqa: E402
-from tracker.evaluate import DEFAULT_FPS, PEER_NN_BUDGET, frame_ts_ns, peer_inputs  # noqa: E402
 
 # Size of the stand-in crop per box: a 64×128 person crop at JPEG quality ~90
 # is about this big. Its content is never decoded by the tracker.
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
     if not _PINNED_BEFORE_NUMPY:  # numpy already loaded with its own thread pools: start clean
         env = {**os.environ, **dict.fromkeys(_THREAD_VARS, "1")}
         return subprocess.call([sys.executable, "-m", "crosscam.cli", *sys.argv[1:]], env=env)
-    from detector.precompute import video_detections
+    from evaluation.precompute import video_detections
 
     vd = video_detections(args.video, score_min=args.score_min)
     params = TrackerParams()

@@ -1,6 +1,6 @@
 """``crosscam stack up | status | down``: the local Kafka, Redis and RTSP server.
 
-Thin argparse wrappers around :mod:`crosscam.stack`; each prints the stack's
+Thin argparse wrappers around :mod:`devstack.stack`; each prints the stack's
 status as one JSON object on stdout (logs go to stderr), so scripts can
 ``crosscam stack status | jq .kafka``.
 """
@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from crosscam import stack
+from devstack import stack
 
 
 def _print_status(state: dict[str, str]) -> None:

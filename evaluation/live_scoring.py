@@ -191,7 +191,14 @@ def score_live(
     scenario_dir: Any, tracklets: list[Tracklet], predicted: dict[str, str]
 ) -> dict[str, Any]:
     """Link precision/recall/F1 and cross-camera IDF1 of live tracklets vs the scenario's GT."""
-    from reid.evaluate import Sample, Scenario, gt_boxes, label_live, link_scores, mtmc_idf1
+    from evaluation.mtmc_scoring import (
+        Sample,
+        Scenario,
+        gt_boxes,
+        label_live,
+        link_scores,
+        mtmc_idf1,
+    )
 
     scn = Scenario.load(scenario_dir)
     by_cam: dict[str, dict[int, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))

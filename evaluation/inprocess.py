@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.evaluate import Sample, Scenario, read_frames
+from evaluation.mtmc_scoring import Sample, Scenario, read_frames
+from service.assets import models_dir
 
 
 def live_tracklets(scn: Scenario, max_frames: int | None = None) -> tuple[list[Sample], dict]:
@@ -21,7 +22,7 @@ def live_tracklets(scn: Scenario, max_frames: int | None = None) -> tuple[list[S
     from detector.config import AnalyzerConfig
     from tracker.core import CameraTracker
 
-    analyzer = Analyzer.from_config(AnalyzerConfig())
+    analyzer = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
     trackers = {c: CameraTracker(c) for c in scn.cameras}
     readers = {c: read_frames(Path(scn.video(c))) for c in scn.cameras}
     samples: list[Sample] = []

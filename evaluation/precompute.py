@@ -1,6 +1,6 @@
 """Whole-video detections and appearance vectors, computed once and cached on disk.
 
-    from detector.precompute import video_detections
+    from evaluation.precompute import video_detections
     vd = video_detections(pets_dir() / "vtest.avi", score_min=0.3, frames=None)
     vd.boxes_xyxy[i], vd.scores[i], vd.embeddings[i], vd.sharpness[i]   # frame i (0-based)
 
@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+import detector
 from detector.analyzer import Analyzer
 from detector.config import AnalyzerConfig, HogDetectorConfig, OnnxDetectorConfig
-from detector.video import video_fps, video_frames
-from service.assets import REPO_ROOT
+from evaluation.video import video_fps, video_frames
+from service.assets import REPO_ROOT, models_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,14 @@ CACHE_FORMAT_VERSION = 2
 _CORE_MODULES = ("preprocess", "decode", "backends", "embedder", "analyzer", "background", "zoo")
 
 
+_DETECTOR_DIR = Path(detector.__file__).resolve().parent
+
+
 @functools.cache
 def _core_fingerprint() -> str:
     digest = hashlib.sha256()
     for name in _CORE_MODULES:
-        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+        digest.update((_DETECTOR_DIR / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -168,7 +172,7 @@ def video_detections(
             must be ``config``; the threshold is then the analyzer's own).
     """
     video = Path(video_path).resolve()
-    config = _with_score_min(config or AnalyzerConfig(), score_min)
+    config = _with_score_min(config or AnalyzerConfig(models_dir=models_dir()), score_min)
     folder = cache_dir or default_cache_dir()
     path = folder / f"{video.stem}-{_cache_key(video, score_min, frames, config)}.npz"
     if path.exists():

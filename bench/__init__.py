@@ -1,0 +1,1 @@
+"""bench: tooling beside the stages (imports them; never imported by them)."""

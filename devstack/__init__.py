@@ -1,0 +1,1 @@
+"""devstack: tooling beside the stages (imports them; never imported by them)."""

@@ -1,0 +1,1 @@
+"""evaluation: tooling beside the stages (imports them; never imported by them)."""

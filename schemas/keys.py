@@ -1,0 +1,22 @@
+"""Redis key layouts that more than one process shares (a contract, like a topic).
+
+* ``crosscam:camera:<camera_id>`` — a hash with one camera's ingest status,
+  written by ingest with a TTL, read by the gallery and the fault checks.
+* ``crosscam:frame:<camera_id>:<seq>`` — a claim-checked JPEG, written by
+  ingest with a TTL, read by the detector.
+"""
+
+from __future__ import annotations
+
+CAMERA_STATUS_KEY = "crosscam:camera:{camera_id}"
+CLAIM_CHECK_KEY = "crosscam:frame:{camera_id}:{seq}"
+
+
+def camera_status_key(camera_id: str) -> str:
+    """Redis key of a camera's status hash."""
+    return CAMERA_STATUS_KEY.format(camera_id=camera_id)
+
+
+def claim_check_key(camera_id: str, seq: int) -> str:
+    """Redis key of a claim-checked JPEG."""
+    return CLAIM_CHECK_KEY.format(camera_id=camera_id, seq=seq)
