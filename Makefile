@@ -57,7 +57,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy schemas service crosscam ingest detector tracker reid gallery evaluation bench devstack
+	$(BIN)/mypy common schemas service crosscam ingest detector tracker reid gallery evaluation bench devstack
 	$(BIN)/lint-imports
 
 clean: stack-down

@@ -15,6 +15,7 @@ from functools import cache
 
 import numpy as np
 
+from common.boxes import box_iou
 from detector.zoo import DetectorModelSpec
 
 
@@ -86,19 +87,6 @@ def decode_yolov8(raw: np.ndarray, spec: DetectorModelSpec) -> tuple[np.ndarray,
     centre, size = sel[:, 0:2], sel[:, 2:4]
     boxes = np.concatenate((centre - size / 2, centre + size / 2), axis=1).astype(np.float32)
     return boxes, scores[keep].astype(np.float32)
-
-
-def box_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) boxes -> (N, M) float32."""
-    a = a_xyxy.astype(np.float32, copy=False)[:, None, :]
-    b = b_xyxy.astype(np.float32, copy=False)[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
 
 
 def nms(

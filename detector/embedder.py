@@ -14,6 +14,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from common.vectors import l2_normalise
 from detector.checksum import resolve_model_path, verify_model_file
 from detector.config import EmbedderBackendConfig, NoEmbedderConfig, RuntimeConfig
 from detector.preprocess import write_batch_chw
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 
 # Floor under a vector's norm before dividing: an all-zero output stays zero
 # instead of becoming NaN.
-_NORM_EPS = 1e-12
 
 
 class Embedder(Protocol):
@@ -40,12 +40,6 @@ class Embedder(Protocol):
         ...
 
     def warmup(self) -> None: ...
-
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows of (N, D) divided by their L2 norm (zero rows stay zero)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, _NORM_EPS)).astype(np.float32, copy=False)
 
 
 class OnnxEmbedder:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.decode import box_iou
+from common.boxes import box_iou
 
 
 @dataclass

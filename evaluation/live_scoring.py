@@ -23,7 +23,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from detector.decode import box_iou
+from common.boxes import box_iou
 from schemas.codec import DecodeError, decode
 from schemas.messages import Match, Tracklet
 from schemas.topics import TOPICS

@@ -32,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from ingest.backoff import Backoff
+from common.backoff import Backoff
 from ingest.rate import RateMeter
 from ingest.sampler import FrameSampler
 

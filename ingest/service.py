@@ -20,8 +20,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from common.backoff import Backoff
 from ingest import metrics as m
-from ingest.backoff import Backoff
 from ingest.capture import FrameSource, SourceState, ffmpeg_opener, redact
 from ingest.encode import FrameEncoder
 from ingest.publish import FramePublisher, Outbox, PendingFrame

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.boxes import box_iou
 from detector.analyzer import Analyzer, AnalyzerConfig, FrameAnalysis
-from detector.decode import box_iou
 from evaluation.groundtruth import load_mot_gt
 from evaluation.precompute import video_detections
 from evaluation.video import video_frames

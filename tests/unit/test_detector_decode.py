@@ -10,9 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from common.boxes import box_iou
 from detector.backends import OnnxDetector, build_detector
 from detector.config import OnnxDetectorConfig, RuntimeConfig
-from detector.decode import box_iou, decode_yolox, nms, yolox_grid
+from detector.decode import decode_yolox, nms, yolox_grid
 from detector.preprocess import letterbox
 from detector.zoo import DETECTOR_ZOO, DetectorModelSpec
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.boxes import box_iou
 from detector import checksum
 from detector.analyzer import Analyzer
 from detector.backends import HogDetector, build_detector
@@ -21,7 +22,6 @@ from detector.config import (
     OnnxEmbedderConfig,
     RuntimeConfig,
 )
-from detector.decode import box_iou
 from detector.zoo import DETECTOR_ZOO, EMBEDDER_ZOO
 from evaluation.groundtruth import load_mot_gt
 from evaluation.video import video_frames

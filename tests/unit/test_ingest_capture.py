@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.backoff import Backoff
+from common.backoff import Backoff
 from ingest.capture import (
     MAX_CONSECUTIVE_BAD_FRAMES,
     CapturedFrame,

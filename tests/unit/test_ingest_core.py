@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ingest.backoff import Backoff, backoff_delay_s
+from common.backoff import Backoff, backoff_delay_s
 from ingest.capture import LatestSlot, is_file_source, redact
 from ingest.encode import FrameEncoder, analysis_size
 from ingest.rate import RateMeter
