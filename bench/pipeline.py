@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.units import NS_PER_S
 from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
 from devstack import faults, stack
@@ -224,7 +225,7 @@ def _latencies_and_bytes(
                 continue
             total += len(rec.value) + len(rec.key or b"")
             if name in lat:
-                lat[name].append(max(0.0, rec.timestamp / 1e3 - captured / 1e9))
+                lat[name].append(max(0.0, rec.timestamp / 1e3 - captured / NS_PER_S))
         volume[name] = total
     per_cam = {
         f"{k}_bytes_per_s_per_camera": round(v / seconds / max(1, len(cams)))

@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from common.units import NS_PER_S
 from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
 from devstack import stack
@@ -154,7 +155,7 @@ async def _follow_matches(
 
 
 def _describe(m: Match) -> str:
-    span = f"{(m.ts_end_ns - m.ts_start_ns) / 1e9:.1f}s" if m.ts_end_ns else ""
+    span = f"{(m.ts_end_ns - m.ts_start_ns) / NS_PER_S:.1f}s" if m.ts_end_ns else ""
     if m.kind == "link":
         near = ", ".join(
             f"{x.camera_id}:{x.tracklet_id.split(':')[1]} d={x.distance:.2f}" for x in m.matched[:3]

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from common.units import NS_PER_S
 from service.assets import REPO_ROOT, pets_dir
 from tracker.core import CameraTracker, TrackerParams
 
 log = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
 # An arbitrary fixed epoch for the replayed sequence's capture times (2009-01-01,
 # the year PETS09 was filmed), so runs are reproducible.
 EVAL_EPOCH_NS = 1_230_768_000 * NS_PER_S

@@ -37,6 +37,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.units import NS_PER_S
+from common.vectors import l2_normalise
 from schemas.cameras import Camera, CamerasFile, Link, Location, dump_cameras_toml
 from service.assets import models_dir, pets_dir
 
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 SEQUENCE_FPS = 7.0
 """PETS09-S2L1's frame rate (seqinfo.ini); the AVI header says 10, the sequence was shot at 7."""
 
-T0_NS = 1_230_768_000 * 1_000_000_000
+T0_NS = 1_230_768_000 * NS_PER_S
 """Capture time of frame 0 (2009-01-01 00:00 UTC): a fixed epoch so replays give the same ids."""
 
 SOURCE_W, SOURCE_H = 768, 576
@@ -300,7 +302,7 @@ def build_scenario(
 
 def frame_ts_ns(frame_index: int, fps: float = SEQUENCE_FPS, t0_ns: int = T0_NS) -> int:
     """Capture time of a 0-based frame index."""
-    return t0_ns + round(frame_index * 1e9 / fps)
+    return t0_ns + round(frame_index * NS_PER_S / fps)
 
 
 # --- identity check -----------------------------------------------------------------------
@@ -352,7 +354,7 @@ def identity_check(out: Path, pets: Path | None = None) -> dict:
     for pid, cs in crops.items():
         v = embedder.embed(cs)
         m = v.mean(axis=0)
-        means[pid] = m / np.linalg.norm(m)
+        means[pid] = l2_normalise(m)
     pids = sorted(means)
     mat = np.stack([means[p] for p in pids])
     dist = 1.0 - mat @ mat.T

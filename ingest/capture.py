@@ -33,12 +33,12 @@ import cv2
 import numpy as np
 
 from common.backoff import Backoff
+from common.units import NS_PER_S
 from ingest.rate import RateMeter
 from ingest.sampler import FrameSampler
 
 log = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
 # How often the supervisor looks at a session (watchdog resolution).
 WATCH_INTERVAL_S = 0.05
 # Extra time over OpenCV's own open timeout before the supervisor gives up on

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from common.backoff import Backoff
+from common.units import NS_PER_S
 from ingest import metrics as m
 from ingest.capture import FrameSource, SourceState, ffmpeg_opener, redact
 from ingest.encode import FrameEncoder
@@ -34,7 +35,6 @@ from service.kafka import ensure_topics, producer_config, start_with_retry
 
 log = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
 # How long one wait for a frame lasts before the loop looks at stop/end again.
 TAKE_POLL_S = 0.2
 # How often the status task looks for a change of state.

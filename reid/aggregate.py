@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.vectors import l2_normalise
 from schemas.messages import Tracklet, unpack_f32
 
 _EPS = 1e-12
@@ -53,12 +54,6 @@ class TrackletVector:
     kept: np.ndarray
 
 
-def normalise_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero). (N, D) float32."""
-    v = np.asarray(vectors, dtype=np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), _EPS)
-
-
 def aggregate(
     vectors: np.ndarray, quality: np.ndarray, params: AggregationParams | None = None
 ) -> TrackletVector:
@@ -70,7 +65,7 @@ def aggregate(
         params: outlier and shot settings.
     """
     p = params or AggregationParams()
-    v = normalise_rows(vectors)
+    v = l2_normalise(vectors)
     if v.ndim != 2 or v.shape[0] == 0:
         raise ValueError("aggregate needs at least one vector")
     q = np.clip(np.asarray(quality, dtype=np.float64).reshape(-1), 0.0, None)
@@ -85,10 +80,9 @@ def aggregate(
     kept = d <= cutoff
     w = q[kept] + _EPS if q[kept].sum() > 0 else np.ones(int(kept.sum()))
     mean = (v[kept] * w[:, None]).sum(axis=0)
-    mean = mean / max(float(np.linalg.norm(mean)), _EPS)
     idx = np.flatnonzero(kept)
     order = idx[np.argsort(-q[kept], kind="stable")][: p.max_shots]
-    return TrackletVector(mean=mean.astype(np.float32), shots=v[order], kept=kept)
+    return TrackletVector(mean=l2_normalise(mean), shots=v[order], kept=kept)
 
 
 def tracklet_vectors(

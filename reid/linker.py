@@ -32,10 +32,9 @@ from typing import Literal
 
 import numpy as np
 
+from common.units import NS_PER_S
 from reid.topology import Topology
 from schemas.messages import Match, MatchedTracklet
-
-NS = 1_000_000_000
 
 
 @dataclass
@@ -196,7 +195,7 @@ class Linker:
         cams = self.topology.reachable(sighting.camera_id)
         if cams is not None and not self.params.link_same_camera:
             cams.discard(sighting.camera_id)
-        gap_ns = int(self.topology.max_gap_s() * NS)
+        gap_ns = int(self.topology.max_gap_s() * NS_PER_S)
         return SearchScope(
             cameras=None if cams is None else frozenset(cams),
             ts_from_ns=sighting.ts_start_ns - gap_ns,
@@ -210,7 +209,7 @@ class Linker:
     def compatible(self, a: _Span | Sighting, b: _Span | Sighting, check_max: bool = False) -> bool:
         """Can one person be both sightings? ``check_max``: also within the longest transit."""
         first, second = (a, b) if a.ts_start_ns <= b.ts_start_ns else (b, a)
-        gap_s = (second.ts_start_ns - first.ts_end_ns) / NS
+        gap_s = (second.ts_start_ns - first.ts_end_ns) / NS_PER_S
         if first.camera_id == second.camera_id:
             if gap_s <= 0:
                 return False
@@ -503,7 +502,7 @@ class Linker:
             self._edges.get(o, {}).pop(tid, None)
 
     def _evict(self) -> None:
-        horizon = self._latest_end_ns - int(self.params.window_s * NS)
+        horizon = self._latest_end_ns - int(self.params.window_s * NS_PER_S)
         while self._live:
             tid, s = next(iter(self._live.items()))
             if s.ts_end_ns >= horizon and len(self._live) <= self.params.max_live_tracklets:

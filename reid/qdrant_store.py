@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from common.units import NS_PER_S
 from reid.store import (
     COLLECTION,
-    NS,
     SCROLL_PAGE,
     Hit,
     Scope,
@@ -64,11 +64,11 @@ class EdgeStore:
             )
         if scope.ts_from_ns is not None:
             must.append(
-                qe.FieldCondition("ts_end_s", range=qe.RangeFloat(gte=scope.ts_from_ns / NS))
+                qe.FieldCondition("ts_end_s", range=qe.RangeFloat(gte=scope.ts_from_ns / NS_PER_S))
             )
         if scope.ts_to_ns is not None:
             must.append(
-                qe.FieldCondition("ts_start_s", range=qe.RangeFloat(lte=scope.ts_to_ns / NS))
+                qe.FieldCondition("ts_start_s", range=qe.RangeFloat(lte=scope.ts_to_ns / NS_PER_S))
             )
         must_not = []
         if scope.exclude_global_ids:
@@ -191,9 +191,13 @@ class ClientStore:
                 m.FieldCondition(key="global_id", match=m.MatchAny(any=sorted(scope.global_ids)))
             )
         if scope.ts_from_ns is not None:
-            must.append(m.FieldCondition(key="ts_end_s", range=m.Range(gte=scope.ts_from_ns / NS)))
+            must.append(
+                m.FieldCondition(key="ts_end_s", range=m.Range(gte=scope.ts_from_ns / NS_PER_S))
+            )
         if scope.ts_to_ns is not None:
-            must.append(m.FieldCondition(key="ts_start_s", range=m.Range(lte=scope.ts_to_ns / NS)))
+            must.append(
+                m.FieldCondition(key="ts_start_s", range=m.Range(lte=scope.ts_to_ns / NS_PER_S))
+            )
         must_not: list[Any] = []
         if scope.exclude_global_ids:
             must_not.append(

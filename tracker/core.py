@@ -33,13 +33,13 @@ from typing import Literal
 
 import numpy as np
 
+from common.boxes import box_iou
+from common.units import NS_PER_S
 from schemas.messages import Crop, Detections, Tracklet, pack_f32
 from tracker import kalman
 from tracker.kalman import CHI2_95_2DOF, CHI2_95_4DOF, KalmanParams
-from tracker.matching import INFEASIBLE, assign, cascade_assign, covered_fraction, iou_matrix
+from tracker.matching import INFEASIBLE, assign, cascade_assign, covered_fraction
 from tracker.track import CropCandidate, Gallery, Track, TrackState
-
-NS_PER_S = 1_000_000_000
 
 # Detection-crop quality: the embedder's input height (OSNet: 256×128). A crop
 # at least this tall loses no detail when resized, so taller is no better.
@@ -363,7 +363,7 @@ class CameraTracker:
         cand = np.flatnonzero((det_of_track < 0) & (~confirmed | recent))
         if len(cand) and len(free_high):
             pred_boxes = kalman.xyah_to_xyxy(mean[cand])
-            cost = 1.0 - iou_matrix(pred_boxes, boxes[free_high])
+            cost = 1.0 - box_iou(pred_boxes, boxes[free_high], np.float64)
             pairs, _, free_cols = assign(cost, p.max_iou_distance)
             det_of_track[cand[pairs[:, 0]]] = free_high[pairs[:, 1]]
             free_high = free_high[free_cols]
@@ -372,7 +372,7 @@ class CameraTracker:
         cand = np.flatnonzero((det_of_track < 0) & confirmed & recent)
         if len(cand) and len(low):
             pred_boxes = kalman.xyah_to_xyxy(mean[cand])
-            cost = 1.0 - iou_matrix(pred_boxes, boxes[low])
+            cost = 1.0 - box_iou(pred_boxes, boxes[low], np.float64)
             pairs, _, _ = assign(cost, p.low_score_max_iou_distance)
             det_of_track[cand[pairs[:, 0]]] = low[pairs[:, 1]]
 

@@ -7,7 +7,8 @@ from itertools import count
 import numpy as np
 import pytest
 
-from reid.linker import NS, Linker, LinkerParams, Sighting
+from common.units import NS_PER_S
+from reid.linker import Linker, LinkerParams, Sighting
 from reid.topology import Topology
 from schemas.cameras import Camera, CamerasFile, Link
 
@@ -23,7 +24,7 @@ def unit(seed: int, noise: float = 0.0, base: int | None = None) -> np.ndarray:
 
 
 def sight(tid: str, cam: str, t0: float, t1: float, vec: np.ndarray) -> Sighting:
-    return Sighting(tid, cam, int(t0 * NS), int(t1 * NS), vec)
+    return Sighting(tid, cam, int(t0 * NS_PER_S), int(t1 * NS_PER_S), vec)
 
 
 def chain(window_s: float = 120.0, min_s: float = 1.0, max_s: float = 20.0) -> Topology:
@@ -159,5 +160,7 @@ def test_frozen_identity_keeps_its_id_when_a_new_tracklet_joins() -> None:
     assert lk.anchor_count() == 1
     from reid.linker import Neighbour
 
-    r = lk.add(sight("t2", "b", 40, 50, unit(1)), [Neighbour("t1", "a", 0, 10 * NS, "g1", 0.01)])
+    r = lk.add(
+        sight("t2", "b", 40, 50, unit(1)), [Neighbour("t1", "a", 0, 10 * NS_PER_S, "g1", 0.01)]
+    )
     assert r.events[0].kind == "link" and lk.global_id("t2") == "g1"
