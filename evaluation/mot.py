@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from common.units import NS_PER_S
 from service.assets import REPO_ROOT, pets_dir
@@ -224,32 +225,39 @@ def score_mot(
 
 
 def params_with(overrides: Sequence[str], base: TrackerParams | None = None) -> TrackerParams:
-    """``TrackerParams`` with ``name=value`` overrides (``kalman.name=value`` for the filter)."""
-    params = base or TrackerParams()
+    """``TrackerParams`` with ``name=value`` overrides (``kalman.name=value`` for the filter).
+
+    Values are checked against the parameters' bounds; a bad name or value ends
+    the command with a message naming it.
+    """
+    values = dict(base or TrackerParams())
+    kalman: dict[str, Any] = {}
     for item in overrides:
         key, _, raw = item.partition("=")
-        target: Any = params.kalman if key.startswith("kalman.") else params
         name = key.removeprefix("kalman.")
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        if name not in fields:
+        target: Any = values["kalman"] if key.startswith("kalman.") else TrackerParams()
+        if name == "kalman" or not hasattr(target, name):
             raise SystemExit(f"unknown tracker parameter {key!r}")
-        current = getattr(target, name)
-        value: Any
-        if isinstance(current, bool):
-            value = raw.lower() in ("1", "true", "yes")
-        elif isinstance(current, int):
-            value = int(raw)
-        elif isinstance(current, float):
-            value = float(raw)
-        else:
-            value = raw
-        if target is params:
-            params = dataclasses.replace(params, **{name: value})
-        else:
-            params = dataclasses.replace(
-                params, kalman=dataclasses.replace(params.kalman, **{name: value})
-            )
-    return params
+        (kalman if key.startswith("kalman.") else values)[name] = _parse_like(
+            getattr(target, name), raw
+        )
+    if kalman:
+        values["kalman"] = dataclasses.replace(values["kalman"], **kalman)
+    try:
+        return TrackerParams(**values)
+    except ValidationError as exc:
+        raise SystemExit(f"bad tracker parameter: {exc}") from exc
+
+
+def _parse_like(current: Any, raw: str) -> Any:
+    """``raw`` as the type of ``current`` (bool, int, float, else the string)."""
+    if isinstance(current, bool):
+        return raw.lower() in ("1", "true", "yes")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    return raw
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -335,7 +343,7 @@ def main(args: argparse.Namespace) -> int:
         "tracker_seconds": ours_info["seconds"],
         "result_file": str(results["crosscam"]),
         "evaluator": "trackeval (MOT15: gt conf 0 rows removed), IoU 0.5",
-        "params": dataclasses.asdict(params),
+        "params": params.model_dump(mode="json"),
     }
     if "peer" in results:
         report["peer"] = {

@@ -81,7 +81,7 @@ class Engine:
         latest = max((t.ts_end_ns for t in self.store.scroll(Scope())), default=None)
         if latest is None:
             return 0
-        horizon = latest - int(self.params.linker.window_s * NS_PER_S)
+        horizon = latest - int(self.params.linker.revisit_window_s * NS_PER_S)
         n = 0
         for t in sorted(self.store.scroll(Scope(ts_from_ns=horizon)), key=lambda t: t.ts_end_ns):
             if t.global_id:

@@ -16,7 +16,7 @@ through the middle one, because clusters, not pairs, are compared.
 
 Live and revisited. Each new tracklet re-runs that agglomeration over its
 connected component of recent tracklets (the sliding window,
-:attr:`LinkerParams.window_s`), so earlier decisions are revisited as evidence
+:attr:`LinkerParams.revisit_window_s`), so earlier decisions are revisited as evidence
 comes in: identities merge when a bridging tracklet shows they are one
 person, and a tracklet moves out of an identity (a split) when a better,
 consistent explanation appears. Tracklets older than the window are frozen:
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.units import NS_PER_S
 from reid.topology import Topology
@@ -73,51 +74,57 @@ class _Span:
     ts_end_ns: int
 
 
-@dataclass(frozen=True)
-class LinkerParams:
-    """Linking settings.
+class LinkerParams(BaseModel):
+    """Linking settings: the one definition of each one's default, bounds and description
+    (the attribute docstring); ``crosscam reid``'s settings inherit these fields."""
 
-    Attributes:
-        link_distance: largest distance of an edge (cosine distance of the
-            tracklets' vectors, blended with the shots'). Raising it links
-            more (recall up) and joins more different people (precision down).
-        shot_weight: share of the multi-shot distance (mean over each shot of
-            its nearest shot on the other tracklet) in the edge distance; 0
-            uses the mean vectors only. Raising it favours tracklets that share
-            one very similar view (e.g. the same side of a person).
-        overlap_tolerance_s: on different cameras, a time overlap up to this
-            is tolerated (tracklet ends are only as exact as the tracker's
-            last matched frame). On one camera no overlap is ever tolerated.
-        window_s: how far back (from the latest tracklet end) decisions are
-            revisited; older tracklets are frozen. Raising it fixes more late
-            evidence and costs memory and CPU per tracklet.
-        max_live_tracklets: cap on tracklets in the window (bounded memory
-            whatever the traffic); beyond it the oldest are frozen early.
-        max_anchors: cap on frozen tracklets kept as anchors (camera, time and
-            identity only, no vectors).
-        search_limit: neighbours to ask the store for per new tracklet.
-        link_same_camera: also link tracklets on one camera directly (a
-            person who leaves the view and re-enters, or a track the tracker
-            broke). Off by default: on the PETS scenario it lowered live link
-            F1 at every same-camera threshold tried (0.1-0.3); one camera's
-            tracklets still join one identity through other cameras.
-        same_camera_link_distance: largest distance of a link between two
-            tracklets of one camera. Stricter than ``link_distance`` because
-            one camera's lighting and angle make different people look closer
-            to each other than across cameras (measured on the PETS scenario:
-            same-camera links at the cross-camera threshold cost more
-            precision than they gave recall).
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    link_distance: float = 0.25
-    shot_weight: float = 0.0
-    overlap_tolerance_s: float = 0.5
-    window_s: float = 300.0
-    max_live_tracklets: int = 2000
-    max_anchors: int = 20000
-    search_limit: int = 30
+    link_distance: float = Field(0.25, gt=0.0, le=2.0)
+    """Largest distance of an edge (cosine distance of the tracklets' vectors,
+    blended with the shots'). Raising it links more (recall up) and joins more
+    different people (precision down)."""
+
+    shot_weight: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of the multi-shot distance (mean over each shot of its nearest shot
+    on the other tracklet) in the edge distance; 0 uses the mean vectors only.
+    Raising it favours tracklets that share one very similar view (e.g. the same
+    side of a person)."""
+
+    overlap_tolerance_s: float = Field(0.5, ge=0.0, le=10.0)
+    """On different cameras, a time overlap up to this is tolerated (tracklet ends
+    are only as exact as the tracker's last matched frame). On one camera no
+    overlap is ever tolerated."""
+
+    revisit_window_s: float = Field(300.0, gt=0.0)
+    """How far back (from the latest tracklet end) decisions are revisited; older
+    tracklets are frozen. Raising it fixes more late evidence and costs memory
+    and CPU per tracklet."""
+
+    max_live_tracklets: int = Field(2000, ge=10, le=1_000_000)
+    """Cap on tracklets in the window (bounded memory whatever the traffic);
+    beyond it the oldest are frozen early."""
+
+    max_anchors: int = Field(20000, ge=10, le=10_000_000)
+    """Cap on frozen tracklets kept as anchors (camera, time and identity only,
+    no vectors)."""
+
+    search_limit: int = Field(30, ge=1, le=1000)
+    """Neighbours to ask the store for per new tracklet."""
+
     link_same_camera: bool = False
-    same_camera_link_distance: float = 0.15
+    """Also link tracklets on one camera directly (a person who leaves the view
+    and re-enters, or a track the tracker broke). Off by default: on the PETS
+    scenario it lowered live link F1 at every same-camera threshold tried
+    (0.1-0.3); one camera's tracklets still join one identity through other
+    cameras."""
+
+    same_camera_link_distance: float = Field(0.15, ge=0.0, le=2.0)
+    """Largest distance of a link between two tracklets of one camera. Stricter
+    than ``link_distance`` because one camera's lighting and angle make different
+    people look closer to each other than across cameras (measured on the PETS
+    scenario: same-camera links at the cross-camera threshold cost more precision
+    than they gave recall)."""
 
 
 @dataclass(frozen=True)
@@ -502,7 +509,7 @@ class Linker:
             self._edges.get(o, {}).pop(tid, None)
 
     def _evict(self) -> None:
-        horizon = self._latest_end_ns - int(self.params.window_s * NS_PER_S)
+        horizon = self._latest_end_ns - int(self.params.revisit_window_s * NS_PER_S)
         while self._live:
             tid, s = next(iter(self._live.items()))
             if s.ts_end_ns >= horizon and len(self._live) <= self.params.max_live_tracklets:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.boxes import box_iou
 from common.units import NS_PER_S
@@ -49,8 +50,7 @@ CROP_FULL_DETAIL_HEIGHT_PX = 256.0
 SHARPNESS_HALF_POINT = 100.0
 
 
-@dataclass(frozen=True)
-class TrackerParams:
+class TrackerParams(BaseModel):
     """What the tracker may match, for how long, and what it keeps.
 
     Times are in seconds so they hold at any frame rate; counts are of
@@ -58,15 +58,21 @@ class TrackerParams:
     (``high_score``, ``appearance``, ``iou_max_lost_s``, ``lost_track_s``)
     were chosen on PETS09-S2L1 with ``crosscam eval mot`` (a single sequence:
     treat them as a starting point for another camera, not as universal).
+
+    The one definition of each parameter's default, bounds and description
+    (the attribute docstring): ``crosscam tracker``'s settings
+    (:class:`tracker.settings.TrackerSettings`) inherit these fields.
     """
 
-    kalman: KalmanParams = field(default_factory=KalmanParams)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    high_score: float = 0.6
+    kalman: KalmanParams = Field(default_factory=KalmanParams)
+
+    high_score: float = Field(0.6, ge=0.0, le=1.0)
     """Detections at or above this score take part in appearance matching and
     may start tracks. Raising it starts fewer false tracks but drops faint people."""
 
-    low_score: float = 0.1
+    low_score: float = Field(0.1, ge=0.0, le=1.0)
     """Detections below ``high_score`` but at or above this only extend existing
     tracks by overlap (ByteTrack); below it they are ignored. Raising it lowers
     the chance of extending a track onto clutter but loses partly hidden people."""
@@ -75,11 +81,11 @@ class TrackerParams:
     """Appearance distance to a track: the nearest of its gallery vectors (Deep
     SORT) or its exponentially smoothed vector (StrongSORT)."""
 
-    max_appearance_distance: float = 0.3
+    max_appearance_distance: float = Field(0.3, gt=0.0, le=2.0)
     """Largest cosine distance of an appearance match. Raising it keeps ids
     through pose and light changes but lets similar-looking people swap."""
 
-    gate_chi2: float = CHI2_95_4DOF
+    gate_chi2: float = Field(CHI2_95_4DOF, gt=0.0)
     """Mahalanobis gate (squared distance) on the appearance stage: a detection
     outside it cannot be the track however alike it looks. Raising it allows
     bigger jumps (missed frames, sudden turns) but also more wrong matches."""
@@ -91,58 +97,58 @@ class TrackerParams:
     """Deep SORT's cascade (recently seen tracks choose first) instead of one
     global assignment."""
 
-    max_iou_distance: float = 0.7
+    max_iou_distance: float = Field(0.7, gt=0.0, le=1.0)
     """IoU stage: largest ``1 - IoU`` of a match (Deep SORT's 0.7). Raising it
     lets fast movers match at low overlap but lets neighbours swap."""
 
-    low_score_max_iou_distance: float = 0.5
+    low_score_max_iou_distance: float = Field(0.5, gt=0.0, le=1.0)
     """Low-score stage: largest ``1 - IoU`` (ByteTrack's 0.5); stricter because
     a doubtful box is only trusted where the track already is."""
 
-    iou_max_lost_s: float = 0.5
+    iou_max_lost_s: float = Field(0.5, ge=0.0, le=60.0)
     """Confirmed tracks whose last match is at most this old also try the IoU
     and low-score stages (Deep SORT: just the previous frame). Raising it
     re-finds people after short gaps by overlap alone, which is unsafe in crowds."""
 
-    lost_track_s: float = 2.0
+    lost_track_s: float = Field(2.0, gt=0.0, le=600.0)
     """A confirmed track not matched for longer is deleted and becomes a
     tracklet. Raising it bridges longer occlusions but keeps ghosts alive that
     may grab a newcomer."""
 
-    confirm_hits: int = 3
+    confirm_hits: int = Field(3, ge=1, le=100)
     """Matches a tentative track needs to be confirmed (Deep SORT's n_init).
     Raising it suppresses short false tracks but loses each track's first frames."""
 
-    gallery_size: int = 32
+    gallery_size: int = Field(32, ge=1, le=1000)
     """Appearance vectors kept per track (Deep SORT's nn_budget), the last ones
     matched; they travel in the tracklet and, with ``appearance="gallery"``,
     are what a detection is compared with. Memory and checkpoint size are
     ``gallery_size × D × 4`` bytes per track; raising it remembers more looks."""
 
-    smoothing_momentum: float = 0.9
+    smoothing_momentum: float = Field(0.9, ge=0.0, le=1.0)
     """Weight of the old smoothed vector when a new one arrives (StrongSORT's 0.9)."""
 
-    gallery_max_covered: float = 0.3
+    gallery_max_covered: float = Field(0.3, ge=0.0, le=1.0)
     """A detection more covered than this by a box in front of it does not add
     its vector to the gallery (it shows part of someone else)."""
 
-    crops_per_tracklet: int = 5
+    crops_per_tracklet: int = Field(5, ge=0, le=50)
     """K best crops kept per track for the tracklet."""
 
-    crop_min_gap_s: float = 0.5
+    crop_min_gap_s: float = Field(0.5, ge=0.0, le=60.0)
     """Kept crops are at least this far apart in time, so they show different poses."""
 
-    max_history_frames: int = 4096
+    max_history_frames: int = Field(4096, ge=16, le=1_000_000)
     """Box-history entries kept per track; beyond, the history is thinned (see
     :mod:`tracker.track`). About 10 minutes at 7 fps before thinning."""
 
-    min_tracklet_s: float = 0.5
+    min_tracklet_s: float = Field(0.5, ge=0.0)
     """Finished tracklets shorter than this (first to last match) are dropped."""
 
-    min_tracklet_frames: int = 3
+    min_tracklet_frames: int = Field(3, ge=1)
     """Finished tracklets with fewer matched frames than this are dropped."""
 
-    min_tracklet_mean_score: float = 0.3
+    min_tracklet_mean_score: float = Field(0.3, ge=0.0, le=1.0)
     """Finished tracklets whose mean detection score is below this are dropped."""
 
 

@@ -144,7 +144,7 @@ def test_replayed_tracklet_changes_nothing() -> None:
 
 
 def test_live_window_and_anchors_are_bounded() -> None:
-    lk = make(Topology.open_world(window_s=30), window_s=30, max_live_tracklets=10, max_anchors=25)
+    lk = make(Topology.open_world(window_s=30), revisit_window_s=30, max_live_tracklets=10, max_anchors=25)
     for i in range(200):
         lk.add_live(sight(f"t{i}", f"c{i % 3}", i * 2.0, i * 2.0 + 1, unit(i)))
         assert lk.live_count() <= 10
@@ -154,7 +154,7 @@ def test_live_window_and_anchors_are_bounded() -> None:
 
 def test_frozen_identity_keeps_its_id_when_a_new_tracklet_joins() -> None:
     """A tracklet older than the window is an anchor: a new one joins its identity."""
-    lk = make(Topology.open_world(window_s=100), window_s=5)
+    lk = make(Topology.open_world(window_s=100), revisit_window_s=5)
     lk.add_live(sight("t1", "a", 0, 10, unit(1)))
     lk.add_live(sight("x", "c", 20, 30, unit(9)))  # moves the window on: t1 frozen
     assert lk.anchor_count() == 1
