@@ -159,6 +159,32 @@ def shot_distance(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(0.5 * (d.min(axis=1).mean() + d.min(axis=0).mean()))
 
 
+class _UnionFind:
+    """Disjoint sets of tracklet ids with their member lists (path halving, union by size)."""
+
+    def __init__(self, items: list[str]) -> None:
+        self.parent = {t: t for t in items}
+        self.members: dict[str, list[str]] = {t: [t] for t in items}
+
+    def find(self, t: str) -> str:
+        """The root of ``t``'s set."""
+        parent = self.parent
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    def union(self, a: str, b: str) -> None:
+        """Join the sets of ``a`` and ``b`` (the larger one's root stays)."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if len(self.members[ra]) < len(self.members[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.members[ra].extend(self.members.pop(rb))
+
+
 class Linker:
     """Assigns global identities to tracklets as they finish (see the module docstring).
 
@@ -336,32 +362,30 @@ class Linker:
         return sorted(seen, key=lambda t: (self._span(t).ts_start_ns, t))
 
     def _recluster(self, new_tid: str) -> LinkResult:
+        """Re-run the constrained agglomeration over ``new_tid``'s component and name
+        its clusters; the events and the changed global ids that follow."""
         nodes = self._component(new_tid)
-        parent = {t: t for t in nodes}
-        members: dict[str, list[str]] = {t: [t] for t in nodes}
+        clusters = self._agglomerate(nodes)
+        old = {t: self._gid.get(t) for t in nodes}
+        new = self._name_clusters(clusters, old, len(nodes))
+        for t, g in new.items():
+            self._gid[t] = g
+        return LinkResult(
+            events=self._events(new_tid, old, new),
+            assigned={t: g for t, g in new.items() if old[t] != g},
+        )
 
-        def find(t: str) -> str:
-            while parent[t] != t:
-                parent[t] = parent[parent[t]]
-                t = parent[t]
-            return t
-
-        def union(a: str, b: str) -> None:
-            ra, rb = find(a), find(b)
-            if ra == rb:
-                return
-            if len(members[ra]) < len(members[rb]):
-                ra, rb = rb, ra
-            parent[rb] = ra
-            members[ra].extend(members.pop(rb))
-
-        # frozen anchors of one identity start as one cluster
+    def _agglomerate(self, nodes: list[str]) -> list[list[str]]:
+        """Best-first, constrained agglomeration of ``nodes`` over their edges: the
+        closest pair first; two clusters join only if every pair of members is
+        compatible. Frozen anchors of one identity start as one cluster."""
+        clusters = _UnionFind(nodes)
         first_anchor: dict[str, str] = {}
         for t in nodes:
             if t in self._anchors:
                 g = self._gid[t]
                 if g in first_anchor:
-                    union(first_anchor[g], t)
+                    clusters.union(first_anchor[g], t)
                 else:
                     first_anchor[g] = t
         node_set = set(nodes)
@@ -372,27 +396,29 @@ class Linker:
             if a < b and b in node_set and not (a in self._anchors and b in self._anchors)
         )
         for _, a, b in edge_list:
-            ra, rb = find(a), find(b)
+            ra, rb = clusters.find(a), clusters.find(b)
             if ra == rb:
                 continue
             if all(
                 self.compatible(self._span(x), self._span(y))
-                for x in members[ra]
-                for y in members[rb]
+                for x in clusters.members[ra]
+                for y in clusters.members[rb]
             ):
-                union(a, b)
+                clusters.union(a, b)
+        return list(clusters.members.values())
 
-        # the cluster holding an identity's earliest sighting keeps its id (ids stay with founders)
-        clusters = sorted(
-            members.values(), key=lambda m: min((self._span(t).ts_start_ns, t) for t in m)
-        )
-        old = {t: self._gid.get(t) for t in nodes}
+    def _name_clusters(
+        self, clusters: list[list[str]], old: dict[str, str | None], n_nodes: int
+    ) -> dict[str, str]:
+        """Tracklet id → global id. Each cluster, earliest first, takes the old id most
+        of its members (anchors outvote everyone) had and no earlier cluster took,
+        ties to the identity seen first (ids stay with founders); else a new id."""
+        clusters = sorted(clusters, key=lambda m: min((self._span(t).ts_start_ns, t) for t in m))
         first_seen: dict[str, int] = {}
         for t, g_prev in old.items():
             if g_prev is not None:
-                first_seen[g_prev] = min(
-                    first_seen.get(g_prev, self._span(t).ts_start_ns), self._span(t).ts_start_ns
-                )
+                start = self._span(t).ts_start_ns
+                first_seen[g_prev] = min(first_seen.get(g_prev, start), start)
         taken: set[str] = set()
         new: dict[str, str] = {}
         for m in clusters:
@@ -400,28 +426,15 @@ class Linker:
             for t in m:
                 voted = old[t]
                 if voted is not None:
-                    votes[voted] = votes.get(voted, 0) + (
-                        len(nodes) + 1 if t in self._anchors else 1
-                    )
-            choice = next(
-                (
-                    g
-                    for g in sorted(votes, key=lambda g: (-votes[g], first_seen[g], g))
-                    if g not in taken
-                ),
-                None,
-            )
+                    votes[voted] = votes.get(voted, 0) + (n_nodes + 1 if t in self._anchors else 1)
+            ranked = sorted(votes, key=lambda g: (-votes[g], first_seen[g], g))
+            choice = next((g for g in ranked if g not in taken), None)
             if choice is None:
                 choice = self._new_id()
             taken.add(choice)
             for t in m:
                 new[t] = choice
-        for t, g in new.items():
-            self._gid[t] = g
-        return LinkResult(
-            events=self._events(new_tid, old, new),
-            assigned={t: g for t, g in new.items() if old[t] != g},
-        )
+        return new
 
     def _events(self, new_tid: str, old: dict[str, str | None], new: dict[str, str]) -> list[Match]:
         s = self._live[new_tid]
