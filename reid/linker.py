@@ -214,9 +214,11 @@ class Linker:
         return self._gid.get(tracklet_id)
 
     def live_count(self) -> int:
+        """Tracklets inside the revisit window."""
         return len(self._live)
 
     def anchor_count(self) -> int:
+        """Frozen tracklets kept as anchors."""
         return len(self._anchors)
 
     def identities(self) -> dict[str, str]:

@@ -74,6 +74,7 @@ class StoredTracklet:
     neighbours: dict[str, float] = field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
+        """The point's payload as stored (times also in seconds, for range filters)."""
         return {
             "tracklet_id": self.tracklet_id,
             "camera": self.camera_id,
@@ -157,4 +158,5 @@ class VectorStore(Protocol):
 
 
 def ids_of(tracklets: Iterable[StoredTracklet]) -> list[str]:
+    """The tracklet ids of ``tracklets``, in order."""
     return [t.tracklet_id for t in tracklets]

@@ -192,6 +192,7 @@ class StepResult:
 
     @property
     def confirmed(self) -> list[TrackView]:
+        """The confirmed tracks matched in this frame."""
         return [t for t in self.tracks if t.confirmed]
 
 
