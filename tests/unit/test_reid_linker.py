@@ -144,7 +144,9 @@ def test_replayed_tracklet_changes_nothing() -> None:
 
 
 def test_live_window_and_anchors_are_bounded() -> None:
-    lk = make(Topology.open_world(window_s=30), revisit_window_s=30, max_live_tracklets=10, max_anchors=25)
+    lk = make(
+        Topology.open_world(window_s=30), revisit_window_s=30, max_live_tracklets=10, max_anchors=25
+    )
     for i in range(200):
         lk.add_live(sight(f"t{i}", f"c{i % 3}", i * 2.0, i * 2.0 + 1, unit(i)))
         assert lk.live_count() <= 10
