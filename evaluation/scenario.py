@@ -225,12 +225,48 @@ def build_scenario(
     (out / "gt").mkdir(exist_ok=True)
     gt = load_pets_gt(pets / "gt.txt")
     views = make_views(cameras, gap_px)
-    cap = cv2.VideoCapture(str(pets / "vtest.avi"))
+    ext = "mp4" if fmt == "mp4" else "avi"
+    n = _write_views(out, pets / "vtest.avi", views, gt, fmt, ext, max_frames)
+    speeds = _walk_speeds_px_s(gt)
+    fast = float(np.percentile(speeds, FAST_WALK_PERCENTILE)) if speeds.size else 100.0
+    (out / "cameras.toml").write_text(dump_cameras_toml(_cameras_spec(views, gap_px, fast, ext)))
+    ids = sorted({int(i) for i in gt[:, 1]})
+    (out / "identities.json").write_text(
+        json.dumps({str(i): global_id_of(i) for i in ids}, indent=1)
+    )
+    meta = {
+        "source": "PETS09-S2L1 view 1",
+        "fps": SEQUENCE_FPS,
+        "t0_ns": T0_NS,
+        "frames": n,
+        "gap_px": gap_px,
+        "min_visible_fraction": MIN_VISIBLE_FRACTION,
+        "fast_walk_px_s": round(fast, 1),
+        "views": [
+            {"camera_id": v.camera_id, "x0": v.x0, "x1": v.x1, "look": asdict(v.look)}
+            for v in views
+        ],
+    }
+    (out / "scenario.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _write_views(
+    out: Path,
+    video: Path,
+    views: list[View],
+    gt: np.ndarray,
+    fmt: str,
+    ext: str,
+    max_frames: int | None,
+) -> int:
+    """Each view's video and MOT ground truth (people at least ``MIN_VISIBLE_FRACTION``
+    inside it) under ``out``; returns the number of frames written."""
+    cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise FileNotFoundError(f"cannot open {pets / 'vtest.avi'}")
+        raise FileNotFoundError(f"cannot open {video}")
     writers: dict[str, _Writer] = {}
     gt_lines: dict[str, list[str]] = {v.camera_id: [] for v in views}
-    ext = "mp4" if fmt == "mp4" else "avi"
     n = 0
     while max_frames is None or n < max_frames:
         ok, frame = cap.read()
@@ -256,11 +292,14 @@ def build_scenario(
         w.close()
     for cam, lines in gt_lines.items():
         (out / "gt" / f"{cam}.txt").write_text("\n".join(lines) + "\n")
+    return n
 
-    speeds = _walk_speeds_px_s(gt)
-    fast = float(np.percentile(speeds, FAST_WALK_PERCENTILE)) if speeds.size else 100.0
-    min_transit = round(gap_px / fast, 2)
-    spec = CamerasFile(
+
+def _cameras_spec(views: list[View], gap_px: int, fast_px_s: float, ext: str) -> CamerasFile:
+    """The cameras file: one camera per view, neighbours linked with a minimum transit
+    of the gap crossed at a fast walk."""
+    min_transit = round(gap_px / fast_px_s, 2)
+    return CamerasFile(
         window_s=120.0,
         cameras=[
             Camera(
@@ -278,26 +317,6 @@ def build_scenario(
             for a, b in zip(views, views[1:], strict=False)
         ],
     )
-    (out / "cameras.toml").write_text(dump_cameras_toml(spec))
-    ids = sorted({int(i) for i in gt[:, 1]})
-    (out / "identities.json").write_text(
-        json.dumps({str(i): global_id_of(i) for i in ids}, indent=1)
-    )
-    meta = {
-        "source": "PETS09-S2L1 view 1",
-        "fps": SEQUENCE_FPS,
-        "t0_ns": T0_NS,
-        "frames": n,
-        "gap_px": gap_px,
-        "min_visible_fraction": MIN_VISIBLE_FRACTION,
-        "fast_walk_px_s": round(fast, 1),
-        "views": [
-            {"camera_id": v.camera_id, "x0": v.x0, "x1": v.x1, "look": asdict(v.look)}
-            for v in views
-        ],
-    }
-    (out / "scenario.json").write_text(json.dumps(meta, indent=1))
-    return meta
 
 
 def frame_ts_ns(frame_index: int, fps: float = SEQUENCE_FPS, t0_ns: int = T0_NS) -> int:
