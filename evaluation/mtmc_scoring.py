@@ -20,6 +20,8 @@ import cv2
 import msgspec
 import numpy as np
 
+from common.boxes import box_iou
+from common.units import NS_PER_S
 from evaluation.scenario import frame_ts_ns
 from reid.topology import Topology
 from schemas.codec import decode, encode
@@ -79,7 +81,7 @@ class Scenario:
 
     def frame_of(self, ts_ns: int) -> int:
         """0-based frame index of a capture time."""
-        return int(round((ts_ns - self.t0_ns) * self.fps / 1e9))
+        return int(round((ts_ns - self.t0_ns) * self.fps / NS_PER_S))
 
 
 @dataclass
@@ -217,18 +219,6 @@ def load_samples(scn: Scenario, path: Path) -> tuple[list[Sample], dict]:
 # --- scoring ------------------------------------------------------------------------------
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (N, 4) and (M, 4) xyxy boxes: (N, M)."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def gt_boxes(scn: Scenario, cam: str) -> dict[int, tuple[np.ndarray, list[str]]]:
     """Frame index → (GT boxes xyxy, their global identities) for one camera."""
     out: dict[int, tuple[list, list]] = {}
@@ -249,7 +239,7 @@ def label_live(scn: Scenario, samples: list[Sample]) -> None:
             g = gts[s.tracklet.camera_id].get(f)
             if g is None:
                 continue
-            iou = _iou(box[None, :].astype(np.float64), g[0])[0]
+            iou = box_iou(box[None, :], g[0], np.float64)[0]
             j = int(np.argmax(iou))
             if iou[j] >= MATCH_IOU:
                 votes[g[1][j]] += 1
@@ -299,7 +289,7 @@ def mtmc_idf1(scn: Scenario, samples: list[Sample], predicted: dict[str, str]) -
             gb, gi = gts.get(f, (np.zeros((0, 4)), []))
             hi, hb = hyp.get((cam, f), ([], []))
             hb_arr = np.asarray(hb, np.float64).reshape(-1, 4)
-            dist = 1.0 - _iou(gb, hb_arr) if len(gi) and len(hi) else np.zeros((len(gi), len(hi)))
+            dist = 1.0 - box_iou(gb, hb_arr, np.float64)
             dist = np.where(dist > 1 - MATCH_IOU, np.nan, dist)
             acc.update([num("g", x) for x in gi], hi, dist, frameid=ci * 1_000_000 + f)
     summary = mm.metrics.create().compute(acc, metrics=["idf1"], name="mtmc")
