@@ -242,12 +242,15 @@ def gt_boxes(scn: Scenario, cam: str) -> dict[int, tuple[np.ndarray, list[str]]]
 
 
 def label_live(scn: Scenario, samples: list[Sample]) -> None:
-    """Give each system tracklet the majority GT identity of its boxes (IoU ≥ MATCH_IOU), or None."""
+    """Give each system tracklet the majority GT identity of its boxes (IoU ≥ MATCH_IOU), or None.
+
+    A tracklet of a camera the scenario does not have gets None (no ground truth there).
+    """
     gts = {c: gt_boxes(scn, c) for c in scn.cameras}
     for s in samples:
         votes: Counter[str] = Counter()
         for f, box in s.boxes.items():
-            g = gts[s.tracklet.camera_id].get(f)
+            g = gts.get(s.tracklet.camera_id, {}).get(f)
             if g is None:
                 continue
             iou = _iou(box[None, :].astype(np.float64), g[0])[0]

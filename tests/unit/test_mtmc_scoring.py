@@ -164,6 +164,15 @@ def test_label_live_names_people_missing_from_the_identities() -> None:
     assert s[0].gt_identity == "pets2"
 
 
+def test_label_live_leaves_a_camera_without_ground_truth_unlabelled() -> None:
+    """Regression: label_live looked the tracklet's camera up in the scenario's GT with [],
+    so a live camera the scenario lacks (score_live aligns such cameras on purpose) raised
+    KeyError and the whole run went unscored."""
+    s = [sample("a", "t", 0, range(10)), sample("elsewhere", "u", 0, range(10))]
+    label_live(scenario(TWO), s)
+    assert [x.gt_identity for x in s] == ["P1", None]
+
+
 # --- mtmc_idf1 -----------------------------------------------------------------------------
 
 # A on camera a (frames 0-9, x 0) and camera b (frames 0-9, x 0); B on camera a only (frames
