@@ -83,28 +83,33 @@ OFFLINE_CAMERA = "cam9"
 # Provisional from the runs on record; the lead re-measures on the final code and fills
 # the `measured:` lines. 150 frames give few cross-camera pairs (recall moves in steps of
 # 0.1-0.25), and a takeover may cut a few tracks in two.
-MIN_LINK_PRECISION_WITH_FAULT = 0.50
-"""measured: <to fill> (no fault run on record printed it; fault-free e2e worst 0.636 less
-the fault's cost), floor = worst - 0.05 (provisional)"""
+MIN_LINK_PRECISION_WITH_FAULT = 0.45
+"""measured: 0.50 with the replica kill (branch `scorers`, load 26; no earlier fault run
+printed it), floor = worst - 0.05 (provisional: one run)"""
 MIN_LINK_RECALL_WITH_FAULT = 0.45
-"""measured: 0.50-0.89 with the replica kill (a0ca941), floor = worst - 0.05"""
+"""measured: 0.50-0.89 with the replica kill (a0ca941), 0.50 (scorers), floor = worst - 0.05"""
 MIN_IDF1_WITH_FAULT = 0.58
-"""measured: 0.63-0.69 with the replica kill (a0ca941), floor = worst - 0.05"""
+"""measured: 0.63-0.69 with the replica kill (a0ca941), 0.644 (scorers), floor = worst - 0.05"""
 MIN_PRECISION_OVER_MERGED = 0.05
 """Link precision must beat, by this much, what the run's own tracklets score when every
 one is given one identity: a linker that merges everyone fails."""
-MIN_DETECTIONS_TRACKED_WITH_FAULT = 0.85
+MIN_DETECTIONS_TRACKED_WITH_FAULT = 0.90
 """Share of each camera's confident detection boxes that end in a tracklet
-(:func:`devstack.faults.detections_tracked`); measured: <to fill> (fault-free e2e run:
-0.977-1.0), floor = worst - 0.05 (provisional: the e2e worst less 0.13 for tracks a
-takeover or a camera drop cuts short)."""
-MAX_TAKEOVER_S = 25.0
+(:func:`devstack.faults.detections_tracked`). measured: 0.967-1.0 with the replica kill,
+0.977-1.0 fault-free (branch `scorers`, one run each), floor = worst - 0.05 (rounded down
+for the outage and the camera drop, not measured yet)."""
+MAX_TAKEOVER_S = 17.0
 """Kill to the survivor restoring the victim's cameras: the consumers' session timeout
-(10 s) plus the rebalance and restore; measured: <to fill>, bound = worst + a few s."""
+(10 s) plus the rebalance and restore. measured: 12.7 s (branch `scorers`, load 26),
+bound = worst + ~4 s."""
 MAX_FRAMES_FLOW_AGAIN_S = 5.0
-"""Broker answering again to ingest publishing: README quotes 1-2 s; bound = 2 + 3 s."""
+"""Broker answering again to ingest publishing. measured: 1-2 s (README), bound = 2 + 3 s.
+(6.3 s seen on branch `scorers` at load average 26, in a run that also failed the checks
+that predate this bound: ingest dropped 17-20 frames; not a representative machine.)"""
 MAX_CHECKPOINTS_AGAIN_S = 5.0
-"""Redis back to every tracker checkpoint written again: README quotes 0-2 s; bound = 2 + 3 s."""
+"""Redis back to every tracker checkpoint written again: README quotes 0-2 s; bound = 2 + 3 s.
+(38.3 s seen on branch `scorers` at load average 26, where the fault script itself could not
+finish within the run: not a representative machine.)"""
 MAX_STATUS_AGAIN_S = 7.0
 """Then every camera's status written again: README quotes 2-4 s; bound = 4 + 3 s."""
 OUTAGE_REDELIVERIES = 2
