@@ -69,8 +69,8 @@ MIN_BOXES_MATCHING_GT = {"cam0": 0.12, "cam1": 0.80, "cam2": 0.80}
 """Fraction of a camera's tracklet boxes that overlap a ground-truth box once aligned:
 proves each camera's seq→frame alignment (and so the scoring) is sound.
 measured: cam0 0.17-0.23, the other views 0.85-0.95 (runs before this change); cam0
-0.174, cam1 0.884, cam2 0.949 (scorers), floor = worst - 0.05. cam0's ground truth is sparse in these frames (people at its edge
-fall under the scenario's visibility cut)."""
+0.174, cam1 0.884, cam2 0.949 (scorers), floor = worst - 0.05. cam0's ground truth is
+sparse in these frames (people at its edge fall under the scenario's visibility cut)."""
 MIN_DETECTIONS_TRACKED = 0.92
 """Share of each camera's confident detection boxes (score ≥ the tracker's high score) that
 end in a tracklet (:func:`devstack.faults.detections_tracked`).
