@@ -28,6 +28,7 @@ KNOWN_SECTIONS = frozenset(
         "tracker",
         "reid",
         "gallery",
+        "web",
         "run",
         "log",
     }
