@@ -29,7 +29,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,8 @@ class WebContext:
     audit_log: AuditLog
     publisher: AuditPublisher | None = None
     service: str = "crosscam"
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Run when the app stops (close clients)."""
     _stop: asyncio.Event | None = field(default=None, repr=False)
 
     @classmethod
@@ -274,6 +276,11 @@ class Guard:
         if not _host_allowed(scope, s.allowed_hosts):
             await _send_json(send, 400, "unknown Host header")
             return
+        names = [k for k, _ in scope["headers"]]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # RFC 9112 6.3: a smuggling attempt's shape; refuse it and close the connection
+            await _send_json(send, 400, "Content-Length together with Transfer-Encoding")
+            return
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
             code = 413 if length.isdigit() else 400
@@ -367,6 +374,9 @@ def make_app(title: str, ctx: WebContext, description: str = "", version: str = 
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 10)
+            for close in ctx.on_stop:
+                with contextlib.suppress(Exception):
+                    await close()
 
     app = FastAPI(
         title=title,

@@ -17,7 +17,7 @@ import pytest
 
 from reid.api import ReidApi, start_api
 from reid.engine import Engine
-from schemas.cameras import Camera, CamerasFile, Location
+from schemas.cameras import Camera, CamerasFile
 from service.web import WebContext
 from tests.unit.test_reid_store import engine, tracklet
 from tests.web_helpers import Tokens, web_world
@@ -40,9 +40,7 @@ class World:
 
 
 @pytest.fixture
-def world(
-    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> Iterator[World]:
+def world(redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[World]:
     thumbs = tmp_path / "thumbs"
     eng = engine(tmp_path / "s", thumbs)
     # a camera whose source carries credentials: they must never come back
@@ -144,7 +142,9 @@ def test_answers_and_the_audit_trail(world: World) -> None:
     assert img.headers["x-content-type-options"] == "nosniff"
     r = call(w, "GET", "/api/reidentify?tracklet_id=a:1:0&cameras=c", "operator")
     assert [c["camera_id"] for c in r.json()["candidates"]] == ["c"]
-    assert [t["camera_id"] for t in call(w, "GET", "/api/tracklets?camera=b", "viewer").json()] == ["b"]
+    assert [t["camera_id"] for t in call(w, "GET", "/api/tracklets?camera=b", "viewer").json()] == [
+        "b"
+    ]
     assert call(w, "GET", "/api/tracklets?limit=1", "viewer").json()[0]["camera_id"] == "c"
     assert [i["global_id"] for i in call(w, "GET", "/api/identities?limit=1", "viewer").json()] == [
         ids[0]["global_id"]
@@ -153,7 +153,9 @@ def test_answers_and_the_audit_trail(world: World) -> None:
     assert cams.json()["cameras"][0]["id"] == "a" and "source" not in cams.text
     assert SECRET not in cams.text
     trail = call(w, "GET", "/api/audit?who=otto", "admin").json()["events"]
-    assert [(e["action"], e["who"], e["role"]) for e in trail] == [("reidentify", "otto", "operator")]
+    assert [(e["action"], e["who"], e["role"]) for e in trail] == [
+        ("reidentify", "otto", "operator")
+    ]
     assert trail[0]["params"] == {"tracklet_id": "a:1:0", "cameras": "c"}
     assert trail[0]["client"] == "127.0.0.1" and trail[0]["status"] == 200
     views = call(w, "GET", "/api/audit?who=vera", "admin").json()["events"]
@@ -175,7 +177,10 @@ def test_tokens_over_the_api(world: World) -> None:
     assert "kim" in [t["name"] for t in listed] and token not in json.dumps(listed)
     gone = call(w, "DELETE", f"/api/tokens/{made.json()['token_id']}", "admin")
     assert gone.status_code == 200
-    assert httpx.get(f"{w.url}/api/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert (
+        httpx.get(f"{w.url}/api/whoami", headers={"Authorization": f"Bearer {token}"}).status_code
+        == 401
+    )
     acts = [e["action"] for e in call(w, "GET", "/api/audit?who=ada", "admin").json()["events"]]
     assert acts[:3] == ["token.create", "token.list", "token.revoke"]
 
