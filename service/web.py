@@ -441,6 +441,7 @@ def _config(app: FastAPI, sock: socket.socket, settings: WebSettings) -> uvicorn
         lifespan="on",
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # the peer is the peer; X-Forwarded-For is recorded beside it
         timeout_keep_alive=settings.keep_alive_s,
         limit_concurrency=settings.max_connections,
         h11_max_incomplete_event_size=16 * 1024,

@@ -37,15 +37,17 @@ def web_world(
     db: int,
     tmp: Path,
     kafka_bootstrap: str | None = None,
+    flush: bool = True,
     **web: object,
 ) -> Iterator[tuple[WebContext, Tokens]]:
-    """A WebContext on Redis database ``db`` (flushed before and after), and tokens.
+    """A WebContext on Redis database ``db`` (flushed before, unless not ``flush``, and after).
 
     With ``kafka_bootstrap`` the audit publisher runs (to ``crosscam.audit.v1``).
     """
     url = db_url(redis_url, db)
-    flush = redis.Redis.from_url(url)
-    flush.flushdb()
+    flusher = redis.Redis.from_url(url)
+    if flush:
+        flusher.flushdb()
     settings = WebSettings(admin_token_file=tmp / "admin-token", **web)  # type: ignore[arg-type]
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap or "127.0.0.1:1")
     root = WebRoot(web=settings, redis=RedisSettings(url=url), kafka=kafka)
@@ -59,5 +61,5 @@ def web_world(
         yield ctx, tokens
     finally:
         ctx.close()
-        flush.flushdb()
-        flush.close()
+        flusher.flushdb()
+        flusher.close()
