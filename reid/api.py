@@ -23,9 +23,10 @@ admin:
   ``DELETE /api/tokens/{token_id}`` (audited)
 
 Lists are pages: a ``limit`` and a time window go into Qdrant's indexed
-filters; with no ``since`` the API looks back from ``until`` (or now) in
-doubling windows until the page is full, so no request scans the store, and
-the store's lock is held per window query, never while a page is built.
+filters. The newest tracklet in scope is found by bounded top-1 probes, then
+the API reads back from it in doubling time windows until the page is full, so
+no request scans the store, and the store's lock is held per query, never
+while a page is built.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
@@ -61,6 +63,7 @@ THUMB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}\.jpg$")
 _CAMERA = re.compile(CAMERA_ID_PATTERN)
 MAX_CAMERAS = 256
 FIRST_WINDOW_NS = 60 * 1_000_000_000
+DEFAULT_DIM = 512
 FUTURE_MARGIN_NS = 86_400 * 1_000_000_000
 """With no ``until``, pages look back from now plus this (camera clocks run ahead)."""
 
@@ -126,10 +129,15 @@ def _tracklet_json(t: StoredTracklet) -> dict[str, Any]:
 class ReidApi:
     """Answers the API's questions from a store, a topology and the thumbnails folder."""
 
-    def __init__(self, store: VectorStore, topology: Topology, thumbnails_dir: Path) -> None:
+    def __init__(
+        self, store: VectorStore, topology: Topology, thumbnails_dir: Path, dim: int | None = None
+    ) -> None:
         self.store = store
         self.topology = topology
         self.thumbnails_dir = thumbnails_dir.resolve()
+        dim = dim or getattr(store, "dim", None) or getattr(getattr(store, "inner", None), "dim", 0)
+        self._probe = np.zeros(int(dim or DEFAULT_DIM), np.float32)
+        self._probe[0] = 1.0  # any unit vector: existence probes only need a filter
 
     def cameras(self) -> dict[str, Any]:
         """The camera map: ids, names, locations, links. Never a source (it may hold a password)."""
@@ -142,26 +150,58 @@ class ReidApi:
             "links": [lk.model_dump() for lk in self.topology.spec.links],
         }
 
+    def _has_points(self, scope: Scope) -> bool:
+        """Whether any tracklet is in ``scope``: a filtered top-1 search, bounded work."""
+        return bool(self.store.search(self._probe, scope, limit=1))
+
+    def _newest_end(self, scope: Scope) -> int | None:
+        """An upper bound within FIRST_WINDOW_NS of the newest tracklet end in ``scope``.
+
+        Found by bounded existence probes: back from ``until`` in doubling steps,
+        then bisection. None when ``scope`` holds nothing.
+        """
+        to = scope.ts_to_ns if scope.ts_to_ns is not None else time.time_ns() + FUTURE_MARGIN_NS
+        floor = scope.ts_from_ns or 0
+
+        def has(low: int) -> bool:
+            return self._has_points(Scope(scope.cameras, low, to, scope.global_ids))
+
+        span, hi = FIRST_WINDOW_NS, to
+        low = max(floor, to - span)
+        while not has(low):
+            if low <= floor:
+                return None
+            span, hi = span * 2, low
+            low = max(floor, to - span)
+        while hi - low > FIRST_WINDOW_NS:  # the newest end is in [low, hi]
+            mid = (low + hi) // 2
+            low, hi = (mid, hi) if has(mid) else (low, mid)
+        return hi
+
     def _recent(self, scope: Scope, enough: int, key: str) -> list[StoredTracklet]:
         """Tracklets in ``scope``, newest windows first, until ``enough`` distinct ``key`` values.
 
         Each window is one indexed Qdrant query (the store's lock is held for it
-        alone); windows double from FIRST_WINDOW_NS back to ``scope.ts_from_ns`` or 0.
+        alone); windows start at the newest tracklet and double back to
+        ``scope.ts_from_ns`` or 0.
         """
-        until = scope.ts_to_ns if scope.ts_to_ns is not None else time.time_ns() + FUTURE_MARGIN_NS
+        newest = self._newest_end(scope)
+        if newest is None:
+            return []
+        top = scope.ts_to_ns if scope.ts_to_ns is not None else newest
         floor = scope.ts_from_ns or 0
         rows: dict[str, StoredTracklet] = {}
         keys: set[str] = set()
         span = FIRST_WINDOW_NS
-        top = until
+        low = max(floor, newest - span)
         while True:
-            low = max(floor, top - span)
             for t in self.store.scroll(Scope(scope.cameras, low, top, scope.global_ids)):
                 rows[t.tracklet_id] = t
                 keys.add(getattr(t, key))
             if len(keys) >= enough or low <= floor:
                 return list(rows.values())
             top, span = low, span * 2
+            low = max(floor, low - span)
 
     def tracklets(
         self, cameras: frozenset[str] | None, gid: str | None, since: int | None,
