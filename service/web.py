@@ -191,6 +191,7 @@ def require(role: Role) -> Callable[[Request], TokenInfo]:
     def dependency(request: Request) -> TokenInfo:
         info = authenticate(request)
         if not info.allows(role):
+            audit(request, info, "denied", [], 403)  # who tried what they may not do
             raise StarletteHTTPException(
                 403, f"this needs the {role.name} role; token {info.name!r} is {info.role}"
             )
@@ -434,6 +435,7 @@ class _HeadTimeoutH11(H11Protocol):
 
 
 def _config(app: FastAPI, sock: socket.socket, settings: WebSettings) -> uvicorn.Config:
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our own lines say it all
     proto = type("Http", (_HeadTimeoutH11,), {"head_timeout_s": settings.header_timeout_s})
     return uvicorn.Config(
         app,

@@ -114,6 +114,11 @@ def test_every_route_refuses_what_it_must(world: World, route: Route) -> None:
     if route.role in LOWER:
         r = call(w, route.method, route.path, LOWER[route.role], **body)
         assert r.status_code == 403 and _is_json_error(r), r.text
+        name = {"viewer": "vera", "operator": "otto"}[LOWER[route.role]]
+        denied = w.ctx.audit_log.query(who=name)[0]
+        assert [(e.action, e.route, e.status) for e in denied] == [
+            ("denied", route.path.split("?")[0], 403)
+        ]  # who tried what they may not do is on record
     if route.bad:
         bad = {"json": route.bad_body} if route.bad_body else body
         r = call(w, route.method, route.bad, route.role, **bad)
