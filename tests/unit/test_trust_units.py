@@ -101,3 +101,23 @@ def test_pages_are_time_windows_never_full_scans(tmp_path: Path) -> None:
     ]
     assert all(s.ts_from_ns is not None for s in store.scopes)
     eng.store.close()
+
+
+def test_jpeg_pixel_cap_refuses_before_decoding() -> None:
+    import cv2
+    import numpy as np
+
+    from detector.core import Rejected, decode_jpeg, jpeg_size
+
+    ok, buf = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))
+    data = buf.tobytes()
+    assert jpeg_size(data) == (64, 48)
+    assert not isinstance(decode_jpeg(data), Rejected)
+    refused = decode_jpeg(data, max_pixels=64 * 48 - 1)
+    assert isinstance(refused, Rejected) and refused.kind == "too_large"
+    # a header claiming 60000 x 60000 is refused without ever allocating the image
+    sof = data.index(b"\xff\xc0")
+    forged = data[: sof + 5] + (60000).to_bytes(2) + (60000).to_bytes(2) + data[sof + 9 :]
+    assert jpeg_size(forged) == (60000, 60000)
+    big = decode_jpeg(forged)
+    assert isinstance(big, Rejected) and big.kind == "too_large"
