@@ -29,7 +29,7 @@ from schemas.messages import CAMERA_ID_PATTERN
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Location(_Strict):

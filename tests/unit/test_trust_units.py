@@ -121,3 +121,23 @@ def test_jpeg_pixel_cap_refuses_before_decoding() -> None:
     assert jpeg_size(forged) == (60000, 60000)
     big = decode_jpeg(forged)
     assert isinstance(big, Rejected) and big.kind == "too_large"
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_infinite_or_nan_settings_and_cameras_are_refused(bad: float) -> None:
+    from gallery.settings import GallerySettings
+    from service.web import WebSettings
+
+    with pytest.raises(ValidationError):
+        GallerySettings.model_validate({"gallery": {"refresh_s": bad}})
+    with pytest.raises(ValidationError):
+        WebSettings(request_timeout_s=bad)
+    with pytest.raises(ValidationError):
+        CamerasFile.model_validate(
+            {
+                "cameras": [{"id": "a"}, {"id": "b"}],
+                "links": [{"a": "a", "b": "b", "max_transit_s": bad}],
+            }
+        )
+    with pytest.raises(ValidationError):
+        CamerasFile.model_validate({"cameras": [{"id": "a", "location": {"x": bad, "y": 0.0}}]})
