@@ -159,9 +159,10 @@ def _proxy_routes(app: FastAPI, gallery: Gallery) -> None:
             headers.setdefault("Cache-Control", "no-store")
         return Response(answer.body, answer.status, headers=headers)
 
-    methods = ["GET", "POST", "DELETE"]
+    # every method goes through: the ReID API answers 405 with its own precise Allow
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     app.add_api_route("/api/{rest:path}", forward, methods=methods, include_in_schema=False)
-    app.add_api_route("/thumbnails/{rest:path}", forward, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/thumbnails/{rest:path}", forward, methods=methods, include_in_schema=False)
 
 
 def build(settings: GallerySettings, web: WebContext) -> tuple[FastAPI, Gallery]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gallery.server import serve
+from gallery.settings import GalleryConfig, GallerySettings
 from reid.api import ReidApi, start_api
 from reid.engine import Engine
 from schemas.cameras import Camera, CamerasFile
@@ -36,11 +38,12 @@ class World:
     ctx: WebContext
     engine: Engine
     thumbs: Path
-    log: list[str]
+    via_gallery: bool
 
 
-@pytest.fixture
-def world(redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[World]:
+@pytest.fixture(params=["direct", "via-gallery"])
+def world(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[World]:
+    """The API on loopback; with ``via-gallery`` every call goes through the gallery's proxy."""
     thumbs = tmp_path / "thumbs"
     eng = engine(tmp_path / "s", thumbs)
     # a camera whose source carries credentials: they must never come back
@@ -54,9 +57,18 @@ def world(redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> I
         eng.process(tracklet(*row))
     with web_world(redis_url, API_REDIS_DB, tmp_path, max_body_bytes=BODY_CAP) as (ctx, tokens):
         server, port = start_api(ReidApi(eng.store, eng.topology, thumbs), ctx, "127.0.0.1", 0)
+        front = gallery = None
+        url = f"http://127.0.0.1:{port}"
+        if request.param == "via-gallery":
+            settings = GallerySettings(gallery=GalleryConfig(port=0, reid_api=url))
+            front, gallery = serve(settings, ctx)
+            url = f"http://127.0.0.1:{front.port}"
         try:
-            yield World(f"http://127.0.0.1:{port}", tokens, ctx, eng, thumbs, [])
+            yield World(url, tokens, ctx, eng, thumbs, request.param == "via-gallery")
         finally:
+            if front is not None and gallery is not None:
+                front.stop()
+                gallery.status.close()
             server.stop()
             eng.store.close()
 
@@ -221,4 +233,4 @@ def test_headers_host_and_cors(world: World) -> None:
     assert r.status_code == 400 and _is_json_error(r)
     assert call(w, "GET", "/healthz").json() == {"ok": True}
     spec = call(w, "GET", "/openapi.json").json()
-    assert "/api/reidentify" in spec["paths"]
+    assert ("/gallery/config" if w.via_gallery else "/api/reidentify") in spec["paths"]
