@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import h11
 import redis
 import uvicorn
 from fastapi import FastAPI, Request
@@ -424,6 +425,23 @@ class _HeadTimeoutH11(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._arm()
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP (h11 refused it): a JSON error too, with the security headers."""
+        body = JSONResponse({"error": f"bad HTTP request: {msg}"}).body
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *SECURITY_HEADERS,
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def _arm(self) -> None:
         self.loop.call_later(self.head_timeout_s, self._check, self.cycle)

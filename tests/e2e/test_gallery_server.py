@@ -189,6 +189,7 @@ def test_negative_content_length_and_smuggling_are_refused(lonely_gallery: Lonel
         + b"x" * 100_000,
     )
     assert negative.startswith(b"HTTP/1.1 400"), negative[:200]
+    assert b"application/json" in negative and b'"error"' in negative  # JSON, like every error
     hidden = f"GET /gallery/config HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n"
     smuggle = (
         f"POST /api/tokens HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 4\r\n"
