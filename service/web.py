@@ -428,7 +428,7 @@ class _HeadTimeoutH11(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """Malformed HTTP (h11 refused it): a JSON error too, with the security headers."""
-        body = JSONResponse({"error": f"bad HTTP request: {msg}"}).body
+        body = bytes(JSONResponse({"error": f"bad HTTP request: {msg}"}).body)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
