@@ -546,6 +546,7 @@ function renderIfChanged(key, markup) {
 }
 
 function failPage(err, what) {
+  if (err.status === 401) return;  // the sign-in page is showing and says why
   setConnection(false, 'ReID API unreachable');
   setBanner(`Cannot load ${what}: ${err.message}`);
   if (!view().querySelector('[data-page]')) {
