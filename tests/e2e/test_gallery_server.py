@@ -310,3 +310,29 @@ def test_bad_settings_exit_with_a_message(tmp_path: Path) -> None:
     )
     assert proc.returncode == EXIT_CANNOT_START
     assert "refresh_every" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cors_answers_only_the_configured_origins(tmp_path: Path, redis_url: str) -> None:
+    ops = "https://ops.example"
+    with web_world(redis_url, GALLERY_DB, tmp_path, cors_origins=[ops]) as (ctx, tokens):
+        settings = GallerySettings(
+            gallery=GalleryConfig(port=0, reid_api=f"http://127.0.0.1:{free_port()}")
+        )
+        server, gallery = serve(settings, ctx)
+        try:
+            url = f"http://127.0.0.1:{server.port}/gallery/config"
+            auth = {"Authorization": f"Bearer {tokens.viewer}"}
+            r = httpx.get(url, headers={**auth, "Origin": ops}, timeout=TIMEOUT_S)
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ops
+            r = httpx.get(
+                url, headers={**auth, "Origin": "https://evil.example"}, timeout=TIMEOUT_S
+            )
+            assert "access-control-allow-origin" not in r.headers
+            pre = httpx.options(url, timeout=TIMEOUT_S, headers={
+                "Origin": ops, "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            })  # fmt: skip
+            assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == ops
+        finally:
+            server.stop()
+            gallery.status.close()
