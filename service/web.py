@@ -104,6 +104,7 @@ class WebSettings(StrictModel):
     )
 
     def token_file(self) -> Path:
+        """Where the first admin token is written."""
         return self.admin_token_file or default_token_file()
 
 
@@ -126,12 +127,12 @@ class WebContext:
     service: str = "crosscam"
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Run when the app stops (close clients)."""
-    _stop: asyncio.Event | None = field(default=None, repr=False)
 
     @classmethod
     def connect(
         cls, root: WebRoot, service: str, publish: bool = True, redis_timeout_s: float = 2.0
     ) -> WebContext:
+        """Tokens and audit log in ``root.redis``; with ``publish``, the audit publisher too."""
         client = redis.Redis.from_url(
             root.redis.url,
             socket_timeout=redis_timeout_s,
@@ -156,6 +157,7 @@ class WebContext:
         return token
 
     def close(self) -> None:
+        """Release the Redis connections."""
         self.tokens.client.close()
 
 
