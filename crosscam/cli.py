@@ -52,6 +52,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "whole pipeline capacity on N replayed cameras",
     ),
     ("demo",): ("crosscam.demo", "the main job: the whole pipeline on the PETS scenario"),
+    ("tokens", "create"): ("crosscam.tokens", "create an access token (printed once)"),
+    ("tokens", "list"): ("crosscam.tokens", "list access tokens (ids, names, roles, expiry)"),
+    ("tokens", "revoke"): ("crosscam.tokens", "revoke an access token by its id"),
 }
 
 

@@ -372,6 +372,7 @@ def main(args: argparse.Namespace) -> int:
     _print_summary(summary)
     if serve:
         print(f"\ngallery: http://127.0.0.1:{args.gallery_port}/  (Ctrl-C to stop)", flush=True)
+        _print_sign_in(args.gallery_port)
         try:
             while result.thread.is_alive():
                 time.sleep(1)
@@ -493,6 +494,23 @@ def _summarise(
         "metrics_endpoints": {s.name: f"http://127.0.0.1:{s.metrics_port}/metrics" for s in specs},
         "prometheus": stack.prometheus_url(),
     }
+
+
+def _print_sign_in(gallery_port: int) -> None:
+    """Where the admin token is; on a terminal, a link that opens the gallery signed in."""
+    from service.auth import default_token_file
+
+    path = default_token_file()
+    if not path.is_file():
+        print(f"admin token: not found at {path} (create one: crosscam tokens create "
+              "--role admin --name you)", flush=True)  # fmt: skip
+        return
+    print(
+        f"admin token: in {path} (readable by you only); paste it on the sign-in page", flush=True
+    )
+    if sys.stdout.isatty():  # never into a captured log
+        token = path.read_text().strip()
+        print(f"or open: http://127.0.0.1:{gallery_port}/#token={token}", flush=True)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

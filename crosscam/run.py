@@ -21,6 +21,7 @@ from pathlib import Path
 
 from crosscam.supervisor import ProcessSpec, Supervisor
 from reid.topology import Topology
+from service.auth import default_token_file
 from service.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ def main(args: argparse.Namespace) -> int:
             {
                 "processes": {s.name: f"http://127.0.0.1:{s.metrics_port}/metrics" for s in specs},
                 "logs": str(args.data_dir / "logs"),
+                # the first admin token (created on the first start) is in this 0600 file
+                "admin_token_file": str(default_token_file()),
             }
         ),
         flush=True,

@@ -50,14 +50,41 @@ class BatchStats:
     total: float = 0.0
 
 
-def decode_jpeg(data: bytes) -> np.ndarray | Rejected:
-    """(H, W, 3) uint8 BGR image, or why the bytes are not a whole JPEG."""
+MAX_FRAME_PIXELS = 8192 * 8192
+"""Largest frame decoded (64 Mpx, 192 MB as BGR): a header claiming more is refused before
+decoding, so one hostile message cannot exhaust memory."""
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the JPEG's start-of-frame header, without decoding; None if absent."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF_MARKERS:
+            return int.from_bytes(data[i + 7 : i + 9]), int.from_bytes(data[i + 5 : i + 7])
+        i += 2 + int.from_bytes(data[i + 2 : i + 4])
+    return None
+
+
+def decode_jpeg(data: bytes, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray | Rejected:
+    """(H, W, 3) uint8 BGR image, or why the bytes are not a whole JPEG (or too big to decode)."""
     if not data:
         return Rejected("empty_image", "frame has no JPEG bytes")
     if not data.startswith(JPEG_SOI):
         return Rejected("corrupt_jpeg", "not a JPEG (no start-of-image marker)")
     if JPEG_EOI not in data[-64:]:
         return Rejected("corrupt_jpeg", "truncated JPEG (no end-of-image marker)")
+    size = jpeg_size(data)
+    if size is None:
+        return Rejected("corrupt_jpeg", "JPEG has no frame header")
+    if size[0] * size[1] > max_pixels:
+        return Rejected("too_large", f"JPEG of {size[0]}x{size[1]} is over {max_pixels} pixels")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return Rejected("corrupt_jpeg", "JPEG could not be decoded")

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from schemas.cameras import CamerasFile, load_cameras_file
 from schemas.keys import camera_status_key
+from service.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class CameraStatusReader:
             self._failing = True
             return {
                 "redis": "unreachable",
-                "error": f"Redis at {self.url} cannot be read: {exc}",
+                "error": "Redis (camera status) cannot be read",
                 "cameras": {cam: {"state": UNKNOWN} for cam in camera_ids},
             }
         if self._failing:
@@ -129,7 +130,8 @@ class CameraStatusReader:
             if not row:
                 cameras[cam] = {"state": ABSENT}
                 continue
-            cameras[cam] = {f: row[f] for f in STATUS_FIELDS if f in row}
+            # an ingest error may quote its camera's URL: never hand a password to a browser
+            cameras[cam] = {f: redact(row[f]) for f in STATUS_FIELDS if f in row}
         return {"redis": "up", "error": "", "cameras": cameras}
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""Settings of ``crosscam gallery`` (section ``[gallery]`` of the settings file, plus ``[redis]``)."""
+"""Settings of ``crosscam gallery`` (section ``[gallery]`` of the settings file, plus ``[redis]``
+(tokens, camera status) and ``[web]`` (hosts, CORS, limits: :class:`service.web.WebSettings`))."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from service.settings import MetricsSettings, RedisSettings, StrictModel
+from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
+from service.web import WebSettings
 
 DEFAULT_PORT = 8080
 DEFAULT_REID_API = "http://127.0.0.1:8700"
@@ -58,3 +60,5 @@ class GallerySettings(StrictModel):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig)  # type: ignore[arg-type]
     redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from schemas.topics import MATCHES, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
+from service.web import web_context
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +179,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     engine, store, topology = build(settings)
     start_metrics_server(settings.metrics, name="reid")
-    server, _ = start_api(ReidApi(store, topology, settings.reid.data_dir / "thumbnails"),
+    web = web_context(args.config, settings.redis, settings.kafka, "reid")  # [web]: tokens, audit
+    server, _ = start_api(ReidApi(store, topology, settings.reid.data_dir / "thumbnails"), web,
                           settings.reid.api_host, settings.reid.api_port)  # fmt: skip
 
     try:
         serve_stage(ReidStage(engine), settings.kafka, args.group_id)
     finally:
-        server.shutdown()
+        server.stop()
+        web.close()
         store.close()
     return 0

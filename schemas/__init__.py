@@ -6,7 +6,9 @@ JSON described by a published JSON Schema (``crosscam schemas export DIR``).
 
 from schemas.codec import DecodeError, decode, encode
 from schemas.messages import (
+    CAMERA_ID_PATTERN,
     SCHEMA_VERSION,
+    AuditEvent,
     Crop,
     DeadLetter,
     Detections,
@@ -18,7 +20,9 @@ from schemas.messages import (
 from schemas.topics import TOPICS, Topic
 
 __all__ = [
+    "CAMERA_ID_PATTERN",
     "SCHEMA_VERSION",
+    "AuditEvent",
     "TOPICS",
     "Crop",
     "DeadLetter",

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.messages import CAMERA_ID_PATTERN
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Location(_Strict):
@@ -50,7 +52,11 @@ class Location(_Strict):
 class Camera(_Strict):
     """One camera of the network."""
 
-    id: str = Field(min_length=1, description="camera id, as in messages' camera_id")
+    id: str = Field(
+        pattern=CAMERA_ID_PATTERN,
+        description="camera id, as in messages' camera_id: 1-64 of A-Z a-z 0-9 _ . - "
+        "starting with a letter or digit",
+    )
     name: str = Field(default="", description="human name")
     location: Location = Field(default_factory=Location)
     source: str = Field(

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from schemas.messages import SCHEMA_VERSION, Match
+from schemas.messages import SCHEMA_VERSION, AuditEvent, Match
 
 T = TypeVar("T", bound=msgspec.Struct)
 
-JSON_TYPES: tuple[type[msgspec.Struct], ...] = (Match,)
+JSON_TYPES: tuple[type[msgspec.Struct], ...] = (Match, AuditEvent)
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()

@@ -4,6 +4,13 @@
   written by ingest with a TTL, read by the gallery and the fault checks.
 * ``crosscam:frame:<camera_id>:<seq>`` — a claim-checked JPEG, written by
   ingest with a TTL, read by the detector.
+* ``crosscam:token:<sha256 of the token>`` — a hash (name, role, token id, times)
+  with the token's expiry as its TTL; ``crosscam:tokens`` maps token id -> sha256.
+  Written by ``crosscam tokens`` and the web servers' first start, read by both web servers.
+* ``crosscam:audit`` — the audit trail: an append-only stream of JSON
+  :class:`schemas.messages.AuditEvent` (field ``event``), written by the web
+  servers and ``crosscam tokens``; ``crosscam:audit:published`` is the last
+  stream id published to ``crosscam.audit.v1``.
 """
 
 from __future__ import annotations
@@ -20,3 +27,15 @@ def camera_status_key(camera_id: str) -> str:
 def claim_check_key(camera_id: str, seq: int) -> str:
     """Redis key of a claim-checked JPEG."""
     return CLAIM_CHECK_KEY.format(camera_id=camera_id, seq=seq)
+
+
+TOKEN_KEY = "crosscam:token:{digest}"
+TOKEN_INDEX_KEY = "crosscam:tokens"
+AUDIT_STREAM_KEY = "crosscam:audit"
+AUDIT_PUBLISHED_KEY = "crosscam:audit:published"
+AUDIT_PUBLISHER_LOCK_KEY = "crosscam:audit:publisher"
+
+
+def token_key(digest: str) -> str:
+    """Redis key of a token's hash (by the token's SHA-256 hex digest, never the token)."""
+    return TOKEN_KEY.format(digest=digest)

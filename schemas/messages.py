@@ -13,12 +13,22 @@ it does not know rejects the message (it goes to the dead-letter topic).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
 
 SCHEMA_VERSION = 1
+
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""What a camera id may be: 1-64 of letters, digits, ``_ . -``, starting with a letter or
+digit (so never empty, ``.`` or ``..``). Ids name Redis keys, thumbnail folders, metric
+labels and HTML; checked wherever they enter (cameras file, every message, the web)."""
+
+CameraId = Annotated[str, msgspec.Meta(pattern=CAMERA_ID_PATTERN)]
+"""A validated camera id (decoding a message with any other id fails: dead letter)."""
+OptionalCameraId = Annotated[str, msgspec.Meta(pattern=r"^$|" + CAMERA_ID_PATTERN)]
+"""A camera id, or empty where the message may have none (a merge event)."""
 
 
 def pack_f32(arr: np.ndarray) -> bytes:
@@ -48,7 +58,7 @@ class Frame(msgspec.Struct, kw_only=True, omit_defaults=True):
     """
 
     v: int = SCHEMA_VERSION
-    camera_id: str
+    camera_id: CameraId
     seq: int
     ts_capture_ns: int
     width: int = 0
@@ -71,7 +81,7 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
     """
 
     v: int = SCHEMA_VERSION
-    camera_id: str
+    camera_id: CameraId
     seq: int
     ts_capture_ns: int
     width: int
@@ -133,7 +143,7 @@ class Tracklet(msgspec.Struct, kw_only=True, omit_defaults=True):
     """
 
     v: int = SCHEMA_VERSION
-    camera_id: str
+    camera_id: CameraId
     tracklet_id: str
     track_id: int
     ts_start_ns: int
@@ -164,7 +174,7 @@ class MatchedTracklet(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A tracklet on another camera that a link joined, and how close it was."""
 
     tracklet_id: str
-    camera_id: str
+    camera_id: CameraId
     ts_start_ns: int
     ts_end_ns: int
     distance: float
@@ -188,7 +198,7 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
     kind: Literal["new_identity", "link", "merge", "split"]
     global_id: str
     tracklet_id: str = ""
-    camera_id: str = ""
+    camera_id: OptionalCameraId = ""
     ts_start_ns: int = 0
     ts_end_ns: int = 0
     matched: list[MatchedTracklet] = msgspec.field(default_factory=list)
@@ -213,3 +223,33 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     key: bytes | None = None
     value: bytes = b""
     ts_ns: int = 0
+
+
+class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Who asked what about whom. Topic ``crosscam.audit.v1``, key = who, JSON (for a SIEM).
+
+    One event per identity view, thumbnail fetch, re-identify query, erasure
+    and token change: ``who`` (the token's name) with its ``role`` and
+    ``token_id`` (public id, never the token), ``action`` (e.g.
+    ``reidentify``), the HTTP ``method`` and ``route``, the query
+    ``params``, the ``ids`` the answer returned (global or tracklet ids),
+    the answer's ``status`` and where the request came from (``client``, and
+    ``forwarded_for`` when a proxy such as the gallery named its own client).
+    ``audit_id`` is the event's id in the append-only Redis stream (a SIEM can
+    drop repeats by it).
+    """
+
+    v: int = SCHEMA_VERSION
+    ts_ns: int
+    who: str
+    role: str
+    action: str
+    method: str = ""
+    route: str = ""
+    params: dict[str, str] = msgspec.field(default_factory=dict)
+    ids: list[str] = msgspec.field(default_factory=list)
+    status: int = 0
+    client: str = ""
+    forwarded_for: str = ""
+    token_id: str = ""
+    audit_id: str = ""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from schemas.messages import DeadLetter, Detections, Frame, Match, Tracklet
+from schemas.messages import AuditEvent, DeadLetter, Detections, Frame, Match, Tracklet
 
 
 @dataclass(frozen=True)
@@ -24,5 +24,9 @@ DETECTIONS = Topic("crosscam.detections.v1", Detections, "msgpack", "camera_id")
 TRACKLETS = Topic("crosscam.tracklets.v1", Tracklet, "msgpack", "camera_id")
 MATCHES = Topic("crosscam.matches.v1", Match, "json", "global_id")
 DEADLETTER = Topic("crosscam.deadletter.v1", DeadLetter, "msgpack", "stage")
+AUDIT = Topic("crosscam.audit.v1", AuditEvent, "json", "who")
+"""Public: the audit trail (who asked what about whom), for a site's SIEM."""
 
-TOPICS: dict[str, Topic] = {t.name: t for t in (FRAMES, DETECTIONS, TRACKLETS, MATCHES, DEADLETTER)}
+TOPICS: dict[str, Topic] = {
+    t.name: t for t in (FRAMES, DETECTIONS, TRACKLETS, MATCHES, DEADLETTER, AUDIT)
+}

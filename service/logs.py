@@ -2,6 +2,9 @@
 
 log.info("camera_reconnect", extra={"camera": "cam1", "attempt": 3})
 -> 2026-11-24T01:02:03.456Z INFO ingest.capture camera_reconnect camera=cam1 attempt=3
+
+Every line passes :func:`service.redact.redact`: URL credentials, secret query
+values and bearer tokens never reach a log.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import logging
 import os
 import sys
 import time
+
+from service.redact import redact
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -34,7 +39,7 @@ class KeyValueFormatter(logging.Formatter):
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)  # no log line carries a password, token or secret query value
 
 
 def setup_logging(level: str | int | None = None) -> None:

@@ -28,6 +28,7 @@ KNOWN_SECTIONS = frozenset(
         "tracker",
         "reid",
         "gallery",
+        "web",
         "run",
         "log",
     }
@@ -40,7 +41,7 @@ M = TypeVar("M", bound=BaseModel)
 class StrictModel(BaseModel):
     """Base of every settings model: unknown keys are an error."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def default_kafka_bootstrap() -> str:

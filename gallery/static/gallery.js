@@ -34,10 +34,87 @@ const state = {
 // --------------------------------------------------------------------------------------
 // small helpers
 
-function esc(value) {
-  return String(value ?? '').replace(/[&<>"']/g, (c) => ({
-    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+// Markup is only ever built by the html`` tag below: every ${value} in it is escaped
+// unless it is itself html`` (or an array of them). setHtml() is the one place markup
+// reaches the DOM, through the page's only Trusted Types policy: the server's CSP
+// (require-trusted-types-for 'script') makes the browser refuse any other innerHTML.
+
+class SafeHtml {
+  constructor(text) { this.text = text; }
+  toString() { return this.text; }
+}
+
+function escapeText(value) {
+  return String(value ?? '').replace(/[&<>"'`]/g, (c) => ({
+    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;', '`': '&#96;',
   }[c]));
+}
+
+function renderValue(value) {
+  if (value instanceof SafeHtml) return value.text;
+  if (Array.isArray(value)) return value.map(renderValue).join('');
+  return escapeText(value);
+}
+
+/** Tagged template: markup with every interpolated value escaped. */
+function html(strings, ...values) {
+  let out = strings[0];
+  values.forEach((v, i) => { out += renderValue(v) + strings[i + 1]; });
+  return new SafeHtml(out);
+}
+
+/** A value escaped once (kept for readability at call sites: html`` escapes anyway). */
+function esc(value) { return value instanceof SafeHtml ? value : new SafeHtml(escapeText(value)); }
+
+const htmlPolicy = window.trustedTypes
+  ? window.trustedTypes.createPolicy('crosscam', { createHTML: (text) => text })
+  : { createHTML: (text) => text };
+
+/** Put html`` markup into `el` (nothing else is accepted), then load its images. */
+function setHtml(el, markup) {
+  if (!(markup instanceof SafeHtml)) throw new TypeError('setHtml takes html`` markup only');
+  el.innerHTML = htmlPolicy.createHTML(markup.text);
+  loadImages(el);
+}
+
+// --------------------------------------------------------------------------------------
+// the access token: kept for this browser tab only (sessionStorage), sent on every call
+
+const TOKEN_KEY = 'crosscam.token';
+const Auth = {
+  get() { return sessionStorage.getItem(TOKEN_KEY) || ''; },
+  set(token) { sessionStorage.setItem(TOKEN_KEY, token); },
+  clear() { sessionStorage.removeItem(TOKEN_KEY); },
+  headers() { const t = Auth.get(); return t ? { Authorization: `Bearer ${t}` } : {}; },
+  /** A link may carry #token=… (printed by `crosscam demo`): keep it, drop it from the URL. */
+  fromUrl() {
+    const m = location.hash.match(/^#token=([A-Za-z0-9_-]{8,128})$/);
+    if (!m) return;
+    Auth.set(m[1]);
+    history.replaceState(null, '', `${location.pathname}${location.search}#/identities`);
+  },
+};
+
+// Images need the token too: fetched with it, shown from blob: URLs (kept per URL).
+const imageCache = new Map();
+
+async function imageUrl(url) {
+  if (!imageCache.has(url)) {
+    imageCache.set(url, (async () => {
+      const resp = await fetch(url, { headers: Auth.headers(), cache: 'no-store' });
+      if (!resp.ok) throw new Error(`${resp.status}`);
+      return URL.createObjectURL(await resp.blob());
+    })());
+  }
+  return imageCache.get(url);
+}
+
+function loadImages(root) {
+  root.querySelectorAll('img[data-src]').forEach((img) => {
+    imageUrl(img.dataset.src)
+      .then((src) => { img.src = src; })
+      .catch(() => { imageCache.delete(img.dataset.src); img.dataset.failed = '1'; img.alt = 'image unavailable'; });
+  });
 }
 
 function pad2(n) { return String(n).padStart(2, '0'); }
@@ -88,8 +165,8 @@ function cameraIndex(id) {
 }
 
 function thumbHtml(url, alt) {
-  if (!url) return '<div class="thumb"><span class="none">no image</span></div>';
-  return `<div class="thumb"><img src="${esc(url)}" alt="${esc(alt)}" loading="lazy"></div>`;
+  if (!url) return html`<div class="thumb"><span class="none">no image</span></div>`;
+  return html`<div class="thumb"><img data-src="${url}" alt="${alt}"></div>`;
 }
 
 function setBanner(message) {
@@ -108,7 +185,9 @@ function setConnection(ok, text) {
 // --------------------------------------------------------------------------------------
 // the one place that knows the ReID API
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status = 0) { super(message); this.status = status; }
+}
 
 const Api = {
   async request(method, path, body) {
@@ -116,7 +195,7 @@ const Api = {
     try {
       resp = await fetch(path, {
         method,
-        headers: body ? { 'Content-Type': 'application/json', Accept: 'application/json' } : { Accept: 'application/json' },
+        headers: { ...Auth.headers(), Accept: 'application/json', ...(body ? { 'Content-Type': 'application/json' } : {}) },
         body: body ? JSON.stringify(body) : undefined,
         cache: 'no-store',
       });
@@ -125,9 +204,14 @@ const Api = {
     }
     let data = null;
     try { data = await resp.json(); } catch (_) { data = null; }
+    if (resp.status === 401) {
+      Auth.clear();
+      pageLogin('Your token is not valid (or it expired): sign in again.');
+      throw new ApiError('not signed in', 401);
+    }
     if (!resp.ok) {
       const why = (data && (data.error || data.detail)) || `${resp.status} ${resp.statusText}`;
-      throw new ApiError(typeof why === 'string' ? why : JSON.stringify(why));
+      throw new ApiError(typeof why === 'string' ? why : JSON.stringify(why), resp.status);
     }
     return data;
   },
@@ -264,10 +348,10 @@ function projection(cams) {
  */
 function drawMap(container, opts = {}) {
   const cams = allCameras();
-  container.innerHTML = '';
+  container.replaceChildren();
   const proj = projection(cams);
   if (!proj.placed.length) {
-    container.innerHTML = '<div class="empty">No camera has a map location (set <code>location = { x, y }</code> in the cameras file).</div>';
+    setHtml(container, html`<div class="empty">No camera has a map location (set <code>location = { x, y }</code> in the cameras file).</div>`);
     return null;
   }
   const svg = svgEl('svg', { viewBox: `0 0 ${MAP_WIDTH} ${proj.height}`, class: 'map', role: 'img', 'aria-label': 'camera map' });
@@ -397,7 +481,7 @@ const TL_LABEL_MIN_BAR = 18;  // narrower bars carry no step number
 const NICE_STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
 
 function drawTimeline(container, sightings) {
-  container.innerHTML = '';
+  container.replaceChildren();
   if (!sightings.length) return;
   const order = allCameras().map((c) => c.id);
   const lanes = [...new Set(sightings.map((s) => s.camera_id))]
@@ -454,19 +538,20 @@ function schedule(fn) {
 }
 
 /** Render `html` only when it changed, so polling never makes images flicker. */
-function renderIfChanged(key, html) {
+function renderIfChanged(key, markup) {
   if (state.lastRender === key) return false;
   state.lastRender = key;
-  view().innerHTML = html;
+  setHtml(view(), markup);
   return true;
 }
 
 function failPage(err, what) {
+  if (err.status === 401) return;  // the sign-in page is showing and says why
   setConnection(false, 'ReID API unreachable');
   setBanner(`Cannot load ${what}: ${err.message}`);
   if (!view().querySelector('[data-page]')) {
     state.lastRender = '';
-    view().innerHTML = `<div class="error" data-error>Cannot load ${esc(what)}.<br><span class="mono">${esc(err.message)}</span><br>The page retries every ${state.config.refresh_s} s.</div>`;
+    setHtml(view(), html`<div class="error" data-error>Cannot load ${esc(what)}.<br><span class="mono">${esc(err.message)}</span><br>The page retries every ${state.config.refresh_s} s.</div>`);
   }
 }
 
@@ -484,17 +569,17 @@ async function pageIdentities(token) {
     const cams = new Set(ids.flatMap((i) => i.cameras));
     const multi = ids.filter((i) => i.cameras.length > 1).length;
     const sightings = ids.reduce((n, i) => n + i.sightings, 0);
-    const cards = ids.map((i) => `
+    const cards = ids.map((i) => html`
       <a class="card" href="#/identity/${encodeURIComponent(i.global_id)}" data-identity="${esc(i.global_id)}">
         ${thumbHtml(i.thumbnail_url, `best image of ${i.global_id}`)}
         <div class="body">
-          <div class="gid">${esc(i.global_id)} ${i.cameras.length > 1 ? `<span class="badge">${i.cameras.length} cameras</span>` : ''}</div>
-          <div class="chips">${i.cameras.map((c) => `<span class="chip c${cameraIndex(c) % 3}" title="${esc(cameraName(c))}">${esc(c)}</span>`).join('')}</div>
+          <div class="gid">${esc(i.global_id)} ${i.cameras.length > 1 ? html`<span class="badge">${i.cameras.length} cameras</span>` : ''}</div>
+          <div class="chips">${i.cameras.map((c) => html`<span class="chip c${cameraIndex(c) % 3}" title="${esc(cameraName(c))}">${esc(c)}</span>`)}</div>
           <div class="meta">first ${esc(fmtTime(i.first_seen_ns))}<br>last&nbsp; ${esc(fmtTime(i.last_seen_ns))}</div>
           <div class="meta">${i.sightings} sighting${i.sightings === 1 ? '' : 's'}</div>
         </div>
-      </a>`).join('');
-    renderIfChanged(`identities:${JSON.stringify(ids)}`, `
+      </a>`);
+    renderIfChanged(`identities:${JSON.stringify(ids)}`, html`
       <section data-page="identities">
         <div class="pagehead">
           <div><h1>Identities</h1><div class="sub">Every person seen by the network, newest first · refreshes every ${state.config.refresh_s} s</div></div>
@@ -506,7 +591,7 @@ async function pageIdentities(token) {
             <div class="stat"><b>${cams.size}</b><span>cameras</span></div>
           </div>
         </div>
-        ${ids.length ? `<div class="cards">${cards}</div>` : '<div class="empty">No identities yet. They appear here as people finish walking through a camera.</div>'}
+        ${ids.length ? html`<div class="cards">${cards}</div>` : html`<div class="empty">No identities yet. They appear here as people finish walking through a camera.</div>`}
       </section>`);
   } catch (err) {
     if (token === state.routeToken) failPage(err, 'identities');
@@ -523,7 +608,7 @@ async function pageIdentity(token, gid) {
     const cams = [...new Set(s.map((x) => x.camera_id))];
     const first = s.length ? s[0].ts_start_ns : null;
     const last = s.length ? Math.max(...s.map((x) => x.ts_end_ns)) : null;
-    const rows = s.map((x, i) => `
+    const rows = s.map((x, i) => html`
       <div class="sighting" data-tracklet="${esc(x.tracklet_id)}" data-camera="${esc(x.camera_id)}">
         <div class="step">${i + 1}</div>
         ${thumbHtml(x.thumbnail_url, `${gid} on ${x.camera_id}`)}
@@ -533,8 +618,8 @@ async function pageIdentity(token, gid) {
           <div class="tid mono">${esc(x.tracklet_id)}</div>
           <div class="row" style="margin-top:4px"><a class="hint" href="#/reidentify?tracklet_id=${encodeURIComponent(x.tracklet_id)}">re-identify this sighting →</a></div>
         </div>
-      </div>`).join('');
-    const changed = renderIfChanged(`identity:${JSON.stringify(detail)}`, `
+      </div>`);
+    const changed = renderIfChanged(`identity:${JSON.stringify(detail)}`, html`
       <section data-page="identity">
         <div class="pagehead">
           <div><div class="sub"><a href="#/identities">← Identities</a></div><h1>Identity <span class="mono">${esc(gid)}</span></h1></div>
@@ -547,7 +632,7 @@ async function pageIdentity(token, gid) {
           </div>
           <a href="#/reidentify?global_id=${encodeURIComponent(gid)}"><button class="primary" type="button">Re-identify…</button></a>
         </div>
-        ${s.length ? '' : '<div class="empty">This identity has no stored sightings (it may have been merged into another).</div>'}
+        ${s.length ? '' : html`<div class="empty">This identity has no stored sightings (it may have been merged into another).</div>`}
         <div class="grid2">
           <div class="stack">
             <div class="panel"><h2>Route across the camera map</h2><div id="route-map"></div>
@@ -594,10 +679,10 @@ async function pageCameras(token) {
   const rows = cams.map((c) => {
     const s = st(c.id); const a = perCam[c.id];
     const fps = s.fps_measured !== undefined ? Number(s.fps_measured).toFixed(1) : '—';
-    return `<tr data-camera="${esc(c.id)}">
+    return html`<tr data-camera="${esc(c.id)}">
       <td><b>${esc(c.id)}</b><div class="hint">${esc(c.name !== c.id ? c.name : '')}</div></td>
       <td><span class="state ${esc(s.state.replace(/\s+/g, ''))}" data-state="${esc(s.state)}"><span class="dot"></span>${esc(STATE_LABEL[s.state] || s.state)}</span>
-        ${s.last_error ? `<div class="hint" title="${esc(s.last_error)}">${esc(s.last_error.slice(0, 60))}</div>` : ''}</td>
+        ${s.last_error ? html`<div class="hint" title="${esc(s.last_error)}">${esc(s.last_error.slice(0, 60))}</div>` : ''}</td>
       <td>${s.last_frame_ns && Number(s.last_frame_ns) > 0 ? esc(fmtAgo(s.last_frame_ns)) : '—'}</td>
       <td>${fps}</td>
       <td>${s.reconnects ?? '—'}</td>
@@ -606,9 +691,9 @@ async function pageCameras(token) {
       <td>${a ? esc(fmtTime(a.last)) : '—'}</td>
       <td class="mono">${c.x ?? '—'}, ${c.y ?? '—'}</td>
     </tr>`;
-  }).join('');
-  const redisNote = status.redis === 'up' ? '' : `<div class="error" style="padding:10px;margin-bottom:12px;text-align:left">Live status unknown: ${esc(status.error || 'Redis cannot be read')}</div>`;
-  const changed = renderIfChanged(`cameras:${JSON.stringify([cams, status, recent && recent.length, recent && recent[0]])}`, `
+  });
+  const redisNote = status.redis === 'up' ? '' : html`<div class="error" style="padding:10px;margin-bottom:12px;text-align:left">Live status unknown: ${esc(status.error || 'Redis cannot be read')}</div>`;
+  const changed = renderIfChanged(`cameras:${JSON.stringify([cams, status, recent && recent.length, recent && recent[0]])}`, html`
     <section data-page="cameras">
       <div class="pagehead"><div><h1>Cameras</h1><div class="sub">${cams.length} camera${cams.length === 1 ? '' : 's'} · live status from the ingest stage (Redis) · tracklets and identities over the latest ${RECENT_TRACKLETS} tracklets · refreshes every ${state.config.refresh_s} s</div></div></div>
       ${redisNote}
@@ -617,7 +702,7 @@ async function pageCameras(token) {
           <div class="legend"><span><span class="dot" style="background:#16a34a"></span> online</span><span><span class="dot" style="background:#d97706"></span> connecting</span><span><span class="dot" style="background:#dc2626"></span> offline / ended</span><span><span class="dot"></span> unknown / no ingest</span><span>dashed: walking links</span></div></div>
         <div class="panel"><h2>Status</h2>
           <table class="list"><thead><tr><th>Camera</th><th>State</th><th>Last frame</th><th>fps</th><th>Reconnects</th><th>Tracklets</th><th>Identities</th><th>Last person</th><th>Map x, y</th></tr></thead>
-          <tbody>${rows || '<tr><td colspan="9" class="hint">No cameras configured.</td></tr>'}</tbody></table>
+          <tbody>${rows.length ? rows : html`<tr><td colspan="9" class="hint">No cameras configured.</td></tr>`}</tbody></table>
         </div>
       </div>
     </section>`);
@@ -647,7 +732,7 @@ async function pageReidentify(token, params) {
   const tMax = ids.length ? Math.max(...ids.map((i) => i.last_seen_ns)) : null;
   const gid = params.get('global_id') || (params.get('tracklet_id') ? '' : (ids[0] && ids[0].global_id) || '');
   const tid = params.get('tracklet_id') || '';
-  view().innerHTML = `
+  setHtml(view(), html`
     <section data-page="reidentify">
       <div class="pagehead"><div><h1>Re-identify</h1><div class="sub">Find who else looks like a person, within chosen cameras or a map area and a time window</div></div></div>
       <div class="grid2">
@@ -656,7 +741,7 @@ async function pageReidentify(token, params) {
             <fieldset><legend>Who</legend>
               <div class="row">
                 <label><input type="radio" name="kind" value="identity" ${tid ? '' : 'checked'}> identity</label>
-                <select name="global_id" aria-label="identity">${ids.map((i) => `<option value="${esc(i.global_id)}" ${i.global_id === gid ? 'selected' : ''}>${esc(i.global_id)} · ${i.cameras.join(', ')} · ${fmtTime(i.first_seen_ns, false)}</option>`).join('')}</select>
+                <select name="global_id" aria-label="identity">${ids.map((i) => html`<option value="${esc(i.global_id)}" ${i.global_id === gid ? 'selected' : ''}>${esc(i.global_id)} · ${i.cameras.join(', ')} · ${fmtTime(i.first_seen_ns, false)}</option>`)}</select>
               </div>
               <div class="row" style="margin-top:8px">
                 <label><input type="radio" name="kind" value="tracklet" ${tid ? 'checked' : ''}> tracklet</label>
@@ -664,7 +749,7 @@ async function pageReidentify(token, params) {
               </div>
             </fieldset>
             <fieldset><legend>Where</legend>
-              <div class="camchecks">${cams.map((c) => `<label><input type="checkbox" name="camera" value="${esc(c.id)}"> ${esc(c.id)}</label>`).join('')}</div>
+              <div class="camchecks">${cams.map((c) => html`<label><input type="checkbox" name="camera" value="${esc(c.id)}"> ${esc(c.id)}</label>`)}</div>
               <div class="hint" style="margin:6px 0">No camera ticked: every camera. Or drag a box on the map to pick an area (click the map to clear it; click a camera to tick it).</div>
               <div class="row">
                 <label class="field">x min<input type="number" step="any" name="x0"></label>
@@ -687,7 +772,7 @@ async function pageReidentify(token, params) {
         <div class="panel"><h2>Map</h2><div id="q-map"></div></div>
       </div>
       <div class="panel" style="margin-top:18px"><h2>Candidates</h2><div id="q-results"><div class="hint">Ranked candidates appear here, closest first.</div></div></div>
-    </section>`;
+    </section>`);
   const form = document.getElementById('q');
   const area = () => {
     const v = ['x0', 'y0', 'x1', 'y1'].map((n) => form.elements[n].value);
@@ -744,8 +829,8 @@ async function runQuery(form, area) {
     const known = q.global_id && (state.identities || []).find((i) => i.global_id === q.global_id);
     const where = [q.cameras ? `cameras ${q.cameras.join(', ')}` : 'all cameras', q.area ? `area [${q.area.join(', ')}]` : ''].filter(Boolean).join(' · ');
     const when = `${fmtTime(q.ts_from_ns)} → ${fmtTime(q.ts_to_ns)}`;
-    out.innerHTML = `<div class="querybox">${known ? thumbHtml(known.thumbnail_url, who) : ''}<div><b>${esc(who)}</b><div class="hint">${esc(where)} · ${esc(when)}</div></div></div>` + (res.candidates.length
-      ? `<div class="results">${res.candidates.map((c, i) => `
+    setHtml(out, html`<div class="querybox">${known ? thumbHtml(known.thumbnail_url, who) : ''}<div><b>${esc(who)}</b><div class="hint">${esc(where)} · ${esc(when)}</div></div></div>${res.candidates.length
+      ? html`<div class="results">${res.candidates.map((c, i) => html`
         <div class="cand" data-candidate="${esc(c.tracklet_id)}" data-camera="${esc(c.camera_id)}" data-start-ns="${c.ts_start_ns}" data-end-ns="${c.ts_end_ns}" data-distance="${c.distance}">
           <div class="rank">#${i + 1}</div>
           ${thumbHtml(c.thumbnail_url, `candidate ${i + 1}`)}
@@ -753,12 +838,12 @@ async function runQuery(form, area) {
             <div class="time">${esc(fmtTime(c.ts_start_ns))} → ${esc(fmtTime(c.ts_end_ns, false))}</div>
             <div class="hint mono">${esc(c.tracklet_id)}</div></div>
           <div class="dist"><span>distance <b>${c.distance.toFixed(3)}</b></span><div class="bar"><i style="width:${Math.min(100, (100 * c.distance) / MAX_DISTANCE_SHOWN).toFixed(1)}%"></i></div></div>
-        </div>`).join('')}</div>`
-      : '<div class="empty">No candidate in these cameras and this time window.</div>');
+        </div>`)}</div>`
+      : html`<div class="empty">No candidate in these cameras and this time window.</div>`}`);
     okPage();
   } catch (err) {
     status.textContent = '';
-    out.innerHTML = `<div class="error" data-error>Query failed: <span class="mono">${esc(err.message)}</span></div>`;
+    setHtml(out, html`<div class="error" data-error>Query failed: <span class="mono">${esc(err.message)}</span></div>`);
   } finally {
     out.removeAttribute('aria-busy');
   }
@@ -773,27 +858,64 @@ function route() {
   state.lastRender = '';
   const token = state.routeToken;
   const hash = location.hash.replace(/^#\/?/, '') || 'identities';
+  if (hash === 'logout') { Auth.clear(); pageLogin('Signed out.'); return; }
+  if (!Auth.get()) { pageLogin(''); return; }
   const [path, query] = hash.split('?');
   const parts = path.split('/').map(decodeURIComponent);
   document.querySelectorAll('nav a').forEach((a) => {
     const page = parts[0] === 'identity' ? 'identities' : parts[0];
     a.classList.toggle('active', a.dataset.nav === page);
   });
-  view().innerHTML = '<div class="loading">Loading…</div>';
+  setHtml(view(), html`<div class="loading">Loading…</div>`);
   if (parts[0] === 'identity' && parts[1]) pageIdentity(token, parts[1]);
   else if (parts[0] === 'cameras') pageCameras(token);
   else if (parts[0] === 'reidentify') pageReidentify(token, new URLSearchParams(query || ''));
   else pageIdentities(token);
 }
 
-async function start() {
+/** The sign-in page: the token is checked by the gallery, then kept for this tab. */
+function pageLogin(message) {
+  clearTimeout(state.timer);
+  state.routeToken += 1;
+  state.lastRender = '';
+  document.getElementById('who').textContent = '';
+  setHtml(view(), html`
+    <section data-page="login" class="login">
+      <form class="panel" id="login">
+        <h1>Sign in</h1>
+        <p class="sub">Paste an access token. An admin creates one with
+          <code>crosscam tokens create --role viewer --name you</code>; the first admin token is
+          in the file the servers named when they first started.</p>
+        <input type="password" name="token" autocomplete="off" spellcheck="false" aria-label="access token" required>
+        <div class="row"><button class="primary" type="submit">Sign in</button></div>
+        <div class="error" data-login-error ${message ? '' : html`hidden`}>${message}</div>
+      </form>
+    </section>`);
+  const form = document.getElementById('login');
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    Auth.set(form.elements.token.value.trim());
+    if (!location.hash.startsWith('#/') || location.hash === '#/logout') location.hash = '#/identities';
+    await signedIn();
+  });
+}
+
+async function signedIn() {
   try {
     state.config = await Gallery.config();
   } catch (err) {
+    if (err.status === 401) return;  // back on the sign-in page, which says why
     setBanner(`The gallery server cannot be reached: ${err.message}`);
   }
-  window.addEventListener('hashchange', route);
+  document.getElementById('who').textContent = state.config.who ? `${state.config.who.name} (${state.config.who.role})` : '';
   route();
+}
+
+async function start() {
+  Auth.fromUrl();
+  window.addEventListener('hashchange', route);
+  if (!Auth.get()) { pageLogin(''); return; }
+  await signedIn();
 }
 
 start();

@@ -35,7 +35,7 @@ from common.units import NS_PER_S
 from evaluation.mtmc import engine_params
 from evaluation.mtmc_scoring import Scenario, gt_tracklets
 from evaluation.scenario import T0_NS, build_scenario
-from gallery.server import make_server
+from gallery.server import serve
 from gallery.settings import GalleryConfig, GallerySettings
 from reid.api import ReidApi, start_api
 from reid.engine import Engine
@@ -46,7 +46,9 @@ from schemas.keys import camera_status_key
 from schemas.messages import Tracklet
 from service.assets import models_dir
 from service.settings import RedisSettings
+from service.web import WebContext
 from tests.stack_fixtures import free_port
+from tests.web_helpers import Tokens, web_world
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +82,12 @@ MARKER_POLL_S = 0.1
 ONLINE_FPS = "7.00"
 ONLINE_RECONNECTS = "2"
 STATUS_TTL_S = 120
+WEB_REDIS_DB = 9
+"""Tokens and the audit trail of this test (a database of its own)."""
+HOSTILE_NAME = (
+    '</select><img src=x onerror="window.__pwned=true"><script>window.__pwned=true</script>'
+)
+"""A camera name as an attacker who can edit the cameras file would write it."""
 
 
 # --- the browser driver ---------------------------------------------------------------------
@@ -134,6 +142,8 @@ class ReidWorld:
     store: VectorStore
     api_url: str
     engine: Engine
+    web: WebContext
+    tokens: Tokens
     held_back: list[Tracklet]
     """The last tracklets to finish, fed while the identities page is open (auto-refresh)."""
 
@@ -142,7 +152,7 @@ class ReidWorld:
 
 
 @pytest.fixture(scope="module")
-def reid_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReidWorld]:
+def reid_world(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ReidWorld]:
     from detector.config import OnnxEmbedderConfig, RuntimeConfig
     from detector.embedder import build_embedder
 
@@ -160,34 +170,43 @@ def reid_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReidWorld]:
     for s in samples[:-HELD_BACK]:  # in the order they finished, as the ReID stage sees them
         engine.process(s.tracklet)
     held = [s.tracklet for s in samples[-HELD_BACK:]]
-    server, port = start_api(ReidApi(store, scn.topology, thumbs), "127.0.0.1", 0)
-    try:
-        yield ReidWorld(scn, store, f"http://127.0.0.1:{port}", engine, held)
-    finally:
-        server.shutdown()
-        server.server_close()
-        store.close()
+    with web_world(redis_url, WEB_REDIS_DB, root) as (web, tokens):
+        server, port = start_api(ReidApi(store, scn.topology, thumbs), web, "127.0.0.1", 0)
+        try:
+            yield ReidWorld(scn, store, f"http://127.0.0.1:{port}", engine, web, tokens, held)
+        finally:
+            server.stop()
+            store.close()
 
 
 # --- galleries ------------------------------------------------------------------------------
 
 
 @contextmanager
-def serving_gallery(reid_api: str, cameras: Path, redis_url: str) -> Iterator[str]:
+def serving_gallery(reid_api: str, cameras: Path, redis_url: str, web: WebContext) -> Iterator[str]:
     """A gallery server on a free port in this process; its base URL."""
     settings = GallerySettings(
         gallery=GalleryConfig(port=0, reid_api=reid_api, cameras=cameras, refresh_s=REFRESH_S),
         redis=RedisSettings(url=redis_url),
     )
-    server, gallery = make_server(settings)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server, gallery = serve(settings, web)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         gallery.status.close()
+
+
+def hostile_cameras_file(src: Path, dst: Path) -> Path:
+    """The scenario's cameras file with every camera renamed to HOSTILE_NAME."""
+    import tomllib
+
+    from schemas.cameras import CamerasFile, dump_cameras_toml
+
+    spec = CamerasFile.model_validate(tomllib.loads(src.read_text()))
+    cams = [c.model_copy(update={"name": HOSTILE_NAME}) for c in spec.cameras]
+    dst.write_text(dump_cameras_toml(spec.model_copy(update={"cameras": cams})))
+    return dst
 
 
 @pytest.fixture
@@ -280,9 +299,10 @@ def test_gallery_in_chromium(
     )
     (shots / READY_MARKER).unlink(missing_ok=True)
     feeder.start()
+    hostile = hostile_cameras_file(cameras_file, tmp_path / "hostile-cameras.toml")
     with (
-        serving_gallery(world.api_url, cameras_file, gallery_redis) as url,
-        serving_gallery(dead_api, cameras_file, dead_redis) as dead_url,
+        serving_gallery(world.api_url, hostile, gallery_redis, world.web) as url,
+        serving_gallery(dead_api, cameras_file, dead_redis, world.web) as dead_url,
     ):
         facts = _drive(
             node_driver,
@@ -293,6 +313,8 @@ def test_gallery_in_chromium(
                 "out_dir": str(shots),
                 "timeout_ms": PAGE_TIMEOUT_MS,
                 "ready_marker": READY_MARKER,
+                "token": world.tokens.operator,
+                "bad_token": "cc_not-a-token-at-all",
                 "expect_sightings": shown_before + len(world.held_back),
                 "reid": {
                     "cameras": REID_CAMERAS,
@@ -303,7 +325,7 @@ def test_gallery_in_chromium(
             },
         )
         # a gallery whose ReID API is down still serves (the page said why, below)
-        with urllib.request.urlopen(f"{dead_url}/gallery/health", timeout=5) as resp:
+        with urllib.request.urlopen(f"{dead_url}/healthz", timeout=5) as resp:
             assert json.load(resp) == {"ok": True}
 
     feeder.join(MARKER_WAIT_S)
@@ -315,6 +337,19 @@ def test_gallery_in_chromium(
     for t in stored:
         identities.setdefault(t.global_id, []).append(t)
     assert not facts["page_errors"], facts["page_errors"]
+
+    # closed by default: a wrong token was refused, the right one kept for the tab
+    assert "not valid" in facts["login"]["refused"]
+    assert facts["login"]["who"] == "otto (operator)" and facts["login"]["stored"]
+    # hostile camera names showed as text and ran nothing
+    assert facts["cameras"]["names"] == [HOSTILE_NAME] * len(topo.cameras)
+    assert facts["cameras"]["injected"] == 0 and not facts["cameras"]["pwned"]
+    assert not facts["pwned"]
+    # every page the operator opened is in the audit trail under their name
+    trail, _ = world.web.audit_log.query(who="otto", limit=1000)
+    actions = {e.action for e in trail}
+    assert {"identities.list", "identity.view", "thumbnail", "reidentify"} <= actions
+    assert all(e.forwarded_for == "127.0.0.1" for e in trail)
 
     # identities: the page refreshed by itself to show the tracklets linked while it was open
     assert facts["identities"]["sightings_at_load"] == shown_before
@@ -388,10 +423,10 @@ def test_gallery_in_chromium(
 
     # the ReID API down: the page says so, with the address it tried
     down = facts["unreachable"]
-    assert "unreachable" in down["message"] and dead_api in down["message"]
+    assert "unreachable" in down["message"] and dead_api not in down["message"]
     assert "unreachable" in down["connection"]
     assert down["camera_states"] == ["unknown"] * len(topo.cameras)
-    assert dead_redis in down["cameras_note"]
+    assert "cannot be read" in down["cameras_note"] and dead_redis not in down["cameras_note"]
     for name in (
         "identities",
         "identity",
@@ -399,5 +434,6 @@ def test_gallery_in_chromium(
         "reidentify",
         "reidentify_area",
         "unreachable",
+        "login",
     ):
         assert (shots / f"{name}.png").stat().st_size > 0

@@ -2,7 +2,7 @@
 //
 // Usage: node gallery.mjs '<json plan>'
 // The plan: {url, dead_url, chromium, out_dir, ready_marker, expect_sightings, reid: {cameras: [...], from: "YYYY-MM-DDTHH:MM:SS",
-//            to: "...", area: [x0, y0, x1, y1]}, timeout_ms}
+//            to: "...", area: [x0, y0, x1, y1]}, timeout_ms, token, bad_token, hostile_name}
 // Prints one JSON object of facts (what was on each page) on stdout; the Python test
 // (tests/e2e/test_gallery.py) judges them. Screenshots go to out_dir.
 // Exits non-zero when a page never reaches the state it waits for.
@@ -33,10 +33,9 @@ const facts = { console_errors: [], page_errors: [] };
 
 /** Wait until every <img> under `selector` has finished loading (or failed). */
 async function imagesSettled(page, selector) {
-  // the page loads images lazily (below the fold they would never load in a screenshot run)
-  await page.$$eval(`${selector} img`, (imgs) => imgs.forEach((i) => { i.loading = 'eager'; }));
+  // images are fetched with the token and shown from blob: URLs: wait for each to get one
   await page.waitForFunction(
-    (sel) => [...document.querySelectorAll(`${sel} img`)].every((i) => i.complete),
+    (sel) => [...document.querySelectorAll(`${sel} img`)].every((i) => i.dataset.failed || (i.getAttribute('src') && i.complete)),
     selector, { timeout },
   );
   return page.$$eval(`${selector} img`, (imgs) => imgs.map((i) => ({ src: i.getAttribute('src'), width: i.naturalWidth })));
@@ -48,9 +47,21 @@ try {
   page.on('console', (m) => { if (m.type() === 'error') facts.console_errors.push(m.text()); });
   page.on('pageerror', (e) => facts.page_errors.push(String(e)));
 
-  // 1. identities
+  // 0. closed by default: the sign-in page; a wrong token is refused, the right one kept
   await page.goto(`${plan.url}/#/identities`);
+  await page.waitForSelector('[data-page=login] form#login');
+  await page.fill('form#login input[name=token]', plan.bad_token);
+  await page.click('form#login button[type=submit]');
+  await page.waitForSelector('[data-page=login] [data-login-error]:not([hidden])');
+  facts.login = { refused: await page.textContent('[data-login-error]') };
+  await page.screenshot({ path: join(plan.out_dir, 'login.png'), fullPage: true });
+  await page.fill('form#login input[name=token]', plan.token);
+  await page.click('form#login button[type=submit]');
+
+  // 1. identities
   await page.waitForSelector('[data-page=identities] .card');
+  facts.login.who = await page.textContent('#who');
+  facts.login.stored = await page.evaluate(() => sessionStorage.getItem('crosscam.token') !== null);
   const shownSightings = () => Number(document.querySelector('[data-stat=sightings]').textContent);
   const sightingsAtLoad = await page.evaluate(shownSightings);
   // tell the test the page is open; it links more tracklets, which the page must pick up by itself
@@ -99,6 +110,10 @@ try {
       cells: [...r.querySelectorAll('td')].map((td) => td.textContent.trim()),
     }))),
     map_cameras: await page.$$eval('#cam-map g.cam', (gs) => gs.map((g) => g.dataset.camera)),
+    // hostile camera names (from the cameras file) must show as text, never run
+    names: await page.$$eval('tbody tr[data-camera] td:first-child .hint', (hs) => hs.map((h) => h.textContent)),
+    injected: await page.evaluate(() => document.querySelectorAll('img[src="x"], #view script, [onerror]').length),
+    pwned: await page.evaluate(() => window.__pwned === true),
   };
   await page.screenshot({ path: join(plan.out_dir, 'cameras.png'), fullPage: true });
 
@@ -133,7 +148,7 @@ try {
   await page.fill('input[name=y0]', String(y0));
   await page.fill('input[name=x1]', String(x1));
   await page.fill('input[name=y1]', String(y1));
-  await page.evaluate(() => { document.getElementById('q-results').innerHTML = ''; });
+  await page.evaluate(() => { document.getElementById('q-results').replaceChildren(); });
   await page.click('form#q button[type=submit]');
   await page.waitForSelector('#q-results .cand, #q-results .empty, #q-results [data-error]');
   facts.reidentify_area = {
@@ -147,7 +162,8 @@ try {
   if (plan.dead_url) {
     const dead = await context.newPage();
     dead.setDefaultTimeout(timeout);
-    await dead.goto(`${plan.dead_url}/#/identities`);
+    // signed in by a link carrying the token (as `crosscam demo` prints it)
+    await dead.goto(`${plan.dead_url}/#token=${plan.token}`);
     await dead.waitForSelector('[data-error]');
     facts.unreachable = {
       message: await dead.textContent('[data-error]'),
@@ -162,6 +178,7 @@ try {
     facts.unreachable.cameras_note = await dead.textContent('[data-page=cameras] .error');
     await dead.screenshot({ path: join(plan.out_dir, 'unreachable_cameras.png'), fullPage: true });
   }
+  facts.pwned = await page.evaluate(() => window.__pwned === true);
   process.stdout.write(JSON.stringify(facts));
 } catch (err) {
   process.stdout.write(JSON.stringify({ ...facts, failed: String(err && err.stack || err) }));
