@@ -52,6 +52,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "whole pipeline capacity on N replayed cameras",
     ),
     ("demo",): ("crosscam.demo", "the main job: the whole pipeline on the PETS scenario"),
+    ("anonymize",): ("crosscam.anonymize", "a copy of a video with every person obscured"),
+    ("eval", "anonymize"): (
+        "evaluation.anonymize",
+        "share of ground-truth people the anonymizer obscures, frames per second",
+    ),
+    ("retention", "run"): ("reid.retention_job", "delete what is older than the retention limits"),
+    ("erase",): ("reid.erasure_job", "erase one identity everywhere (store, thumbnails, Redis)"),
 }
 
 

@@ -4,12 +4,16 @@
   written by ingest with a TTL, read by the gallery and the fault checks.
 * ``crosscam:frame:<camera_id>:<seq>`` — a claim-checked JPEG, written by
   ingest with a TTL, read by the detector.
+* ``crosscam:identity:<global_id>`` and ``crosscam:identity:<global_id>:*`` —
+  reserved for any data kept about one identity, so that erasing the identity
+  (``crosscam erase``) finds and deletes every such key.
 """
 
 from __future__ import annotations
 
 CAMERA_STATUS_KEY = "crosscam:camera:{camera_id}"
 CLAIM_CHECK_KEY = "crosscam:frame:{camera_id}:{seq}"
+IDENTITY_KEY = "crosscam:identity:{global_id}"
 
 
 def camera_status_key(camera_id: str) -> str:
@@ -20,3 +24,8 @@ def camera_status_key(camera_id: str) -> str:
 def claim_check_key(camera_id: str, seq: int) -> str:
     """Redis key of a claim-checked JPEG."""
     return CLAIM_CHECK_KEY.format(camera_id=camera_id, seq=seq)
+
+
+def identity_key(global_id: str) -> str:
+    """Redis key (and prefix, with ``:``) of data kept about one identity."""
+    return IDENTITY_KEY.format(global_id=global_id)
