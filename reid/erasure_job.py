@@ -4,8 +4,10 @@
 (``DELETE /api/identities/<gid>``) call: the store's points and thumbnails
 and the linker's state (:func:`reid.erasure.erase_identity`), the identity's
 Redis keys (``crosscam:identity:<gid>`` and ``…:<gid>:*``, see
-:mod:`schemas.keys`), then an ``erased`` event on the match topic so
-subscribers erase their copies. Idempotent: a second call removes nothing
+:mod:`schemas.keys`), a record of its tracklet ids for as long as the
+tracklets topic keeps them (:func:`erased_tracklets`: the ReID stage skips
+those, so a replay cannot bring the identity back), then an ``erased`` event
+on the match topic so subscribers erase their copies. Idempotent: a second call removes nothing
 and publishes the event again (harmless; it reaches a subscriber that missed
 the first). Prints a JSON report.
 
@@ -34,9 +36,10 @@ from reid.linker import Linker
 from reid.retention_job import PrivacySettingsRoot, open_configured_store
 from reid.store import VectorStore
 from schemas.codec import encode
-from schemas.keys import identity_key
+from schemas.keys import ERASED_TRACKLETS_KEY, identity_key
 from schemas.messages import Match
-from schemas.topics import MATCHES
+from schemas.retention import TOPIC_RETENTION_MS
+from schemas.topics import MATCHES, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings
 from service.kafka import ensure_topics
 from service.settings import KafkaSettings
@@ -52,6 +55,28 @@ def erase_redis_keys(client: redis.Redis, global_id: str) -> int:
     key = identity_key(global_id)
     keys = [key, *client.scan_iter(match=f"{key}:*", count=500)]
     return int(client.delete(*keys))  # type: ignore[arg-type]
+
+
+def remember_erased(
+    client: redis.Redis,
+    tracklet_ids: list[str],
+    keep_s: float = TOPIC_RETENTION_MS[TRACKLETS.name] / 1000,
+    now_s: float | None = None,
+) -> None:
+    """Record erased tracklet ids for ``keep_s`` (the tracklets topic's retention: as long as
+    a replay could bring them back)."""
+    now = time.time() if now_s is None else now_s
+    if tracklet_ids:
+        client.zadd(ERASED_TRACKLETS_KEY, dict.fromkeys(tracklet_ids, now + keep_s))
+    client.zremrangebyscore(ERASED_TRACKLETS_KEY, "-inf", now)
+
+
+def erased_tracklets(client: redis.Redis, tracklet_ids: list[str]) -> set[str]:
+    """Which of ``tracklet_ids`` belong to an erased identity (the ReID stage skips them)."""
+    if not tracklet_ids:
+        return set()
+    scores = client.zmscore(ERASED_TRACKLETS_KEY, tracklet_ids)
+    return {t for t, s in zip(tracklet_ids, scores, strict=True) if s is not None}
 
 
 def erased_event(global_id: str) -> Match:
@@ -91,6 +116,7 @@ def erase_everywhere(
     report = erase_identity(store, thumbnails_dir, global_id, linker)
     if redis_client is not None:
         report.redis_keys = erase_redis_keys(redis_client, global_id)
+        remember_erased(redis_client, report.tracklets)
     if publish is not None:
         publish(erased_event(global_id))
     ERASED.inc()

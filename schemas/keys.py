@@ -7,6 +7,10 @@
 * ``crosscam:identity:<global_id>`` and ``crosscam:identity:<global_id>:*`` —
   reserved for any data kept about one identity, so that erasing the identity
   (``crosscam erase``) finds and deletes every such key.
+* ``crosscam:erased:tracklets`` — a sorted set of the tracklet ids of erased
+  identities (score: when the entry may be dropped, Unix seconds), written by
+  erasure, read by the ReID stage so a replay of the tracklets topic cannot
+  bring an erased identity back. Tracklet ids carry no personal data.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 CAMERA_STATUS_KEY = "crosscam:camera:{camera_id}"
 CLAIM_CHECK_KEY = "crosscam:frame:{camera_id}:{seq}"
 IDENTITY_KEY = "crosscam:identity:{global_id}"
+ERASED_TRACKLETS_KEY = "crosscam:erased:tracklets"
 
 
 def camera_status_key(camera_id: str) -> str:

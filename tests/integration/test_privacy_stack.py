@@ -63,3 +63,28 @@ async def test_erased_event_reaches_the_match_topic(kafka_bootstrap: str) -> Non
     )
     mine = [json.loads(r.value) for r in records if r.key == gid.encode()]
     assert mine and mine[-1]["kind"] == "erased" and mine[-1]["global_id"] == gid
+
+
+def test_erased_tracklets_are_remembered_until_the_topic_forgets_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from reid.erasure_job import erased_tracklets, remember_erased
+    from schemas.keys import ERASED_TRACKLETS_KEY
+    from tests.unit.test_reid_store import engine, tracklet
+
+    client = redis.Redis.from_url(redis_url)
+    eng = engine(tmp_path / "store", tmp_path / "thumbs")
+    tag = uuid.uuid4().hex[:6]
+    t1, t2 = tracklet(f"a{tag}", 1, 0, 10, 1), tracklet(f"a{tag}", 2, 30, 40, 2)
+    eng.process(t1)
+    eng.process(t2)
+    gid = eng.identities([t1.tracklet_id])[t1.tracklet_id]
+    erase_everywhere(eng.store, tmp_path / "thumbs", gid, linker=eng.linker, redis_client=client)
+    assert erased_tracklets(client, [t1.tracklet_id, t2.tracklet_id]) == {t1.tracklet_id}
+    # entries expire with the tracklets topic's retention
+    old = f"old-{tag}"
+    remember_erased(client, [old], keep_s=10, now_s=1_000)
+    assert erased_tracklets(client, [old]) == {old}
+    remember_erased(client, [], now_s=2_000_000_000)  # any later pass prunes expired entries
+    assert erased_tracklets(client, [old, t1.tracklet_id]) == set()
+    client.zrem(ERASED_TRACKLETS_KEY, t1.tracklet_id)
