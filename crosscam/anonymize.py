@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -309,8 +309,8 @@ def anonymize_video(
     anonymizer: Anonymizer,
     frames: int | None = None,
     on_frame: Callable[[int, np.ndarray, AnonymizedFrame], None] | None = None,
-) -> dict[str, float]:
-    """Anonymize ``video`` into ``out`` (None: nothing written); summary figures.
+) -> dict[str, Any]:
+    """Anonymize ``video`` into ``out`` (None: nothing written); summary figures and the ids drawn.
 
     ``on_frame(index, original, result)`` is called for each frame (the evaluation uses it).
     """
@@ -318,6 +318,7 @@ def anonymize_video(
     writer = None
     n = predicted = 0
     area = 0.0
+    labels: set[str] = set()
     t0 = time.perf_counter()
     try:
         for i, frame in video_frames(video, frames):
@@ -329,6 +330,7 @@ def anonymize_video(
                 on_frame(i, frame, res)
             n += 1
             predicted += res.predicted
+            labels.update(res.labels.values())
             area += float(res.mask.mean())
     finally:
         if writer is not None:
@@ -340,6 +342,7 @@ def anonymize_video(
         "fps": round(n / seconds, 2) if seconds > 0 else 0.0,
         "predicted_boxes": predicted,
         "mean_area_obscured": round(area / max(n, 1), 4),
+        "ids": sorted(labels),
     }
 
 
@@ -381,6 +384,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="ReID data folder (reid.data_dir): label people with its global ids")  # fmt: skip
     parser.add_argument("--store-kind", default="edge", choices=("edge", "local"),
                         help="embedded store engine of --store")  # fmt: skip
+    parser.add_argument("--dim", type=int, default=512, help="vector size of --store (reid.dim)")
     parser.add_argument("--pad", type=float, default=AnonymizeParams.pad,
                         help="box padding, fraction of its size per side")  # fmt: skip
     parser.add_argument("--max-gap-s", type=float, default=AnonymizeParams.max_gap_s,
@@ -390,6 +394,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    if not args.video.is_file():
+        print(f"error: video not found: {args.video}", file=sys.stderr)
+        return 2
+    if not 0 <= args.pad <= 1 or args.max_gap_s < 0:
+        print("error: --pad must be in [0, 1] and --max-gap-s >= 0", file=sys.stderr)
+        return 2
     params = AnonymizeParams(method=args.method, pad=args.pad, max_gap_s=args.max_gap_s,
                              draw_ids=args.ids or args.store is not None)  # fmt: skip
     store = None
@@ -402,7 +412,7 @@ def main(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             print(f"error: no {args.store_kind} store under {args.store}", file=sys.stderr)
             return 2
-        store = open_store(args.store_kind, folder, dim=512)
+        store = open_store(args.store_kind, folder, dim=args.dim)
         labeler = store_labeler(store, LinkerParams().link_distance, labeler)
     try:
         anon = Anonymizer(analyzer_function(params.min_score), params, labeler)

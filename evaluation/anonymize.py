@@ -148,6 +148,7 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    run["ids"] = len(run["ids"])  # how many pseudonyms were drawn, not which
     out = {"video": str(args.video), "method": params.method, **scorer.summary(), **run}
     if args.json:
         print(json.dumps(out))

@@ -126,3 +126,44 @@ def test_missed_detections_are_covered_by_the_tracker() -> None:
         if i in (5, 6):
             assert res.predicted == 1 and res.detections == 0
             assert list(res.labels.values()) == list(anon._labels.values())
+
+
+@pytest.mark.parametrize(
+    "extra", [["--video", "/nonexistent.avi"], ["--pad", "-1"], ["--store", "/nonexistent"]]
+)
+def test_bad_input_is_a_clear_error(tmp_path: Path, extra: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["anonymize", "--video", str(pets_dir() / "vtest.avi"), "--out", str(tmp_path / "o.mp4")]
+    assert cli(args + extra + ["--frames", "1"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_store_ids_are_drawn_until_the_identity_is_erased(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """End to end: a person stored as g42 is labelled g42 on the video; after
+    ``erase_identity`` the same video never shows g42 again."""
+    from crosscam.anonymize import analyzer_function
+    from reid.erasure import erase_identity
+    from reid.qdrant_store import open_store
+    from reid.store import StoredTracklet
+
+    analyze = analyzer_function(0.1)
+    frames = dict(video_frames(pets_dir() / "vtest.avi", FRAMES))
+    boxes, scores, emb = analyze(frames[FRAMES - 1])
+    store = open_store("edge", tmp_path / "data" / "qdrant-edge", emb.shape[1])
+    best = int(np.argmax(scores))
+    store.upsert([StoredTracklet("cam:1:0", "cam", 0, 1, "g42", vector=emb[best])])
+    store.close()
+    args = ["anonymize", "--video", str(pets_dir() / "vtest.avi"), "--out", str(tmp_path / "o.mp4"),
+            "--frames", str(FRAMES), "--store", str(tmp_path / "data"), "--dim", str(emb.shape[1])]  # fmt: skip
+
+    assert cli(args) == 0
+    before = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ids"]
+    assert "g42" in before
+    assert all(i == "g42" or i.startswith("p") for i in before)
+
+    store = open_store("edge", tmp_path / "data" / "qdrant-edge", emb.shape[1])
+    assert erase_identity(store, None, "g42").tracklets == ["cam:1:0"]
+    store.close()
+    assert cli(args) == 0
+    after = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ids"]
+    assert after and "g42" not in after
