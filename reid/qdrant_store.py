@@ -127,6 +127,11 @@ class EdgeStore:
         for tid, gid in assignment.items():
             self.shard.update(qe.UpdateOperation.set_payload([point_id(tid)], {"global_id": gid}))
 
+    def delete(self, tracklet_ids: Sequence[str]) -> None:
+        if tracklet_ids:
+            ids: list[Any] = [point_id(t) for t in tracklet_ids]
+            self.shard.update(self._qe.UpdateOperation.delete_points(ids))
+
     def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
         """Every stored tracklet within ``scope``."""
         qe = self._qe
@@ -264,6 +269,11 @@ class ClientStore:
         for tid, gid in assignment.items():
             self.client.set_payload(COLLECTION, payload={"global_id": gid}, points=[point_id(tid)])
 
+    def delete(self, tracklet_ids: Sequence[str]) -> None:
+        if tracklet_ids:
+            ids = [point_id(t) for t in tracklet_ids]
+            self.client.delete(COLLECTION, points_selector=self.m.PointIdsList(points=ids))  # type: ignore[arg-type]
+
     def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
         """Every stored tracklet within ``scope``."""
         offset = None
@@ -340,6 +350,10 @@ class LockedStore:
         """Write new global ids onto stored tracklets, under the lock."""
         with self._lock:
             self.inner.set_global_ids(assignment)
+
+    def delete(self, tracklet_ids: Sequence[str]) -> None:
+        with self._lock:
+            self.inner.delete(tracklet_ids)
 
     def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
         """Every stored tracklet within ``scope``, under the lock."""

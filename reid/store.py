@@ -144,6 +144,9 @@ class VectorStore(Protocol):
     def set_global_ids(self, assignment: dict[str, str]) -> None:
         """Rewrite the global id of stored tracklets (after a merge or split)."""
 
+    def delete(self, tracklet_ids: Sequence[str]) -> None:
+        """Remove tracklets' points (vectors and payloads); unknown ids are ignored."""
+
     def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
         """Every stored tracklet within ``scope`` (any order)."""
 

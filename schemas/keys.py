@@ -11,12 +11,21 @@
   :class:`schemas.messages.AuditEvent` (field ``event``), written by the web
   servers and ``crosscam tokens``; ``crosscam:audit:published`` is the last
   stream id published to ``crosscam.audit.v1``.
+* ``crosscam:identity:<global_id>`` and ``crosscam:identity:<global_id>:*`` —
+  reserved for any data kept about one identity, so that erasing the identity
+  (``crosscam erase``) finds and deletes every such key.
+* ``crosscam:erased:tracklets`` — a sorted set of the tracklet ids of erased
+  identities (score: when the entry may be dropped, Unix seconds), written by
+  erasure, read by the ReID stage so a replay of the tracklets topic cannot
+  bring an erased identity back. Tracklet ids carry no personal data.
 """
 
 from __future__ import annotations
 
 CAMERA_STATUS_KEY = "crosscam:camera:{camera_id}"
 CLAIM_CHECK_KEY = "crosscam:frame:{camera_id}:{seq}"
+IDENTITY_KEY = "crosscam:identity:{global_id}"
+ERASED_TRACKLETS_KEY = "crosscam:erased:tracklets"
 
 
 def camera_status_key(camera_id: str) -> str:
@@ -39,3 +48,8 @@ AUDIT_PUBLISHER_LOCK_KEY = "crosscam:audit:publisher"
 def token_key(digest: str) -> str:
     """Redis key of a token's hash (by the token's SHA-256 hex digest, never the token)."""
     return TOKEN_KEY.format(digest=digest)
+
+
+def identity_key(global_id: str) -> str:
+    """Redis key (and prefix, with ``:``) of data kept about one identity."""
+    return IDENTITY_KEY.format(global_id=global_id)

@@ -192,10 +192,12 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
       now ``global_id``.
     * ``split`` — a revisited decision took ``tracklet_id`` out of
       ``merged_ids[0]`` into ``global_id``.
+    * ``erased`` — identity ``global_id`` was erased (a data subject's request):
+      subscribers delete what they hold of it; the id is never used again.
     """
 
     v: int = SCHEMA_VERSION
-    kind: Literal["new_identity", "link", "merge", "split"]
+    kind: Literal["new_identity", "link", "merge", "split", "erased"]
     global_id: str
     tracklet_id: str = ""
     camera_id: OptionalCameraId = ""

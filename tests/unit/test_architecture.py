@@ -42,7 +42,8 @@ SERVICE_SIDE = {
     "ingest": {"cli", "metrics", "publish", "service", "settings", "status"},
     "detector": {"metrics", "service", "settings", "stage"},
     "tracker": {"metrics", "service", "settings", "state_store"},
-    "reid": {"api", "export", "metrics", "qdrant_store", "service", "settings", "tail"},
+    "reid": {"api", "erasure_job", "export", "metrics", "qdrant_store", "retention_job", "service",
+             "settings", "tail"},
 }
 
 
