@@ -41,10 +41,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from reid.headblur import blur_head
 from reid.query import ReidQuery, by_identity, reidentify
 from reid.store import Scope, StoredTracklet, VectorStore
 from reid.topology import Topology
@@ -330,15 +331,23 @@ def _read_routes(app: FastAPI, api: ReidApi) -> None:
         audit(request, who, "tracklets.list", [str(r["tracklet_id"]) for r in rows])
         return rows
 
-    @app.get("/thumbnails/{camera}/{name}", tags=["viewer"], response_class=FileResponse)
-    def thumbnail(request: Request, who: Viewer, camera: str, name: str) -> FileResponse:
+    @app.get("/thumbnails/{camera}/{name}", tags=["viewer"], response_class=Response)
+    def thumbnail(request: Request, who: Viewer, camera: str, name: str) -> Response:
+        """A crop: viewers get the head blurred, operators and admins the clear image (audited)."""
         path = api.thumbnail(camera, name)
-        audit(request, who, "thumbnail", [f"{camera}/{name}"[:300]], 200 if path else 404, {})
+        clear = who.allows(Role.operator)
+        action = "thumbnail.clear" if clear else "thumbnail.blurred"
+        audit(request, who, action, [f"{camera}/{name}"[:300]], 200 if path else 404, {})
         if path is None:
             raise HTTPException(404, "no such thumbnail")
-        return FileResponse(
-            path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"}
-        )
+        headers = {"Cache-Control": "private, max-age=300"}
+        if clear:
+            return FileResponse(path, media_type="image/jpeg", headers=headers)
+        try:
+            blurred = blur_head(path.read_bytes())
+        except ValueError:  # never fall back to the clear image for a viewer
+            raise HTTPException(404, "thumbnail unreadable") from None
+        return Response(blurred, media_type="image/jpeg", headers=headers)
 
 
 def _query_routes(app: FastAPI, api: ReidApi) -> None:

@@ -348,7 +348,7 @@ def test_gallery_in_chromium(
     # every page the operator opened is in the audit trail under their name
     trail, _ = world.web.audit_log.query(who="otto", limit=1000)
     actions = {e.action for e in trail}
-    assert {"identities.list", "identity.view", "thumbnail", "reidentify"} <= actions
+    assert {"identities.list", "identity.view", "thumbnail.clear", "reidentify"} <= actions
     assert all(e.forwarded_for == "127.0.0.1" for e in trail)
 
     # identities: the page refreshed by itself to show the tracklets linked while it was open

@@ -177,7 +177,7 @@ def test_answers_and_the_audit_trail(world: World) -> None:
     assert trail[0]["client"] == "127.0.0.1" and trail[0]["status"] == 200
     views = call(w, "GET", "/api/audit?who=vera", "admin").json()["events"]
     assert [e["action"] for e in views] == [
-        "identities.list", "identity.view", "thumbnail", "tracklets.list", "tracklets.list",
+        "identities.list", "identity.view", "thumbnail.blurred", "tracklets.list", "tracklets.list",
         "identities.list",
     ]  # fmt: skip
     assert views[1]["ids"] == [two_cams["global_id"]]
@@ -234,3 +234,35 @@ def test_headers_host_and_cors(world: World) -> None:
     assert call(w, "GET", "/healthz").json() == {"ok": True}
     spec = call(w, "GET", "/openapi.json").json()
     assert ("/gallery/config" if w.via_gallery else "/api/reidentify") in spec["paths"]
+
+
+def test_viewer_sees_the_head_blurred_operator_sees_it_clear(world: World) -> None:
+    """Issue 13: a viewer's thumbnail differs from the operator's in the head region only."""
+    import cv2
+    import numpy as np
+
+    from reid.headblur import HEAD_FRACTION, JPEG_QUALITY
+
+    w = world
+    ids = call(w, "GET", "/api/identities", "viewer").json()
+    ref = next(i for i in ids if i["tracklets"] == 2)["thumbnail_url"]
+    clear = call(w, "GET", ref, "operator")
+    blurred = call(w, "GET", ref, "viewer")
+    assert clear.status_code == blurred.status_code == 200
+    on_disk = (w.thumbs / ref.removeprefix("/thumbnails/")).read_bytes()
+    assert clear.content == on_disk  # the operator gets the stored crop itself
+    original = cv2.imdecode(np.frombuffer(clear.content, np.uint8), cv2.IMREAD_COLOR)
+    # the blurred copy is re-encoded: compare with the original re-encoded the same way
+    ok, again = cv2.imencode(".jpg", original, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    assert ok
+    a = cv2.imdecode(again, cv2.IMREAD_COLOR).astype(int)
+    b = cv2.imdecode(np.frombuffer(blurred.content, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    assert a.shape == b.shape
+    head = max(2, round(a.shape[0] * HEAD_FRACTION))
+    diff = np.abs(a - b).max(axis=2)
+    assert diff[:head].mean() > 20, "the head region was not blurred"
+    # below the head, past the JPEG blocks (16 px with chroma) that straddle its edge
+    below = -(-head // 16) * 16
+    assert diff[below:].max() <= 4, "pixels below the head changed"
+    trail = call(w, "GET", "/api/audit", "admin").json()["events"]
+    assert {"thumbnail.clear", "thumbnail.blurred"} <= {e["action"] for e in trail}

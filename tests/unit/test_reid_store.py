@@ -29,10 +29,22 @@ def vec(person: int, noise: float, seed: int) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def crop_jpeg(person: int) -> bytes:
+    """A real 64x128 JPEG crop with texture everywhere (so a blur shows where it acts)."""
+    import cv2
+
+    rng = np.random.default_rng(person)
+    tile = rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)
+    image = cv2.resize(np.tile(tile, (8, 8, 1)), (64, 128), interpolation=cv2.INTER_NEAREST)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
 def tracklet(cam: str, tid: int, t0: float, t1: float, person: int) -> Tracklet:
     crops = [
         Crop(seq=i, ts_capture_ns=int(t0 * NS_PER_S), box_xyxy=[0, 0, 10, 20], score=0.9, quality=1.0 + i,
-             jpeg=b"\xff\xd8fakejpeg" if i == 0 else b"", embedding=pack_f32(vec(person, 0.1, tid * 10 + i)))
+             jpeg=crop_jpeg(person) if i == 0 else b"", embedding=pack_f32(vec(person, 0.1, tid * 10 + i)))
         for i in range(4)
     ]  # fmt: skip
     return Tracklet(camera_id=cam, tracklet_id=f"{cam}:{tid}:{int(t0 * NS_PER_S)}", track_id=tid,
