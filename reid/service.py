@@ -12,6 +12,7 @@ store opens in one process only.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import re
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import redis
 
 from reid import metrics as m
 from reid.api import ReidApi, start_api
-from reid.engine import Engine
+from reid.engine import Engine, Processed
 from reid.qdrant_store import LockedStore, open_store
 from reid.settings import ReidSettingsRoot
 from reid.store import Scope, VectorStore
@@ -29,6 +30,7 @@ from reid.topology import Topology
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
+from service.delivery import apply_each
 from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
 
@@ -57,33 +59,58 @@ class ReidStage:
         self.engine = engine
 
     def handle(self, records: list[Record]) -> list[Output]:
+        """Link the tracklets one by one; a failure keeps the outputs of those before it.
+
+        Each tracklet either goes through whole or leaves the linker as it was
+        (restored from a snapshot), so a retried tracklet is linked again
+        rather than skipped as a replay (see :mod:`service.delivery`).
+        """
+        try:
+            return apply_each(records, self._handle_one)
+        finally:
+            m.LIVE_TRACKLETS.set(self.engine.linker.live_count())
+            m.STORE_POINTS.set(self.engine.store.count())
+
+    def _handle_one(self, rec: Record) -> list[Output]:
+        t: Tracklet = rec.message
+        problem = check_tracklet(t)
+        if problem is not None:
+            return [dead_letter(self.name, rec, problem)]
+        cam = t.camera_id
+        m.TRACKLETS_IN.labels(cam).inc()
+        res = self._process_atomically(t)
+        if res.skipped:
+            m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
+            return []
+        m.SEARCH_SECONDS.labels(cam).observe(res.search_seconds)
         outputs: list[Output] = []
-        for rec in records:
-            t: Tracklet = rec.message
-            problem = check_tracklet(t)
-            if problem is not None:
-                outputs.append(dead_letter(self.name, rec, problem))
-                continue
-            cam = t.camera_id
-            m.TRACKLETS_IN.labels(cam).inc()
-            res = self.engine.process(t)
-            if res.skipped:
-                m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
-                continue
-            m.SEARCH_SECONDS.labels(cam).observe(res.search_seconds)
-            for e in res.events:
-                if e.kind == "link":
-                    m.LINKS.labels(cam).inc()
-                elif e.kind == "new_identity":
-                    m.NEW_IDENTITIES.labels(cam).inc()
-                elif e.kind == "merge":
-                    m.MERGES.inc(len(e.merged_ids))
-                elif e.kind == "split":
-                    m.SPLITS.inc()
-                outputs.append(Output.of(MATCHES, e.global_id, e))
-        m.LIVE_TRACKLETS.set(self.engine.linker.live_count())
-        m.STORE_POINTS.set(self.engine.store.count())
+        for e in res.events:
+            if e.kind == "link":
+                m.LINKS.labels(cam).inc()
+            elif e.kind == "new_identity":
+                m.NEW_IDENTITIES.labels(cam).inc()
+            elif e.kind == "merge":
+                m.MERGES.inc(len(e.merged_ids))
+            elif e.kind == "split":
+                m.SPLITS.inc()
+            outputs.append(Output.of(MATCHES, e.global_id, e))
         return outputs
+
+    def _process_atomically(self, t: Tracklet) -> Processed:
+        """``engine.process``; if it raises, the linker is put back as it was before.
+
+        The store writes (upserts keyed by tracklet id) are idempotent; the
+        one gap: if the tracklet's upsert succeeded and the next store call
+        failed, a retry finds it stored and skips it as a replay.
+        """
+        linker = self.engine.linker
+        memo = {id(linker.topology): linker.topology, id(linker.params): linker.params}
+        snapshot = copy.deepcopy(linker, memo)
+        try:
+            return self.engine.process(t)
+        except Exception:
+            self.engine.linker = snapshot
+            raise
 
 
 _NEXT_GLOBAL_ID = """
