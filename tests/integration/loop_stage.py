@@ -7,7 +7,8 @@ topic, slowly, so a signal can land in the middle of a batch.
 Frames with special camera ids exercise the failure paths:
 
 * ``reject``: dead-lettered by the stage itself;
-* ``poison``: ``handle`` raises ValueError (a bug: dead-lettered by the loop);
+* ``poison``: ``handle`` raises ValueError (a bug: dead-lettered by the loop),
+  unless ``--fixed`` (the bug fixed: for replaying dead letters);
 * ``flaky``: raises ConnectionError the first ``--flaky N`` times (a dependency
   down, then back: retried by the loop).
 
@@ -43,7 +44,11 @@ class CopyStage:
         delay_s: float,
         stateful: bool = False,
         flaky: int = 0,
+        name: str = "loop-test",
+        fixed: bool = False,
     ) -> None:
+        self.name = name
+        self.fixed = fixed
         self.input = Topic(input_topic, Frame, "msgpack", "camera_id")
         self.output_topic = output_topic
         self.delay_s = delay_s
@@ -67,7 +72,7 @@ class CopyStage:
         frame: Frame = rec.message
         if frame.camera_id == "reject":
             return [dead_letter(self.name, rec, "rejected by test stage")]
-        if frame.camera_id == "poison":
+        if frame.camera_id == "poison" and not self.fixed:
             raise ValueError(f"poison frame seq={frame.seq}")
         if frame.camera_id == "flaky" and self.flaky_left > 0:
             self.flaky_left -= 1
@@ -94,7 +99,8 @@ async def _main(args: argparse.Namespace) -> None:
         reconnect_backoff_max_s=1.0,
         session_timeout_ms=args.session_timeout_ms,
     )
-    stage = CopyStage(args.input, args.output, args.delay, args.stateful, args.flaky)
+    stage = CopyStage(args.input, args.output, args.delay, args.stateful, args.flaky,
+                      args.name, args.fixed)  # fmt: skip
     await run_stage(stage, settings, args.group, stop, partitions=1)
 
 
@@ -111,6 +117,8 @@ def main() -> None:
     p.add_argument("--flaky", type=int, default=0)
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024)
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument("--name", default="loop-test", help="the stage name (dead letters carry it)")
+    p.add_argument("--fixed", action="store_true", help="poison frames pass: the bug is fixed")
     args = p.parse_args()
     setup_logging("INFO")
     print("ready", flush=True)
