@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -65,11 +66,10 @@ class ReidStage:
         (restored from a snapshot), so a retried tracklet is linked again
         rather than skipped as a replay (see :mod:`service.delivery`).
         """
-        try:
-            return apply_each(records, self._handle_one)
-        finally:
-            m.LIVE_TRACKLETS.set(self.engine.linker.live_count())
-            m.STORE_POINTS.set(self.engine.store.count())
+        outputs = apply_each(records, self._handle_one)
+        m.LIVE_TRACKLETS.set(self.engine.linker.live_count())
+        m.STORE_POINTS.set(self.engine.store.count())
+        return outputs
 
     def _handle_one(self, rec: Record) -> list[Output]:
         t: Tracklet = rec.message
@@ -104,13 +104,37 @@ class ReidStage:
         failed, a retry finds it stored and skips it as a replay.
         """
         linker = self.engine.linker
-        memo = {id(linker.topology): linker.topology, id(linker.params): linker.params}
-        snapshot = copy.deepcopy(linker, memo)
+        before = snapshot_attributes(linker)
         try:
             return self.engine.process(t)
         except Exception:
-            self.engine.linker = snapshot
+            vars(linker).clear()
+            vars(linker).update(before)
             raise
+
+
+def _copy_container(value: Any) -> Any:
+    if isinstance(value, dict | list | set):
+        return copy.copy(value)
+    return value
+
+
+def snapshot_attributes(obj: object) -> dict[str, Any]:
+    """``obj``'s attributes with their containers copied two levels deep.
+
+    Enough to undo the linker's bookkeeping (dicts of sightings, dicts of
+    dicts of distances) at the cost of copying references only: the values
+    inside (sightings, spans, vectors) are never changed in place. A deep copy
+    would copy every vector in the window for each tracklet.
+    """
+    snap: dict[str, Any] = {}
+    for name, value in vars(obj).items():
+        value = _copy_container(value)
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                value[key] = _copy_container(inner)
+        snap[name] = value
+    return snap
 
 
 _NEXT_GLOBAL_ID = """
