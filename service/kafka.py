@@ -89,7 +89,11 @@ class Output:
 class Stage(Protocol):
     """What :func:`run_stage` needs of a stage. Optional hooks: ``on_assign``,
     ``on_revoke`` (after the in-flight batch is committed: save state),
-    ``after_commit`` (periodic checkpoints: never ahead of produced output)."""
+    ``after_commit`` (periodic checkpoints: never ahead of produced output).
+
+    A stage that keeps state across records must apply them one by one with
+    :func:`service.delivery.apply_each`, so a failure at one record keeps the
+    outputs of those before it (:func:`handle_batch`)."""
 
     name: str
     input: Topic
@@ -227,12 +231,12 @@ def _after_too_large(stage: str, out: Output, error: KafkaError) -> Output | Non
             "output_too_large", extra={"stage": stage, "topic": out.topic, "bytes": len(out.value)}
         )
         return shrink_dead_letter(refused_output(stage, out, error), _DEAD_LETTER_FALLBACK_BYTES)
-    value_len = len(decode(DeadLetter, out.value).value)
-    if value_len == 0:  # nothing left to cut: give up on this one rather than wedge
+    budget = min(_DEAD_LETTER_FALLBACK_BYTES, len(out.value) // 2)
+    smaller = shrink_dead_letter(out, max(budget, _DEAD_LETTER_OVERHEAD))
+    if len(smaller.value) >= len(out.value):  # nothing left to cut: drop it rather than wedge
         log.error("dead_letter_dropped", extra={"stage": stage, "error": repr(error)})
         return None
-    budget = min(_DEAD_LETTER_FALLBACK_BYTES, len(out.value) // 2)
-    return shrink_dead_letter(out, max(budget, _DEAD_LETTER_OVERHEAD))
+    return smaller
 
 
 async def produce_all(
@@ -496,6 +500,8 @@ async def run_stage(
                 if after_commit is not None and done:
                     await asyncio.to_thread(after_commit, done)
     finally:
+        with contextlib.suppress(Exception):
+            await listener.run_deferred()  # revoked mid-batch, not yet checkpointed
         owned = sorted(tp.partition for tp in consumer.assignment())
         hook = getattr(stage, "on_revoke", None)
         if hook is not None and owned:

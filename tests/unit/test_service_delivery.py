@@ -209,3 +209,21 @@ def test_since_takes_an_iso_time_or_an_age() -> None:
     assert parse_since("1970-01-01T01:00:10+01:00") == 10 * 10**9
     with pytest.raises(Exception, match="ISO-8601"):
         parse_since("yesterday")
+
+
+def test_refused_dead_letter_is_cut_further_and_a_hopeless_one_dropped() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from service.kafka import _after_too_large
+
+    big = dead_letter("unit", Record("t-in", 0, 1, b"k", b"x" * 1_000_000, None, 0), "why")
+    cut = _after_too_large("unit", big, MessageSizeTooLargeError())
+    assert cut is not None and len(cut.value) < len(big.value) // 2
+    assert decode(DeadLetter, cut.value).value_size == 1_000_000
+    tiny = dead_letter("unit", Record("t-in", 0, 1, b"k", b"x", None, 0), "why")
+    assert _after_too_large("unit", tiny, MessageSizeTooLargeError()) is None  # never a wedge
+    out = Output("t-out", b"k", b"y" * 10)
+    refused = _after_too_large("unit", out, MessageSizeTooLargeError())
+    assert refused is not None and refused.topic == DEADLETTER.name
+    d = decode(DeadLetter, refused.value)
+    assert (d.topic, d.partition, d.value, d.key) == ("t-out", -1, b"y" * 10, b"k")
