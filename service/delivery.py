@@ -13,11 +13,13 @@ Two notions the loop (:mod:`service.kafka`) and the stages share:
   record ``k`` raises, records ``0..k-1`` are applied *and their outputs are
   kept* in a :class:`PartialBatch`, so the loop publishes them; record ``k``
   is retried (transient) or dead-lettered, and the loop goes on from ``k+1``.
-  The stage must leave no state of record ``k`` behind when it raises (the
-  ReID stage restores its linker; the tracker's core raises before it
-  mutates on the faults it can meet). A stage whose ``handle`` raises
-  anything else is taken to be stateless for the batch (the detector): the
-  loop may re-run its records.
+  A record retried after a transient fault must have left no state behind
+  when it raised: the ReID stage puts its linker back from a snapshot; the
+  tracker meets Redis only when it opens a camera, before it applies the
+  frame, and checks a frame's arrays before applying it (a bug raising in
+  the middle of a frame can leave that one frame half-applied; the frame is
+  dead-lettered). A stage whose ``handle`` raises anything else is taken to
+  be stateless for the batch (the detector): the loop may re-run its records.
 """
 
 from __future__ import annotations
