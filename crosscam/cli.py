@@ -31,6 +31,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("gallery",): ("gallery.server", "serve the web gallery of identities and cameras"),
     ("run",): ("crosscam.run", "run every stage for a cameras file, supervised"),
     ("matches", "tail"): ("reid.tail", "print cross-camera matches as they arrive"),
+    ("deadletters", "list"): ("crosscam.deadletters", "print a stage's dead letters"),
+    ("deadletters", "replay"): ("crosscam.deadletters", "re-publish a stage's dead letters"),
     ("scenario", "pets"): ("evaluation.scenario", "cut PETS09-S2L1 into a multi-camera scenario"),
     ("models", "export-osnet"): ("reid.export", "export a torchreid OSNet to ONNX"),
     ("eval", "detect"): (

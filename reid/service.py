@@ -12,16 +12,18 @@ store opens in one process only.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from reid import metrics as m
 from reid.api import ReidApi, start_api
-from reid.engine import Engine
+from reid.engine import Engine, Processed
 from reid.qdrant_store import LockedStore, open_store
 from reid.settings import ReidSettingsRoot
 from reid.store import Scope, VectorStore
@@ -29,6 +31,7 @@ from reid.topology import Topology
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
+from service.delivery import apply_each
 from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
 from service.web import web_context
@@ -58,33 +61,81 @@ class ReidStage:
         self.engine = engine
 
     def handle(self, records: list[Record]) -> list[Output]:
-        outputs: list[Output] = []
-        for rec in records:
-            t: Tracklet = rec.message
-            problem = check_tracklet(t)
-            if problem is not None:
-                outputs.append(dead_letter(self.name, rec, problem))
-                continue
-            cam = t.camera_id
-            m.TRACKLETS_IN.labels(cam).inc()
-            res = self.engine.process(t)
-            if res.skipped:
-                m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
-                continue
-            m.SEARCH_SECONDS.labels(cam).observe(res.search_seconds)
-            for e in res.events:
-                if e.kind == "link":
-                    m.LINKS.labels(cam).inc()
-                elif e.kind == "new_identity":
-                    m.NEW_IDENTITIES.labels(cam).inc()
-                elif e.kind == "merge":
-                    m.MERGES.inc(len(e.merged_ids))
-                elif e.kind == "split":
-                    m.SPLITS.inc()
-                outputs.append(Output.of(MATCHES, e.global_id, e))
+        """Link the tracklets one by one; a failure keeps the outputs of those before it.
+
+        Each tracklet either goes through whole or leaves the linker as it was
+        (restored from a snapshot), so a retried tracklet is linked again
+        rather than skipped as a replay (see :mod:`service.delivery`).
+        """
+        outputs = apply_each(records, self._handle_one)
         m.LIVE_TRACKLETS.set(self.engine.linker.live_count())
         m.STORE_POINTS.set(self.engine.store.count())
         return outputs
+
+    def _handle_one(self, rec: Record) -> list[Output]:
+        t: Tracklet = rec.message
+        problem = check_tracklet(t)
+        if problem is not None:
+            return [dead_letter(self.name, rec, problem)]
+        cam = t.camera_id
+        m.TRACKLETS_IN.labels(cam).inc()
+        res = self._process_atomically(t)
+        if res.skipped:
+            m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
+            return []
+        m.SEARCH_SECONDS.labels(cam).observe(res.search_seconds)
+        outputs: list[Output] = []
+        for e in res.events:
+            if e.kind == "link":
+                m.LINKS.labels(cam).inc()
+            elif e.kind == "new_identity":
+                m.NEW_IDENTITIES.labels(cam).inc()
+            elif e.kind == "merge":
+                m.MERGES.inc(len(e.merged_ids))
+            elif e.kind == "split":
+                m.SPLITS.inc()
+            outputs.append(Output.of(MATCHES, e.global_id, e))
+        return outputs
+
+    def _process_atomically(self, t: Tracklet) -> Processed:
+        """``engine.process``; if it raises, the linker is put back as it was before.
+
+        The store writes (upserts keyed by tracklet id) are idempotent; the
+        one gap: if the tracklet's upsert succeeded and the next store call
+        failed, a retry finds it stored and skips it as a replay.
+        """
+        linker = self.engine.linker
+        before = snapshot_attributes(linker)
+        try:
+            return self.engine.process(t)
+        except Exception:
+            vars(linker).clear()
+            vars(linker).update(before)
+            raise
+
+
+def _copy_container(value: Any) -> Any:
+    if isinstance(value, dict | list | set):
+        return copy.copy(value)
+    return value
+
+
+def snapshot_attributes(obj: object) -> dict[str, Any]:
+    """``obj``'s attributes with their containers copied two levels deep.
+
+    Enough to undo the linker's bookkeeping (dicts of sightings, dicts of
+    dicts of distances) at the cost of copying references only: the values
+    inside (sightings, spans, vectors) are never changed in place. A deep copy
+    would copy every vector in the window for each tracklet.
+    """
+    snap: dict[str, Any] = {}
+    for name, value in vars(obj).items():
+        value = _copy_container(value)
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                value[key] = _copy_container(inner)
+        snap[name] = value
+    return snap
 
 
 _NEXT_GLOBAL_ID = """

@@ -213,7 +213,12 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A message a stage could not decode or process. Topic ``crosscam.deadletter.v1``.
 
     Keeps the original bytes, where they came from and why, so nothing is lost
-    and an operator can replay it after a fix.
+    and an operator can replay it after a fix (``crosscam deadletters replay``).
+    ``value_size`` and ``value_sha256`` describe the original bytes; when they
+    would not fit the broker's message limit, ``value`` holds only their first
+    part and ``truncated`` is true (such a record cannot be replayed).
+    ``partition`` = -1 marks an *output* the broker refused (``topic`` is
+    where it was going).
     """
 
     v: int = SCHEMA_VERSION
@@ -225,6 +230,9 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     key: bytes | None = None
     value: bytes = b""
     ts_ns: int = 0
+    value_size: int = 0
+    value_sha256: str = ""
+    truncated: bool = False
 
 
 class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):

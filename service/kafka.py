@@ -6,6 +6,14 @@ replays the batch, and downstream absorbs the repeat (deterministic ids).
 Undecodable messages, and messages the stage rejects, go to the dead-letter
 topic with the reason and the original bytes; the stage goes on.
 
+No output is lost when ``handle`` fails part-way (see :mod:`service.delivery`):
+a stateful stage applies records one by one and hands back the outputs of the
+records it applied before the failure; the loop publishes them, retries the
+failed record with backoff when the fault is transient (a dependency
+unreachable), else dead-letters it, and goes on with the next record. A dead
+letter too large for the broker is stored truncated, with the original size
+and SHA-256; it never wedges the stage.
+
 The stage's ``handle`` is ordinary blocking code (ONNX, OpenCV, Redis): it runs
 in a worker thread so the event loop keeps Kafka heartbeats going.
 """
@@ -14,28 +22,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-import random
 import signal
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 
+from common.backoff import Backoff
 from schemas.codec import DecodeError, decode, encode
 from schemas.messages import DeadLetter
 from schemas.topics import DEADLETTER, TOPICS, Topic
 from service import metrics
+from service.delivery import PartialBatch, is_transient
 from service.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 4
+# Bytes a DeadLetter adds around the original value (names, reason <= 2000, digest).
+_DEAD_LETTER_OVERHEAD = 4096
+# A dead letter the broker refused is retried with at most this much of the value.
+_DEAD_LETTER_FALLBACK_BYTES = 256 * 1024
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +89,11 @@ class Output:
 class Stage(Protocol):
     """What :func:`run_stage` needs of a stage. Optional hooks: ``on_assign``,
     ``on_revoke`` (after the in-flight batch is committed: save state),
-    ``after_commit`` (periodic checkpoints: never ahead of produced output)."""
+    ``after_commit`` (periodic checkpoints: never ahead of produced output).
+
+    A stage that keeps state across records must apply them one by one with
+    :func:`service.delivery.apply_each`, so a failure at one record keeps the
+    outputs of those before it (:func:`handle_batch`)."""
 
     name: str
     input: Topic
@@ -77,7 +102,12 @@ class Stage(Protocol):
 
 
 def dead_letter(stage_name: str, record: Record | Any, reason: str) -> Output:
-    """A dead-letter output for ``record`` (a :class:`Record` or an aiokafka record)."""
+    """A dead-letter output for ``record`` (a :class:`Record` or an aiokafka record).
+
+    The original bytes are kept whole here, with their size and SHA-256;
+    :func:`produce_all` truncates them if the broker cannot take them.
+    """
+    value = record.value or b""
     msg = DeadLetter(
         stage=stage_name,
         topic=record.topic,
@@ -85,10 +115,34 @@ def dead_letter(stage_name: str, record: Record | Any, reason: str) -> Output:
         offset=record.offset,
         reason=reason[:2000],
         key=record.key,
-        value=record.value or b"",
+        value=value,
         ts_ns=time.time_ns(),
+        value_size=len(value),
+        value_sha256=hashlib.sha256(value).hexdigest(),
     )
     return Output(DEADLETTER.name, stage_name.encode(), encode(msg))
+
+
+def shrink_dead_letter(out: Output, max_bytes: int) -> Output:
+    """``out`` (a dead letter) with its value cut so the message fits ``max_bytes``.
+
+    Keeps ``value_size`` and ``value_sha256`` of the original bytes and sets
+    ``truncated``; an output that already fits is returned as it is.
+    """
+    if len(out.value) <= max_bytes:
+        return out
+    msg = decode(DeadLetter, out.value)
+    keep = max(0, max_bytes - _DEAD_LETTER_OVERHEAD - len(msg.key or b""))
+    if not msg.value_sha256:
+        msg.value_size, msg.value_sha256 = len(msg.value), hashlib.sha256(msg.value).hexdigest()
+    msg.value, msg.truncated = msg.value[:keep], True
+    return Output(out.topic, out.key, encode(msg))
+
+
+def refused_output(stage_name: str, out: Output, error: BaseException) -> Output:
+    """A dead letter for an output the broker refused as too large (``partition`` = -1)."""
+    fake = Record(out.topic, -1, -1, out.key, out.value, None, 0)
+    return dead_letter(stage_name, fake, f"output refused by the broker: {error!r}")
 
 
 def producer_config(settings: KafkaSettings, role: str) -> dict[str, Any]:
@@ -107,7 +161,7 @@ async def start_with_retry(
     client: Any, what: str, stop: asyncio.Event | None, cap_s: float
 ) -> None:
     """``await client.start()`` until the broker answers (exponential backoff, jitter)."""
-    delay = 0.2
+    backoff = Backoff(initial_s=0.2, max_s=cap_s)
     while True:
         try:
             await client.start()
@@ -115,12 +169,12 @@ async def start_with_retry(
         except KafkaError as exc:
             if stop is not None and stop.is_set():
                 raise
+            delay = backoff.next_delay_s()
             log.warning(
                 "kafka_unreachable",
                 extra={"client": what, "error": repr(exc), "retry_s": round(delay, 2)},
             )
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, cap_s)
+            await asyncio.sleep(delay)
 
 
 async def ensure_topics(
@@ -153,62 +207,173 @@ async def ensure_topics(
         await admin.close()
 
 
+async def _send_all(producer: AIOKafkaProducer, outputs: list[Output]) -> list[KafkaError | None]:
+    """Send every output, wait for every acknowledgement: the error of each (None = acked)."""
+    errors: list[KafkaError | None] = [None] * len(outputs)
+    sent: list[tuple[int, Any]] = []
+    for i, o in enumerate(outputs):
+        try:
+            sent.append((i, await producer.send(o.topic, value=o.value, key=o.key)))
+        except KafkaError as exc:  # too large for max_request_size, or no metadata
+            errors[i] = exc
+    for i, fut in sent:
+        try:
+            await fut
+        except KafkaError as exc:
+            errors[i] = exc
+    return errors
+
+
+def _after_too_large(stage: str, out: Output, error: KafkaError) -> Output | None:
+    """What to send instead of ``out``, which the broker refused as too large."""
+    if out.topic != DEADLETTER.name:
+        log.error(
+            "output_too_large", extra={"stage": stage, "topic": out.topic, "bytes": len(out.value)}
+        )
+        return shrink_dead_letter(refused_output(stage, out, error), _DEAD_LETTER_FALLBACK_BYTES)
+    budget = min(_DEAD_LETTER_FALLBACK_BYTES, len(out.value) // 2)
+    smaller = shrink_dead_letter(out, max(budget, _DEAD_LETTER_OVERHEAD))
+    if len(smaller.value) >= len(out.value):  # nothing left to cut: drop it rather than wedge
+        log.error("dead_letter_dropped", extra={"stage": stage, "error": repr(error)})
+        return None
+    return smaller
+
+
 async def produce_all(
     producer: AIOKafkaProducer,
     outputs: list[Output],
     stage: str,
     stop: asyncio.Event | None,
     cap_s: float,
+    max_bytes: int | None = None,
 ) -> None:
-    """Send every output and wait for all acknowledgements; retry the lot on broker errors.
+    """Send every output and wait for all acknowledgements; retry failed ones on broker errors.
 
-    Retrying the whole lot may duplicate some messages: that is the
-    at-least-once contract, and downstream ids are deterministic.
+    A retried send may duplicate a message: that is the at-least-once
+    contract, and downstream ids are deterministic. Dead letters over
+    ``max_bytes`` are truncated before sending; a message the broker refuses
+    as too large is never retried as it is: a dead letter is cut further, any
+    other output becomes a (truncated) dead letter.
     """
-    delay = 0.2
-    while True:
-        try:
-            futures = [await producer.send(o.topic, value=o.value, key=o.key) for o in outputs]
-            await asyncio.gather(*futures)
-            for o in outputs:
+    backoff = Backoff(initial_s=0.2, max_s=cap_s)
+    pending = [
+        shrink_dead_letter(o, max_bytes) if max_bytes and o.topic == DEADLETTER.name else o
+        for o in outputs
+    ]
+    while pending:
+        errors = await _send_all(producer, pending)
+        retry: list[Output] = []
+        transient: KafkaError | None = None
+        for o, err in zip(pending, errors, strict=True):
+            if err is None:
                 metrics.MESSAGES_OUT.labels(stage, o.topic).inc()
                 if o.topic == DEADLETTER.name:
                     metrics.DEAD_LETTERS.labels(stage).inc()
-            return
-        except KafkaError as exc:
-            metrics.KAFKA_ERRORS.labels(stage, "produce").inc()
-            if stop is not None and stop.is_set() and delay >= cap_s:
-                raise
-            log.warning(
-                "produce_failed",
-                extra={"stage": stage, "error": repr(exc), "retry_s": round(delay, 2)},
-            )
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, cap_s)
+            elif isinstance(err, _TOO_LARGE):
+                metrics.KAFKA_ERRORS.labels(stage, "too_large").inc()
+                instead = _after_too_large(stage, o, err)
+                retry.extend([instead] if instead is not None else [])
+            else:
+                retry.append(o)
+                transient = err
+        pending = retry
+        if transient is None:
+            continue
+        metrics.KAFKA_ERRORS.labels(stage, "produce").inc()
+        delay = backoff.next_delay_s()
+        if stop is not None and stop.is_set() and delay >= cap_s:
+            raise transient
+        log.warning(
+            "produce_failed",
+            extra={"stage": stage, "error": repr(transient), "retry_s": round(delay, 2)},
+        )
+        await asyncio.sleep(delay)
 
 
-def _handle_safely(stage: Stage, records: list[Record]) -> list[Output]:
-    """Handle the batch; if it raises, handle record by record and dead-letter the failures."""
-    try:
-        return stage.handle(records)
-    except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stage
-        log.warning("batch_failed_retrying_singly", extra={"stage": stage.name, "error": repr(exc)})
+@dataclass
+class Handled:
+    """What :func:`handle_batch` did: the outputs, and the records it did not get to.
+
+    ``unfinished`` is empty unless the loop was stopped while waiting out a
+    transient fault; their offsets must not be committed.
+    """
+
+    outputs: list[Output]
+    unfinished: list[Record] = field(default_factory=list)
+
+
+def _wait_out(backoff: Backoff, stopping: Callable[[], bool]) -> bool:
+    """Sleep the next backoff delay in short slices; False as soon as ``stopping()``."""
+    deadline = time.monotonic() + backoff.next_delay_s()
+    while time.monotonic() < deadline:
+        if stopping():
+            return False
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    return not stopping()
+
+
+def _record_failed(stage: Stage, rec: Record, exc: BaseException, transient: bool) -> None:
+    where = {"stage": stage.name, "topic": rec.topic, "partition": rec.partition,
+             "offset": rec.offset, "error": repr(exc)}  # fmt: skip
+    if transient:
+        log.warning("record_transient_fault_retrying", extra=where)
+    else:
+        log.error("record_failed", extra=where, exc_info=exc)
+
+
+def handle_batch(
+    stage: Stage,
+    records: list[Record],
+    stopping: Callable[[], bool] = lambda: False,
+    backoff: Backoff | None = None,
+) -> Handled:
+    """Handle the batch so that no output is lost and nothing fails silently.
+
+    * ``handle`` succeeds: its outputs.
+    * It raises :class:`~service.delivery.PartialBatch` at record ``k``: the
+      outputs of records ``0..k-1`` are kept (those records are applied and
+      would be skipped as replays if run again); record ``k`` is retried or
+      dead-lettered; handling goes on from ``k+1``.
+    * It raises anything else: the stage is stateless for the batch; a
+      transient fault retries the whole batch, any other fault re-runs the
+      records one by one to find the culprit(s).
+
+    A transient fault (:func:`~service.delivery.is_transient`) is retried with
+    ``backoff`` until it clears or ``stopping()``; then the records not yet
+    handled come back in ``unfinished``. Any other fault dead-letters the record.
+    """
+    backoff = backoff or Backoff(initial_s=0.2, max_s=10.0)
     outputs: list[Output] = []
-    for rec in records:
+    pending, singly = list(records), False
+    while pending:
+        chunk = pending[:1] if singly else pending
         try:
-            outputs.extend(stage.handle([rec]))
-        except Exception as exc:  # noqa: BLE001
-            log.exception(
-                "record_failed",
-                extra={
-                    "stage": stage.name,
-                    "topic": rec.topic,
-                    "partition": rec.partition,
-                    "offset": rec.offset,
-                },
-            )
-            outputs.append(dead_letter(stage.name, rec, f"{type(exc).__name__}: {exc}"))
-    return outputs
+            outputs.extend(stage.handle(chunk))
+            pending = pending[len(chunk) :]
+            backoff.reset()
+            continue
+        except PartialBatch as pb:
+            outputs.extend(pb.outputs)  # type: ignore[arg-type]
+            pending, cause = pending[pb.index :], pb.cause
+            if pb.index:
+                backoff.reset()
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stage
+            if len(chunk) > 1 and not is_transient(exc):
+                log.warning(
+                    "batch_failed_retrying_singly", extra={"stage": stage.name, "error": repr(exc)}
+                )
+                singly = True
+                continue
+            cause = exc
+        transient = is_transient(cause)
+        _record_failed(stage, pending[0], cause, transient)
+        if transient:
+            if not _wait_out(backoff, stopping):
+                return Handled(outputs, pending)
+            continue
+        outputs.append(dead_letter(stage.name, pending[0], f"{type(cause).__name__}: {cause}"))
+        pending = pending[1:]
+    return Handled(outputs)
 
 
 def _capture_ns(message: Any) -> int | None:
@@ -220,33 +385,52 @@ def _capture_ns(message: Any) -> int | None:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Calls the stage's hooks; revocation waits for the in-flight batch to be committed."""
+    """Calls the stage's hooks, never while a batch is in flight (no torn checkpoint).
+
+    Revocation waits up to ``wait_s`` for the in-flight batch to be produced
+    and committed, then runs ``on_revoke``. If the batch is still running, the
+    revoked partitions are remembered and ``on_revoke`` runs for them once the
+    batch is over: first thing in ``on_partitions_assigned`` (which waits for
+    the batch), or after the batch in :func:`run_stage`, whichever comes first.
+    """
 
     def __init__(self, stage: Stage, busy: asyncio.Lock, wait_s: float) -> None:
         self.stage, self.busy, self.wait_s = stage, busy, wait_s
+        self.deferred: set[int] = set()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         parts = sorted(tp.partition for tp in revoked)
-        hook = getattr(self.stage, "on_revoke", None)
-        if not parts or hook is None:
+        if not parts or getattr(self.stage, "on_revoke", None) is None:
             return
         try:
             await asyncio.wait_for(self.busy.acquire(), self.wait_s)
         except TimeoutError:
-            log.warning("revoke_while_busy", extra={"stage": self.stage.name})
-            await asyncio.to_thread(hook, parts)
+            self.deferred.update(parts)
+            log.warning(
+                "revoke_while_busy_deferred", extra={"stage": self.stage.name, "partitions": parts}
+            )
             return
         try:
-            await asyncio.to_thread(hook, parts)
+            self.deferred.update(parts)
+            await self.run_deferred()
         finally:
             self.busy.release()
         log.info("partitions_revoked", extra={"stage": self.stage.name, "partitions": parts})
 
+    async def run_deferred(self) -> None:
+        """``on_revoke`` for partitions revoked during a batch (call with ``busy`` held)."""
+        hook = getattr(self.stage, "on_revoke", None)
+        parts, self.deferred = sorted(self.deferred), set()
+        if parts and hook is not None:
+            await asyncio.to_thread(hook, parts)
+
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         parts = sorted(tp.partition for tp in assigned)
         hook = getattr(self.stage, "on_assign", None)
-        if hook is not None:
-            await asyncio.to_thread(hook, parts)
+        async with self.busy:
+            await self.run_deferred()
+            if hook is not None:
+                await asyncio.to_thread(hook, parts)
         log.info("partitions_assigned", extra={"stage": self.stage.name, "partitions": parts})
 
 
@@ -263,7 +447,10 @@ async def run_stage(
     thread → produce and await every ack → commit ``offset + 1`` per partition
     → ``after_commit``. On stop: the batch in hand is finished, produced and
     committed, then ``on_revoke`` runs for every owned partition and the
-    clients close. Broker outages are retried with capped exponential backoff.
+    clients close. Broker outages are retried with capped exponential backoff;
+    so are transient faults of the stage's dependencies (see :func:`handle_batch`).
+    A partition revoked mid-batch is checkpointed (``on_revoke``) after the
+    batch, never during it.
     """
     stop = stop or asyncio.Event()
     group_id = group_id or f"crosscam-{stage.name}"
@@ -287,9 +474,8 @@ async def run_stage(
     producer = AIOKafkaProducer(**producer_config(settings, stage.name))
     cap = settings.reconnect_backoff_max_s
     await start_with_retry(producer, "producer", stop, cap)
-    consumer.subscribe(
-        [stage.input.name], listener=_Rebalance(stage, busy, settings.session_timeout_ms / 2000)
-    )
+    listener = _Rebalance(stage, busy, settings.session_timeout_ms / 2000)
+    consumer.subscribe([stage.input.name], listener=listener)
     await start_with_retry(consumer, "consumer", stop, cap)
     log.info(
         "stage_started", extra={"stage": stage.name, "group": group_id, "topic": stage.input.name}
@@ -307,10 +493,15 @@ async def run_stage(
             if not batches:
                 continue
             async with busy:
-                await _process_batch(stage, consumer, producer, batches, stop, cap)
-            if after_commit is not None:
-                await asyncio.to_thread(after_commit, sorted(tp.partition for tp in batches))
+                done = await _process_batch(stage, consumer, producer, batches, stop, settings)
+                await listener.run_deferred()
+                mine = {tp.partition for tp in consumer.assignment()}
+                done = [p for p in done if p in mine]
+                if after_commit is not None and done:
+                    await asyncio.to_thread(after_commit, done)
     finally:
+        with contextlib.suppress(Exception):
+            await listener.run_deferred()  # revoked mid-batch, not yet checkpointed
         owned = sorted(tp.partition for tp in consumer.assignment())
         hook = getattr(stage, "on_revoke", None)
         if hook is not None and owned:
@@ -348,14 +539,10 @@ async def _poll_batch(
     return batches
 
 
-async def _process_batch(
-    stage: Stage,
-    consumer: AIOKafkaConsumer,
-    producer: AIOKafkaProducer,
-    batches: dict[TopicPartition, list[Any]],
-    stop: asyncio.Event,
-    cap: float,
-) -> None:
+def _decode_batch(
+    stage: Stage, batches: dict[TopicPartition, list[Any]]
+) -> tuple[list[Record], list[Output]]:
+    """The decodable records, and dead letters for the others."""
     outputs: list[Output] = []
     records: list[Record] = []
     msg_type = stage.input.message_type
@@ -366,23 +553,47 @@ async def _process_batch(
             try:
                 decoded = decode(msg_type, m.value)
             except DecodeError as exc:
-                log.warning(
-                    "dead_letter",
-                    extra={
-                        "stage": stage.name,
-                        "offset": m.offset,
-                        "partition": m.partition,
-                        "reason": str(exc),
-                    },
-                )
+                log.warning("dead_letter", extra={"stage": stage.name, "offset": m.offset,
+                                                  "partition": m.partition, "reason": str(exc)})  # fmt: skip
                 outputs.append(dead_letter(stage.name, m, str(exc)))
                 continue
             records.append(
                 Record(m.topic, m.partition, m.offset, m.key, m.value, decoded, m.timestamp)
             )
+    return records, outputs
+
+
+def commit_offsets(
+    batches: dict[TopicPartition, list[Any]], unfinished: list[Record]
+) -> dict[TopicPartition, int]:
+    """Per partition: the offset after the batch, or the first record not handled."""
+    offsets: dict[TopicPartition, int] = {}
+    for tp, msgs in batches.items():
+        left = [r.offset for r in unfinished if r.partition == tp.partition and r.topic == tp.topic]
+        offset = min(left) if left else msgs[-1].offset + 1
+        if offset > msgs[0].offset:
+            offsets[tp] = offset
+    return offsets
+
+
+async def _process_batch(
+    stage: Stage,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    batches: dict[TopicPartition, list[Any]],
+    stop: asyncio.Event,
+    settings: KafkaSettings,
+) -> list[int]:
+    """Decode, handle, produce, commit one batch; the partitions it fully handled."""
+    cap = settings.reconnect_backoff_max_s
+    records, outputs = _decode_batch(stage, batches)
+    unfinished: list[Record] = []
     if records:
         t0 = time.perf_counter()
-        outputs.extend(await asyncio.to_thread(_handle_safely, stage, records))
+        backoff = Backoff(initial_s=0.2, max_s=cap)
+        handled = await asyncio.to_thread(handle_batch, stage, records, stop.is_set, backoff)
+        outputs.extend(handled.outputs)
+        unfinished = handled.unfinished
         metrics.BATCH_SECONDS.labels(stage.name).observe(time.perf_counter() - t0)
         metrics.BATCH_RECORDS.labels(stage.name).observe(len(records))
         now = time.time_ns()
@@ -391,20 +602,22 @@ async def _process_batch(
             if ts is not None:
                 metrics.CAPTURE_LATENCY.labels(stage.name).observe(max(0, now - ts) / 1e9)
     if outputs:
-        await produce_all(producer, outputs, stage.name, stop, cap)
-    offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
+        await produce_all(producer, outputs, stage.name, stop, cap, settings.max_message_bytes)
+    offsets = commit_offsets(batches, unfinished)
     try:
-        await consumer.commit(offsets)
+        if offsets:
+            await consumer.commit(offsets)
     except (CommitFailedError, KafkaError) as exc:
         # The partitions moved to another replica mid-batch: it re-reads from the
         # last committed offset; our outputs are already acknowledged, so the
         # repeat is absorbed downstream by deterministic ids.
         metrics.KAFKA_ERRORS.labels(stage.name, "commit").inc()
         log.warning("commit_failed", extra={"stage": stage.name, "error": repr(exc)})
-    for tp in batches:
+    for tp, offset in offsets.items():
         hw = consumer.highwater(tp)
         if hw is not None:
-            metrics.CONSUMER_LAG.labels(stage.name, str(tp.partition)).set(max(0, hw - offsets[tp]))
+            metrics.CONSUMER_LAG.labels(stage.name, str(tp.partition)).set(max(0, hw - offset))
+    return sorted({tp.partition for tp in batches} - {r.partition for r in unfinished})
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

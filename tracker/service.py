@@ -2,8 +2,10 @@
 
 One :class:`~tracker.core.CameraTracker` per camera, created on the camera's
 first message: restored from Redis when a checkpoint exists (same ids, and
-frames it has already applied are skipped), else fresh. Finished tracklets go
-to the tracklets topic keyed by camera id.
+frames it has already applied are skipped), else fresh; while Redis is
+unreachable the frame is retried, never opened on a fresh tracker. Finished
+tracklets go to the tracklets topic keyed by camera id. Frames are applied one
+by one, so a frame that fails never loses the tracklets of those before it.
 
 State checkpoints (:mod:`tracker.state_store`):
 
@@ -30,6 +32,7 @@ import redis
 from schemas.messages import Detections
 from schemas.topics import DETECTIONS, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
+from service.delivery import apply_each, is_transient
 from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
 from tracker import metrics as m
@@ -91,28 +94,34 @@ class TrackerStage:
     # ------------------------------------------------------------ messages
 
     def handle(self, records: list[Record]) -> list[Output]:
-        outputs: list[Output] = []
-        for rec in records:
-            msg: Detections = rec.message
-            problem = check_detections(msg)
-            if problem is not None:
-                outputs.append(dead_letter(self.name, rec, problem))
-                continue
-            cam = msg.camera_id
-            tracker = self._tracker(cam, rec.partition)
-            t0 = time.perf_counter()
-            res = tracker.step_detections(msg)
-            m.UPDATE_SECONDS.labels(cam).observe(time.perf_counter() - t0)
-            if res.duplicate:
-                m.DUPLICATE_FRAMES.labels(cam).inc()
-                continue
-            self.dirty.add(cam)
-            for tl in res.finished:
-                outputs.append(Output.of(TRACKLETS, cam, tl))
-                m.TRACKLETS_EMITTED.labels(cam, tl.end_reason).inc()
-            for reason, count in res.dropped.items():
-                m.TRACKLETS_DROPPED.labels(cam, reason).inc(count)
-            m.ACTIVE_TRACKS.labels(cam).set(len(tracker.tracks))
+        """Apply the frames one by one; a failure keeps the outputs of those before it.
+
+        The finished tracklets of every frame applied before a failing one are
+        handed back (:class:`service.delivery.PartialBatch`): run again, those
+        frames would be skipped as replays and their tracklets lost.
+        """
+        return apply_each(records, self._handle_one)
+
+    def _handle_one(self, rec: Record) -> list[Output]:
+        msg: Detections = rec.message
+        problem = check_detections(msg)
+        if problem is not None:
+            return [dead_letter(self.name, rec, problem)]
+        cam = msg.camera_id
+        tracker = self._tracker(cam, rec.partition)
+        t0 = time.perf_counter()
+        res = tracker.step_detections(msg)
+        m.UPDATE_SECONDS.labels(cam).observe(time.perf_counter() - t0)
+        if res.duplicate:
+            m.DUPLICATE_FRAMES.labels(cam).inc()
+            return []
+        self.dirty.add(cam)
+        outputs = [Output.of(TRACKLETS, cam, tl) for tl in res.finished]
+        for tl in res.finished:
+            m.TRACKLETS_EMITTED.labels(cam, tl.end_reason).inc()
+        for reason, count in res.dropped.items():
+            m.TRACKLETS_DROPPED.labels(cam, reason).inc(count)
+        m.ACTIVE_TRACKS.labels(cam).set(len(tracker.tracks))
         return outputs
 
     def _tracker(self, camera_id: str, partition: int) -> CameraTracker:
@@ -129,6 +138,10 @@ class TrackerStage:
                     tracker = state.loads(data, self.params)
                     outcome = "restored"
             except (redis.RedisError, state.StateError) as exc:
+                if is_transient(exc):
+                    # Redis unreachable: a fresh tracker would restart the camera's
+                    # track ids; the loop retries this frame until Redis is back.
+                    raise
                 outcome = "failed"
                 m.CHECKPOINT_ERRORS.labels(camera_id, "load").inc()
                 log.warning(

@@ -43,6 +43,7 @@ def _start(
     delay: float,
     batch: int = 8,
     batch_wait_ms: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -63,6 +64,7 @@ def _start(
             str(batch),
             "--batch-wait-ms",
             str(batch_wait_ms),
+            *extra,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
