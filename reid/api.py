@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -45,6 +46,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from reid.erasure import ErasureReport
 from reid.headblur import blur_head
 from reid.query import ReidQuery, by_identity, reidentify
 from reid.store import Scope, StoredTracklet, VectorStore
@@ -131,9 +133,16 @@ class ReidApi:
     """Answers the API's questions from a store, a topology and the thumbnails folder."""
 
     def __init__(
-        self, store: VectorStore, topology: Topology, thumbnails_dir: Path, dim: int | None = None
+        self,
+        store: VectorStore,
+        topology: Topology,
+        thumbnails_dir: Path,
+        dim: int | None = None,
+        erase: Callable[[str], ErasureReport] | None = None,
     ) -> None:
         self.store = store
+        self.erase = erase
+        """Erases an identity everywhere (the ReID service wires it; None = not offered)."""
         self.topology = topology
         self.thumbnails_dir = thumbnails_dir.resolve()
         dim = dim or getattr(store, "dim", None) or getattr(getattr(store, "inner", None), "dim", 0)
@@ -286,7 +295,24 @@ def create_app(api: ReidApi, web: WebContext) -> FastAPI:
     _read_routes(app, api)
     _query_routes(app, api)
     _admin_routes(app, web)
+    _erasure_route(app, api)
     return app
+
+
+def _erasure_route(app: FastAPI, api: ReidApi) -> None:
+    @app.delete("/api/identities/{global_id}", tags=["admin"])
+    def erase_identity(request: Request, who: Admin, global_id: GlobalId) -> dict[str, Any]:
+        """Erase an identity everywhere: store, thumbnails, linker, Redis; announce ``erased``."""
+        if api.erase is None:
+            raise HTTPException(503, "erasure is not available on this server")
+        report = api.erase(global_id)
+        status = 200 if report.found else 404
+        audit(request, who, "identity.erase", [global_id], status, {})
+        if not report.found:
+            raise HTTPException(404, "no such identity (or already erased)")
+        out = report.as_dict()
+        out.pop("tracklet_ids", None)
+        return out
 
 
 def _read_routes(app: FastAPI, api: ReidApi) -> None:

@@ -33,7 +33,8 @@ from prometheus_client import Counter
 
 from reid.erasure import ErasureReport, check_global_id, erase_identity
 from reid.linker import Linker
-from reid.retention_job import PrivacySettingsRoot, open_configured_store
+from reid.retention_job import open_configured_store
+from reid.settings import ReidSettingsRoot
 from reid.store import VectorStore
 from schemas.codec import encode
 from schemas.keys import ERASED_TRACKLETS_KEY, identity_key
@@ -138,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = load_stage_settings(PrivacySettingsRoot, args, qdrant={"url": args.qdrant_url},
+    settings = load_stage_settings(ReidSettingsRoot, args, qdrant={"url": args.qdrant_url},
                                    reid={"data_dir": args.data_dir})  # fmt: skip
     if settings is None:
         return 2

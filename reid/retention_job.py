@@ -33,17 +33,14 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import Counter
-from pydantic import Field
 
 from reid.qdrant_store import open_store
-from reid.retention import DAY_S, RetentionPolicy, RetentionReport, apply, plan
-from reid.settings import QdrantSettings, ReidSettings
+from reid.retention import RetentionPolicy, RetentionReport, apply, plan
+from reid.settings import ReidSettingsRoot, RetentionSettings
 from reid.store import VectorStore
-from schemas.retention import AUDIT_TOPIC, DAY_MS, HOUR_MS
-from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings
 from service.metrics import start_metrics_server
-from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
+from service.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,47 +51,7 @@ REMOVED = Counter(
 )
 
 
-class RetentionSettings(StrictModel):
-    """Retention limits (section ``[retention]``); short by default."""
-
-    frames_hours: float = Field(1.0, gt=0, description="frames topic (pictures of people)")
-    detections_hours: float = Field(1.0, gt=0, description="detections topic (crops)")
-    tracklets_hours: float = Field(24.0, gt=0, description="tracklets topic (crops, vectors)")
-    matches_days: float = Field(30.0, gt=0, description="public match events (ids only)")
-    deadletter_days: float = Field(7.0, gt=0, description="dead letters (failing messages)")
-    audit_days: float = Field(365.0, gt=0, description="audit trail topic")
-    store_days: float = Field(
-        30.0, gt=0, description="tracklets, vectors, thumbnails and so identities in the store"
-    )
-    interval_s: float = Field(3600.0, ge=10, description="seconds between two store passes")
-
-    def topic_retention_ms(self) -> dict[str, int]:
-        """``retention.ms`` per topic name."""
-        return {
-            FRAMES.name: round(self.frames_hours * HOUR_MS),
-            DETECTIONS.name: round(self.detections_hours * HOUR_MS),
-            TRACKLETS.name: round(self.tracklets_hours * HOUR_MS),
-            MATCHES.name: round(self.matches_days * DAY_MS),
-            DEADLETTER.name: round(self.deadletter_days * DAY_MS),
-            AUDIT_TOPIC: round(self.audit_days * DAY_MS),
-        }
-
-    def policy(self) -> RetentionPolicy:
-        return RetentionPolicy(max_age_s=self.store_days * DAY_S)
-
-
-class PrivacySettingsRoot(StrictModel):
-    """Settings of ``crosscam retention run`` and ``crosscam erase`` (the ReID stage's file)."""
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
-    reid: ReidSettings = Field(default_factory=ReidSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
-
-
-def open_configured_store(settings: PrivacySettingsRoot) -> VectorStore:
+def open_configured_store(settings: ReidSettingsRoot) -> VectorStore:
     """The ReID stage's store, as ``crosscam reid`` opens it."""
     q = settings.qdrant
     kind = "server" if q.url else q.embedded
@@ -230,7 +187,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = load_stage_settings(PrivacySettingsRoot, args, qdrant={"url": args.qdrant_url},
+    settings = load_stage_settings(ReidSettingsRoot, args, qdrant={"url": args.qdrant_url},
                                    reid={"data_dir": args.data_dir})  # fmt: skip
     if settings is None:
         return 2

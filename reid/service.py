@@ -12,9 +12,11 @@ store opens in one process only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import logging
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,10 @@ import redis
 from reid import metrics as m
 from reid.api import ReidApi, start_api
 from reid.engine import Engine, Processed
+from reid.erasure import ErasureReport
+from reid.erasure_job import erase_everywhere, erased_tracklets, publish_erased
 from reid.qdrant_store import LockedStore, open_store
+from reid.retention_job import start_background as start_retention
 from reid.settings import ReidSettingsRoot
 from reid.store import Scope, VectorStore
 from reid.topology import Topology
@@ -57,8 +62,14 @@ class ReidStage:
     name = "reid"
     input = TRACKLETS
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, erased: Callable[[list[str]], set[str]] | None = None
+    ) -> None:
         self.engine = engine
+        self.erased = erased
+        """Which of these tracklet ids belong to erased identities (a replay must not revive them)."""
+        self.lock = threading.Lock()
+        """Held while the engine links one tracklet, and while an erasure edits its window."""
 
     def handle(self, records: list[Record]) -> list[Output]:
         """Link the tracklets one by one; a failure keeps the outputs of those before it.
@@ -79,7 +90,11 @@ class ReidStage:
             return [dead_letter(self.name, rec, problem)]
         cam = t.camera_id
         m.TRACKLETS_IN.labels(cam).inc()
-        res = self._process_atomically(t)
+        if self.erased is not None and self.erased([t.tracklet_id]):
+            m.TRACKLETS_SKIPPED.labels(cam, "erased").inc()
+            return []
+        with self.lock:
+            res = self._process_atomically(t)
         if res.skipped:
             m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
             return []
@@ -198,6 +213,22 @@ def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
     return engine, store, topology
 
 
+def eraser(
+    stage: ReidStage, thumbnails: Path, client: redis.Redis, settings: ReidSettingsRoot
+) -> Callable[[str], ErasureReport]:
+    """Erasure for the API: under the stage's lock, then ``erased`` on the match topic."""
+
+    def erase(global_id: str) -> ErasureReport:
+        with stage.lock:
+            report = erase_everywhere(stage.engine.store, thumbnails, global_id,
+                                      linker=stage.engine.linker, redis_client=client)  # fmt: skip
+        if report.found:
+            asyncio.run(publish_erased(settings.kafka, global_id))
+        return report
+
+    return erase
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     add_stage_arguments(
         parser,
@@ -230,13 +261,19 @@ def main(args: argparse.Namespace) -> int:
         return 2
     engine, store, topology = build(settings)
     start_metrics_server(settings.metrics, name="reid")
+    client = redis.Redis.from_url(settings.redis.url)
+    stage = ReidStage(engine, erased=lambda ids: erased_tracklets(client, ids))
+    thumbnails = settings.reid.data_dir / "thumbnails"
+    stop = threading.Event()
+    start_retention(store, thumbnails, settings.retention, settings.kafka, stop)
     web = web_context(args.config, settings.redis, settings.kafka, "reid")  # [web]: tokens, audit
-    server, _ = start_api(ReidApi(store, topology, settings.reid.data_dir / "thumbnails"), web,
-                          settings.reid.api_host, settings.reid.api_port)  # fmt: skip
+    api = ReidApi(store, topology, thumbnails, erase=eraser(stage, thumbnails, client, settings))
+    server, _ = start_api(api, web, settings.reid.api_host, settings.reid.api_port)
 
     try:
-        serve_stage(ReidStage(engine), settings.kafka, args.group_id)
+        serve_stage(stage, settings.kafka, args.group_id)
     finally:
+        stop.set()
         server.stop()
         web.close()
         store.close()

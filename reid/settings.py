@@ -16,6 +16,9 @@ from pydantic import ConfigDict, Field
 from reid.aggregate import AggregationParams
 from reid.engine import EngineParams
 from reid.linker import LinkerParams
+from reid.retention import DAY_S, RetentionPolicy
+from schemas.retention import AUDIT_TOPIC, DAY_MS, HOUR_MS
+from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
 from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
 
 
@@ -64,6 +67,35 @@ class ReidSettings(LinkerParams, AggregationParams, StrictModel):
         )
 
 
+class RetentionSettings(StrictModel):
+    """Retention limits (section ``[retention]``); short by default."""
+
+    frames_hours: float = Field(1.0, gt=0, description="frames topic (pictures of people)")
+    detections_hours: float = Field(1.0, gt=0, description="detections topic (crops)")
+    tracklets_hours: float = Field(24.0, gt=0, description="tracklets topic (crops, vectors)")
+    matches_days: float = Field(30.0, gt=0, description="public match events (ids only)")
+    deadletter_days: float = Field(7.0, gt=0, description="dead letters (failing messages)")
+    audit_days: float = Field(365.0, gt=0, description="audit trail topic")
+    store_days: float = Field(
+        30.0, gt=0, description="tracklets, vectors, thumbnails and so identities in the store"
+    )
+    interval_s: float = Field(3600.0, ge=10, description="seconds between two store passes")
+
+    def topic_retention_ms(self) -> dict[str, int]:
+        """``retention.ms`` per topic name."""
+        return {
+            FRAMES.name: round(self.frames_hours * HOUR_MS),
+            DETECTIONS.name: round(self.detections_hours * HOUR_MS),
+            TRACKLETS.name: round(self.tracklets_hours * HOUR_MS),
+            MATCHES.name: round(self.matches_days * DAY_MS),
+            DEADLETTER.name: round(self.deadletter_days * DAY_MS),
+            AUDIT_TOPIC: round(self.audit_days * DAY_MS),
+        }
+
+    def policy(self) -> RetentionPolicy:
+        return RetentionPolicy(max_age_s=self.store_days * DAY_S)
+
+
 class ReidSettingsRoot(StrictModel):
     """Every section the ReID service reads."""
 
@@ -72,3 +104,4 @@ class ReidSettingsRoot(StrictModel):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     reid: ReidSettings = Field(default_factory=ReidSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)

@@ -44,6 +44,7 @@ from aiokafka.errors import (
 from common.backoff import Backoff
 from schemas.codec import DecodeError, decode, encode
 from schemas.messages import DeadLetter
+from schemas.retention import topic_configs
 from schemas.topics import DEADLETTER, TOPICS, Topic
 from service import metrics
 from service.delivery import PartialBatch, is_transient
@@ -197,7 +198,10 @@ async def ensure_topics(
                     t,
                     num_partitions=partitions,
                     replication_factor=1,
-                    topic_configs={"max.message.bytes": str(settings.max_message_bytes)},
+                    topic_configs={
+                        "max.message.bytes": str(settings.max_message_bytes),
+                        **topic_configs(t),  # retention.ms: short limits by default
+                    },
                 )
                 for t in missing
             ]
