@@ -1118,6 +1118,9 @@ def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) ->
         prometheus_targets_dir(cfg).mkdir(parents=True, exist_ok=True)
         config = cfg.prometheus_dir / "prometheus.yml"
         shutil.copyfile(PROMETHEUS_CONFIG, config)
+        shutil.copytree(
+            PROMETHEUS_CONFIG.parent / "rules", config.parent / "rules", dirs_exist_ok=True
+        )
         pid = proc.spawn(
             [
                 binary,
