@@ -58,9 +58,19 @@ def test_rules_pass_their_promtool_unit_tests() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _as_mounted(config: Path, tmp: Path) -> Path:
+    """The compose config laid out as the compose file mounts it (rules and targets beside it)."""
+    if config.parent == PROM:
+        return config  # the local stack's: its rules/ folder is already beside it
+    shutil.copy(config, tmp / "prometheus.yml")
+    shutil.copytree(PROM / "rules", tmp / "rules")
+    shutil.copytree(config.parent / "targets", tmp / "targets")
+    return tmp / "prometheus.yml"
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_prometheus_configs_pass_promtool_check(config: Path) -> None:
-    proc = promtool("check", "config", str(config))
+def test_prometheus_configs_pass_promtool_check(config: Path, tmp_path: Path) -> None:
+    proc = promtool("check", "config", str(_as_mounted(config, tmp_path)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rule files found" in proc.stdout, "the config must load the alert rules"
 
