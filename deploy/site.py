@@ -8,7 +8,8 @@ writes (paths relative to the repository root, each overridable):
   used with ``COMPOSE_FILE=docker-compose.yml:docker-compose.cameras.yml``;
 * ``deploy/compose/targets/ingest.json``: the compose Prometheus' scrape
   targets for them (file discovery, label ``process=ingest-<camera>``);
-* ``deploy/k8s/base/ingest.yaml``: one Deployment per camera.
+* ``deploy/k8s/base/ingest.yaml``: one Deployment per camera, and
+  ``deploy/k8s/base/cameras.toml`` (the ConfigMap the other stages mount).
 
 Ingest is one process per camera (a camera is one RTSP session and one Kafka
 key), so it scales by cameras, not replicas. Camera sources must be URLs: a
@@ -100,45 +101,59 @@ def prometheus_targets(cameras: list[tuple[str, str]]) -> list[dict[str, Any]]:
 
 def k8s_ingest(cameras: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """One Deployment per camera (replicas 1: two ingests of a camera would duplicate frames)."""
-    docs = []
-    for cam, src in cameras:
-        labels = {"app.kubernetes.io/name": "ingest", "crosscam.io/camera": cam}
-        docs.append(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": f"crosscam-{_dns(cam)}", "labels": labels},
-                "spec": {
-                    "replicas": 1,
-                    "strategy": {"type": "Recreate"},
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": "ingest",
-                                    "image": "crosscam",
-                                    "args": ["ingest", "--camera-id", cam, "--source", src],
-                                    "envFrom": [
-                                        {"configMapRef": {"name": "crosscam-config"}},
-                                        {"secretRef": {"name": "crosscam-secrets"}},
-                                    ],
-                                    "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
-                                    "readinessProbe": _probe(),
-                                    "livenessProbe": _probe(period=20, failures=3),
-                                    "resources": {
-                                        "requests": {"cpu": "250m", "memory": "256Mi"},
-                                        "limits": {"memory": "512Mi"},
-                                    },
-                                }
-                            ]
-                        },
-                    },
-                },
-            }
-        )
-    return docs
+    return [_k8s_ingest_one(cam, src) for cam, src in cameras]
+
+
+def _k8s_ingest_one(cam: str, src: str) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "ingest", "crosscam.io/camera": cam}
+    container = {
+        "name": "ingest",
+        "image": "crosscam",
+        "args": ["ingest", "--camera-id", cam, "--source", src],
+        "envFrom": [
+            {"configMapRef": {"name": "crosscam-config"}},
+            {"secretRef": {"name": "crosscam-secrets"}},
+        ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "readinessProbe": _probe(),
+        "livenessProbe": _probe(period=20, failures=3),
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "kafka-ca", "mountPath": "/etc/crosscam/kafka-ca", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "kafka-ca", "secret": {"secretName": "crosscam-kafka-ca", "optional": True}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"crosscam-{_dns(cam)}", "labels": dict(labels)},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        },
+    }
 
 
 def _probe(period: int = 10, failures: int = 2) -> dict[str, Any]:
@@ -159,8 +174,16 @@ def render(cameras_file: Path) -> dict[str, str]:
         + yaml.safe_dump(compose_ingest(cams), sort_keys=False, width=100),
         "deploy/compose/targets/ingest.json": json.dumps(prometheus_targets(cams), indent=2) + "\n",
         "deploy/k8s/base/ingest.yaml": head
-        + yaml.safe_dump_all(k8s_ingest(cams), sort_keys=False, width=100),
+        + yaml.dump_all(k8s_ingest(cams), Dumper=_NoAliases, sort_keys=False, width=100),
+        "deploy/k8s/base/cameras.toml": cameras_file.read_text(),
     }
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Plain YAML (no &id001 anchors) for files people read."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
-CONFIGS = [PROM / "prometheus.yml", ROOT / "deploy" / "compose" / "prometheus.yml"]
+CONFIGS = [
+    PROM / "prometheus.yml",
+    ROOT / "deploy" / "compose" / "prometheus.yml",
+    ROOT / "deploy" / "k8s" / "prometheus.yml",
+]
 
 REQUIRED_ALERTS = {
     "CrosscamCameraOffline",
@@ -59,12 +63,21 @@ def test_rules_pass_their_promtool_unit_tests() -> None:
 
 
 def _as_mounted(config: Path, tmp: Path) -> Path:
-    """The compose config laid out as the compose file mounts it (rules and targets beside it)."""
+    """A site config laid out as it is mounted (rules, and targets if any, beside it)."""
     if config.parent == PROM:
         return config  # the local stack's: its rules/ folder is already beside it
-    shutil.copy(config, tmp / "prometheus.yml")
+    data = yaml.safe_load(config.read_text())
+    for job in data["scrape_configs"]:
+        # Debian's promtool is built without Kubernetes discovery; check the rest of the
+        # job (relabelling, rules) with a static target in its place.
+        sd = job.pop("kubernetes_sd_configs", None)
+        if sd is not None:
+            assert sd == [{"role": "pod", "namespaces": {"names": ["crosscam"]}}], sd
+            job["static_configs"] = [{"targets": ["pod.crosscam:9400"]}]
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(data))
     shutil.copytree(PROM / "rules", tmp / "rules")
-    shutil.copytree(config.parent / "targets", tmp / "targets")
+    if (config.parent / "targets").is_dir():
+        shutil.copytree(config.parent / "targets", tmp / "targets")
     return tmp / "prometheus.yml"
 
 
