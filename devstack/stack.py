@@ -1095,6 +1095,16 @@ def _prometheus_ready(cfg: StackConfig) -> bool:
         return False
 
 
+def _prometheus_config(cfg: StackConfig) -> Path:
+    """Copy the config and the alert rules (deploy/prometheus) into the state dir."""
+    config = cfg.prometheus_dir / "prometheus.yml"
+    shutil.copyfile(PROMETHEUS_CONFIG, config)
+    rules = config.parent / "rules"
+    shutil.rmtree(rules, ignore_errors=True)
+    shutil.copytree(PROMETHEUS_CONFIG.parent / "rules", rules)
+    return config
+
+
 def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) -> None:
     """Start Debian's prometheus with deploy/prometheus/prometheus.yml.
 
@@ -1106,6 +1116,9 @@ def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) ->
     proc = _prometheus_process(cfg)
     with proc.start_lock():
         if proc.alive():
+            # Pick up edited scrape config and alert rules without a restart.
+            _prometheus_config(cfg)
+            proc.signal(signal.SIGHUP)
             if _wait_until(lambda: _prometheus_ready(cfg), timeout_s):
                 return
             raise StackError("prometheus", "running but not ready", proc.log_tail())
@@ -1116,11 +1129,7 @@ def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) ->
             )
         _check_port_free("prometheus", cfg.host, cfg.prometheus_port)
         prometheus_targets_dir(cfg).mkdir(parents=True, exist_ok=True)
-        config = cfg.prometheus_dir / "prometheus.yml"
-        shutil.copyfile(PROMETHEUS_CONFIG, config)
-        shutil.copytree(
-            PROMETHEUS_CONFIG.parent / "rules", config.parent / "rules", dirs_exist_ok=True
-        )
+        config = _prometheus_config(cfg)
         pid = proc.spawn(
             [
                 binary,
