@@ -111,6 +111,10 @@ class StackConfig:
     prometheus_port: int = 19090
     kafka_heap_mb: int = 512
     host: str = HOST
+    # A SASL/SCRAM listener beside the plaintext one (None: none), and its user.
+    kafka_sasl_port: int | None = None
+    kafka_sasl_user: str = "crosscam"
+    kafka_sasl_password: str = field(default="crosscam-local-only", repr=False)
     # Resolved broker jars; None means <state_dir>/kafka/libs. A private stack
     # (tests) points it at the main stack's cache to skip resolving again.
     kafka_libs_override: Path | None = None
@@ -120,8 +124,9 @@ class StackConfig:
         """Read ``CROSSCAM_STACK_DIR`` and ``CROSSCAM_{KAFKA,REDIS,RTSP}_PORT``.
 
         Also ``CROSSCAM_KAFKA_CONTROLLER_PORT`` (default: Kafka port + 1),
-        ``CROSSCAM_PROMETHEUS_PORT``, ``CROSSCAM_KAFKA_HEAP_MB`` and
-        ``CROSSCAM_KAFKA_LIBS`` (a folder to cache the broker's jars in).
+        ``CROSSCAM_PROMETHEUS_PORT``, ``CROSSCAM_KAFKA_HEAP_MB``,
+        ``CROSSCAM_KAFKA_LIBS`` (a folder to cache the broker's jars in) and
+        ``CROSSCAM_KAFKA_SASL_PORT`` / ``_SASL_USER`` / ``_SASL_PASSWORD`` (a SCRAM listener).
         """
         env = dict(os.environ if env is None else env)
         state = env.get("CROSSCAM_STACK_DIR") or str(REPO_ROOT / ".stack")
@@ -134,6 +139,9 @@ class StackConfig:
             rtsp_port=_env_int(env, "CROSSCAM_RTSP_PORT", 18554),
             prometheus_port=_env_int(env, "CROSSCAM_PROMETHEUS_PORT", 19090),
             kafka_heap_mb=_env_int(env, "CROSSCAM_KAFKA_HEAP_MB", 512, low=128, high=16384),
+            kafka_sasl_port=_env_int(env, "CROSSCAM_KAFKA_SASL_PORT", 0, low=0) or None,
+            kafka_sasl_user=env.get("CROSSCAM_KAFKA_SASL_USER") or "crosscam",
+            kafka_sasl_password=env.get("CROSSCAM_KAFKA_SASL_PASSWORD") or "crosscam-local-only",
             kafka_libs_override=Path(env["CROSSCAM_KAFKA_LIBS"]).resolve()
             if env.get("CROSSCAM_KAFKA_LIBS")
             else None,
@@ -524,6 +532,9 @@ def _render_kafka_config(cfg: StackConfig) -> Path:
         kafka_port=cfg.kafka_port,
         controller_port=cfg.kafka_controller_port,
         data_dir=cfg.kafka_dir / "data",
+        sasl_listener=f",SASL_PLAINTEXT://{cfg.host}:{cfg.kafka_sasl_port}"
+        if cfg.kafka_sasl_port
+        else "",
     )
     path = cfg.kafka_dir / "server.properties"
     path.write_text(text)
@@ -659,6 +670,12 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
     with proc.start_lock():
         if proc.alive():
             if _wait_until(lambda: _kafka_ready(cfg), timeout_s):
+                if cfg.kafka_sasl_port and not _port_open(cfg.host, cfg.kafka_sasl_port):
+                    raise StackError(
+                        "kafka",
+                        f"running without the SASL listener on {cfg.kafka_sasl_port}; "
+                        "`stack down`, then `stack up --kafka-sasl`",
+                    )
                 return
             raise StackError(
                 "kafka", f"running but not answering on {kafka_bootstrap(cfg)}", proc.log_tail()
@@ -699,11 +716,54 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
             timeout_s,
             extra_log=cfg.kafka_dir / "logs" / "server.log",
         )
+        if cfg.kafka_sasl_port:
+            _kafka_scram_user(cfg, java, libs)
         log.info(
             "kafka ready bootstrap=%s seconds=%.1f",
             kafka_bootstrap(cfg),
             time.monotonic() - started,
         )
+
+
+def _kafka_scram_user(cfg: StackConfig, java: str, libs: Path) -> None:
+    """Create (or reset) the SCRAM user of the SASL listener, through the plaintext one.
+
+    Kafka's own ConfigCommand, as ``kafka-configs.sh --alter --entity-type users``
+    runs it; the credentials live in the cluster metadata, so they survive restarts.
+    """
+    # One mechanism per request (Kafka refuses to alter a credential twice in one).
+    mechanism = f"SCRAM-SHA-512=[iterations=8192,password={cfg.kafka_sasl_password}]"
+    proc = subprocess.run(
+        [
+            java,
+            "-Xmx256m",
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.xml'}",
+            f"-Dkafka.logs.dir={cfg.kafka_dir / 'logs'}",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            kafka_bootstrap(cfg),
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            cfg.kafka_sasl_user,
+            "--add-config",
+            mechanism,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise StackError(
+            "kafka", "could not create the SCRAM user", (proc.stdout + proc.stderr)[-4000:]
+        )
+    log.info(
+        "kafka SCRAM user=%s listener=%s:%s", cfg.kafka_sasl_user, cfg.host, cfg.kafka_sasl_port
+    )
 
 
 def kafka_stop(cfg: StackConfig | None = None, timeout_s: float = KAFKA_STOP_TIMEOUT_S) -> bool:
