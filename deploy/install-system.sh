@@ -26,6 +26,7 @@ PACKAGES=(
   python3-gst-1.0
   prometheus                  # also promtool: alert rules checked and unit-tested in make test
   docker-compose              # `docker-compose config` checks the site compose file (no engine needed)
+  openssl                     # the local broker's TLS certificate (`crosscam stack up --kafka-sasl`)
   chromium                    # headless browser of the gallery end-to-end test (tests/e2e/test_gallery.py)
 )
 

@@ -48,8 +48,9 @@ def configure_up(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka-sasl",
         action="store_true",
-        help="also a SASL/SCRAM listener (CROSSCAM_KAFKA_SASL_PORT, default Kafka port + 2; "
-        "user CROSSCAM_KAFKA_SASL_USER / _PASSWORD)",
+        help="also SASL/SCRAM listeners: plain (CROSSCAM_KAFKA_SASL_PORT, default Kafka port + 2) "
+        "and TLS (CROSSCAM_KAFKA_SASL_TLS_PORT, + 3; CA in <state>/kafka/tls/ca.crt); user "
+        "CROSSCAM_KAFKA_SASL_USER / _PASSWORD",
     )
 
 
@@ -59,8 +60,12 @@ def main_up(args: argparse.Namespace) -> int:
     services = [s.strip() for s in args.services.split(",") if s.strip()]
     try:
         cfg = stack.StackConfig.from_env()
-        if args.kafka_sasl and cfg.kafka_sasl_port is None:
-            cfg = dataclasses.replace(cfg, kafka_sasl_port=cfg.kafka_port + 2)
+        if args.kafka_sasl:
+            cfg = dataclasses.replace(
+                cfg,
+                kafka_sasl_port=cfg.kafka_sasl_port or cfg.kafka_port + 2,
+                kafka_sasl_tls_port=cfg.kafka_sasl_tls_port or cfg.kafka_port + 3,
+            )
         state = stack.up(services, prometheus=args.prometheus, cfg=cfg)
     except (stack.StackError, ValueError, OSError) as exc:
         print(f"crosscam stack up failed: {exc}", file=sys.stderr)

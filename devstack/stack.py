@@ -113,6 +113,7 @@ class StackConfig:
     host: str = HOST
     # A SASL/SCRAM listener beside the plaintext one (None: none), and its user.
     kafka_sasl_port: int | None = None
+    kafka_sasl_tls_port: int | None = None  # the same SCRAM login over TLS (SASL_SSL)
     kafka_sasl_user: str = "crosscam"
     kafka_sasl_password: str = field(default="crosscam-local-only", repr=False)
     # Resolved broker jars; None means <state_dir>/kafka/libs. A private stack
@@ -126,7 +127,8 @@ class StackConfig:
         Also ``CROSSCAM_KAFKA_CONTROLLER_PORT`` (default: Kafka port + 1),
         ``CROSSCAM_PROMETHEUS_PORT``, ``CROSSCAM_KAFKA_HEAP_MB``,
         ``CROSSCAM_KAFKA_LIBS`` (a folder to cache the broker's jars in) and
-        ``CROSSCAM_KAFKA_SASL_PORT`` / ``_SASL_USER`` / ``_SASL_PASSWORD`` (a SCRAM listener).
+        ``CROSSCAM_KAFKA_SASL_PORT`` / ``_SASL_TLS_PORT`` / ``_SASL_USER`` / ``_SASL_PASSWORD``
+        (SCRAM listeners, plain and over TLS).
         """
         env = dict(os.environ if env is None else env)
         state = env.get("CROSSCAM_STACK_DIR") or str(REPO_ROOT / ".stack")
@@ -140,6 +142,7 @@ class StackConfig:
             prometheus_port=_env_int(env, "CROSSCAM_PROMETHEUS_PORT", 19090),
             kafka_heap_mb=_env_int(env, "CROSSCAM_KAFKA_HEAP_MB", 512, low=128, high=16384),
             kafka_sasl_port=_env_int(env, "CROSSCAM_KAFKA_SASL_PORT", 0, low=0) or None,
+            kafka_sasl_tls_port=_env_int(env, "CROSSCAM_KAFKA_SASL_TLS_PORT", 0, low=0) or None,
             kafka_sasl_user=env.get("CROSSCAM_KAFKA_SASL_USER") or "crosscam",
             kafka_sasl_password=env.get("CROSSCAM_KAFKA_SASL_PASSWORD") or "crosscam-local-only",
             kafka_libs_override=Path(env["CROSSCAM_KAFKA_LIBS"]).resolve()
@@ -532,13 +535,56 @@ def _render_kafka_config(cfg: StackConfig) -> Path:
         kafka_port=cfg.kafka_port,
         controller_port=cfg.kafka_controller_port,
         data_dir=cfg.kafka_dir / "data",
-        sasl_listener=f",SASL_PLAINTEXT://{cfg.host}:{cfg.kafka_sasl_port}"
-        if cfg.kafka_sasl_port
-        else "",
+        sasl_listener="".join(
+            f",{name}://{cfg.host}:{port}"
+            for name, port in (
+                ("SASL_PLAINTEXT", cfg.kafka_sasl_port),
+                ("SASL_SSL", cfg.kafka_sasl_tls_port),
+            )
+            if port
+        ),
+        tls_config=_kafka_tls_config(cfg) if cfg.kafka_sasl_tls_port else "",
     )
     path = cfg.kafka_dir / "server.properties"
     path.write_text(text)
     return path
+
+
+def kafka_tls_ca(cfg: StackConfig | None = None) -> Path:
+    """The CA certificate that signed the local broker's TLS certificate (``ssl_cafile``)."""
+    cfg = cfg or StackConfig.from_env()
+    return cfg.kafka_dir / "tls" / "ca.crt"
+
+
+def _kafka_tls_config(cfg: StackConfig) -> str:
+    """Make a CA and a server certificate for ``cfg.host`` (once), and the listener's TLS lines."""
+    tls = cfg.kafka_dir / "tls"
+    server = tls / "server.pem"
+    if not server.exists():
+        tls.mkdir(parents=True, exist_ok=True)
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise StackError("kafka", "openssl is not installed (TLS listener)")
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+             "-subj", "/CN=crosscam local CA", "-keyout", "ca.key", "-out", "ca.crt"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cfg.host}",
+             "-keyout", "server.key", "-out", "server.csr"],
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "3650", "-out", "server.crt",
+             "-extfile", "san.cnf"],
+        ]  # fmt: skip
+        (tls / "san.cnf").write_text(f"subjectAltName=IP:{cfg.host},DNS:localhost\n")
+        for args in steps:
+            proc = subprocess.run([openssl, *args], cwd=tls, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise StackError("kafka", f"openssl {args[0]} failed", proc.stderr[-2000:])
+        key = (tls / "server.key").read_text()
+        server.write_text(key + (tls / "server.crt").read_text() + (tls / "ca.crt").read_text())
+    return (
+        "listener.name.sasl_ssl.ssl.keystore.type=PEM\n"
+        f"listener.name.sasl_ssl.ssl.keystore.location={server}\n"
+    )
 
 
 def _kafka_format(cfg: StackConfig, java: str, libs: Path, properties: Path) -> None:
@@ -670,12 +716,13 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
     with proc.start_lock():
         if proc.alive():
             if _wait_until(lambda: _kafka_ready(cfg), timeout_s):
-                if cfg.kafka_sasl_port and not _port_open(cfg.host, cfg.kafka_sasl_port):
-                    raise StackError(
-                        "kafka",
-                        f"running without the SASL listener on {cfg.kafka_sasl_port}; "
-                        "`stack down`, then `stack up --kafka-sasl`",
-                    )
+                for port in (cfg.kafka_sasl_port, cfg.kafka_sasl_tls_port):
+                    if port and not _port_open(cfg.host, port):
+                        raise StackError(
+                            "kafka",
+                            f"running without the SASL listener on {port}; "
+                            "`stack down`, then `stack up --kafka-sasl`",
+                        )
                 return
             raise StackError(
                 "kafka", f"running but not answering on {kafka_bootstrap(cfg)}", proc.log_tail()
@@ -716,7 +763,7 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
             timeout_s,
             extra_log=cfg.kafka_dir / "logs" / "server.log",
         )
-        if cfg.kafka_sasl_port:
+        if cfg.kafka_sasl_port or cfg.kafka_sasl_tls_port:
             _kafka_scram_user(cfg, java, libs)
         log.info(
             "kafka ready bootstrap=%s seconds=%.1f",

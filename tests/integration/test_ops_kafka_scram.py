@@ -1,11 +1,12 @@
-"""Kafka security settings against a real broker with a SASL/SCRAM listener.
+"""Kafka security settings against a real broker with SASL/SCRAM listeners.
 
 A private broker (its own state dir and ports; the session's stack is left alone)
-runs with ``stack up --kafka-sasl``'s listener. Through it, with only
-``KafkaSettings`` (security_protocol, sasl_*), the shared stage loop does its whole
-job: the admin client creates the topics, the consumer reads, the producer writes
-results and a dead letter, and offsets are committed. A wrong password and a
-plaintext client are refused by the same listener.
+runs with ``stack up --kafka-sasl``'s listeners: SCRAM in plain text, and SCRAM over
+TLS with a certificate signed by a CA the stack made. Through each, with only
+``KafkaSettings`` (security_protocol, sasl_*, ssl_cafile), the shared stage loop does
+its whole job: the admin client creates the topics, the consumer reads, the producer
+writes results and a dead letter, and offsets are committed. A wrong password, a
+plaintext client, and a TLS client that does not trust the broker's CA are refused.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def scram_broker() -> Iterator[StackConfig]:
     with server_state_dir("kafka-scram") as state:
-        cfg = replace(private_stack_config(state), kafka_sasl_port=free_port())
+        cfg = replace(
+            private_stack_config(state),
+            kafka_sasl_port=free_port(),
+            kafka_sasl_tls_port=free_port(),
+        )
         try:
             stack_mod.kafka_start(cfg)  # inside: a broker that started stops whatever follows
             yield cfg
@@ -44,13 +49,18 @@ def scram_broker() -> Iterator[StackConfig]:
             stack_mod.kafka_stop(cfg)
 
 
-def scram_settings(cfg: StackConfig, password: str | None = None) -> KafkaSettings:
+def scram_settings(
+    cfg: StackConfig, password: str | None = None, protocol: str = "SASL_PLAINTEXT"
+) -> KafkaSettings:
+    tls = protocol == "SASL_SSL"
+    port = cfg.kafka_sasl_tls_port if tls else cfg.kafka_sasl_port
     return KafkaSettings(
-        bootstrap_servers=f"{cfg.host}:{cfg.kafka_sasl_port}",
-        security_protocol="SASL_PLAINTEXT",
+        bootstrap_servers=f"{cfg.host}:{port}",
+        security_protocol=protocol,  # type: ignore[arg-type]
         sasl_mechanism="SCRAM-SHA-512",
         sasl_username=cfg.kafka_sasl_user,
         sasl_password=SecretStr(password or cfg.kafka_sasl_password),
+        ssl_cafile=stack_mod.kafka_tls_ca(cfg) if tls else None,
         reconnect_backoff_max_s=1.0,
     )
 
@@ -77,29 +87,35 @@ async def _read(
     return out
 
 
-async def _stage_round_trip(settings: KafkaSettings) -> tuple[list[bytes], list[bytes]]:
-    stage = CopyStage("ops-scram-in", "ops-scram-out", delay_s=0.0)
+async def _stage_round_trip(settings: KafkaSettings, tag: str) -> tuple[list[bytes], list[bytes]]:
+    stage = CopyStage(f"ops-{tag}-in", f"ops-{tag}-out", delay_s=0.0)
     stop = asyncio.Event()
-    task = asyncio.create_task(run_stage(stage, settings, "ops-scram", stop, partitions=1))
+    task = asyncio.create_task(run_stage(stage, settings, f"ops-{tag}", stop, partitions=1))
     producer = AIOKafkaProducer(**producer_config(settings, "ops-scram-test"))
     await producer.start()
     try:
         for i, cam in enumerate(["cam0", "cam0", "reject"]):
             frame = Frame(camera_id=cam, seq=i, ts_capture_ns=10**18 + i)
-            await producer.send_and_wait("ops-scram-in", encode(frame), key=cam.encode())
+            await producer.send_and_wait(f"ops-{tag}-in", encode(frame), key=cam.encode())
     finally:
         await producer.stop()
     try:
-        copied = await _read(settings, "ops-scram-out", 2)
-        dead = await _read(settings, DEADLETTER.name, 1)
+        copied = await _read(settings, f"ops-{tag}-out", 2)
+        dead = [
+            v
+            for v in await _read(settings, DEADLETTER.name, 1)
+            if decode(DeadLetter, v).topic == f"ops-{tag}-in"
+        ]
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
     return copied, dead
 
 
-def test_stage_loop_runs_through_scram(scram_broker: StackConfig) -> None:
-    copied, dead = asyncio.run(_stage_round_trip(scram_settings(scram_broker)))
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_stage_loop_runs_through_scram(scram_broker: StackConfig, protocol: str) -> None:
+    settings = scram_settings(scram_broker, protocol=protocol)
+    copied, dead = asyncio.run(_stage_round_trip(settings, protocol.lower().replace("_", "-")))
     assert sorted(decode(Frame, v).seq for v in copied) == [0, 1]
     letter = decode(DeadLetter, dead[0])
     assert letter.stage == "loop-test" and decode(Frame, letter.value).camera_id == "reject"
@@ -134,6 +150,17 @@ def test_plaintext_client_gets_nothing_from_the_sasl_listener(scram_broker: Stac
     asyncio.run(_start_producer(**producer_config(good, "ops-scram-good")))  # the listener is up
     with pytest.raises((KafkaError, TimeoutError)):
         asyncio.run(_start_producer(bootstrap_servers=bootstrap))
+
+
+def test_tls_refuses_a_broker_its_ca_did_not_sign(
+    scram_broker: StackConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = scram_settings(scram_broker, protocol="SASL_SSL").model_copy(
+        update={"ssl_cafile": None}  # the system CAs: they never signed the local broker
+    )
+    with pytest.raises(KafkaError):
+        asyncio.run(_start_producer(**producer_config(settings, "ops-tls-bad")))
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
 
 
 def test_settings_refuse_sasl_without_credentials() -> None:
