@@ -61,6 +61,9 @@ def load_cameras(path: Path) -> list[tuple[str, str]]:
         if not cam.id.replace("-", "").replace("_", "").isalnum() or cam.id != cam.id.lower():
             raise ValueError(f"{path}: camera id {cam.id!r} must be lower-case [a-z0-9_-]")
         out.append((cam.id, cam.source))
+    names = [_dns(cam) for cam, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: camera ids collide as service names: {sorted(names)}")
     return out
 
 

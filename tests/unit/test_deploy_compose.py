@@ -166,6 +166,20 @@ def test_site_generator_refuses_a_file_source(tmp_path: Path) -> None:
         site.render(bad)
 
 
+def test_site_generator_writes_every_file_and_refuses_colliding_ids(tmp_path: Path) -> None:
+    site = _load_site()
+    assert site.main([str(ROOT / "deploy" / "cameras.example.toml"), "--out", str(tmp_path)]) == 0
+    for rel in site.render(ROOT / "deploy" / "cameras.example.toml"):
+        assert (tmp_path / rel).is_file(), rel
+    bad = tmp_path / "collide.toml"
+    bad.write_text(
+        '[[cameras]]\nid = "cam_a"\nsource = "rtsp://h/a"\n'
+        '[[cameras]]\nid = "cam-a"\nsource = "rtsp://h/b"\n'
+    )
+    assert site.main([str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
 def _load_site() -> Any:
     spec = importlib.util.spec_from_file_location("crosscam_site", ROOT / "deploy" / "site.py")
     assert spec and spec.loader
