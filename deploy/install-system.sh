@@ -2,7 +2,8 @@
 # System packages the local stack (`crosscam stack up`) needs on Debian/Ubuntu:
 # a Java runtime and Maven (Kafka from Apache's jars), redis-server, GStreamer
 # with the RTSP server and its Python bindings (devstack/rtsp_server.py runs under
-# /usr/bin/python3), ffmpeg, and Prometheus.
+# /usr/bin/python3), ffmpeg, Prometheus (and promtool), and docker-compose (to
+# validate the compose file; no Docker engine is needed or started).
 #
 # Idempotent and quiet: installs only what is missing, and touches apt (update,
 # install) only when something is. Runs as root, or through sudo otherwise.
@@ -23,7 +24,9 @@ PACKAGES=(
   gir1.2-gst-rtsp-server-1.0
   python3-gi
   python3-gst-1.0
-  prometheus
+  prometheus                  # also promtool: alert rules checked and unit-tested in make test
+  docker-compose              # `docker-compose config` checks the site compose file (no engine needed)
+  openssl                     # the local broker's TLS certificate (`crosscam stack up --kafka-sasl`)
   chromium                    # headless browser of the gallery end-to-end test (tests/e2e/test_gallery.py)
 )
 

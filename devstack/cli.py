@@ -8,6 +8,7 @@ status as one JSON object on stdout (logs go to stderr), so scripts can
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -44,6 +45,13 @@ def configure_up(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also start Prometheus (scrapes <state>/prometheus/targets/*.json)",
     )
+    parser.add_argument(
+        "--kafka-sasl",
+        action="store_true",
+        help="also SASL/SCRAM listeners: plain (CROSSCAM_KAFKA_SASL_PORT, default Kafka port + 2) "
+        "and TLS (CROSSCAM_KAFKA_SASL_TLS_PORT, + 3; CA in <state>/kafka/tls/ca.crt); user "
+        "CROSSCAM_KAFKA_SASL_USER / _PASSWORD",
+    )
 
 
 def main_up(args: argparse.Namespace) -> int:
@@ -51,7 +59,14 @@ def main_up(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     services = [s.strip() for s in args.services.split(",") if s.strip()]
     try:
-        state = stack.up(services, prometheus=args.prometheus)
+        cfg = stack.StackConfig.from_env()
+        if args.kafka_sasl:
+            cfg = dataclasses.replace(
+                cfg,
+                kafka_sasl_port=cfg.kafka_sasl_port or cfg.kafka_port + 2,
+                kafka_sasl_tls_port=cfg.kafka_sasl_tls_port or cfg.kafka_port + 3,
+            )
+        state = stack.up(services, prometheus=args.prometheus, cfg=cfg)
     except (stack.StackError, ValueError, OSError) as exc:
         print(f"crosscam stack up failed: {exc}", file=sys.stderr)
         return 1

@@ -111,6 +111,11 @@ class StackConfig:
     prometheus_port: int = 19090
     kafka_heap_mb: int = 512
     host: str = HOST
+    # A SASL/SCRAM listener beside the plaintext one (None: none), and its user.
+    kafka_sasl_port: int | None = None
+    kafka_sasl_tls_port: int | None = None  # the same SCRAM login over TLS (SASL_SSL)
+    kafka_sasl_user: str = "crosscam"
+    kafka_sasl_password: str = field(default="crosscam-local-only", repr=False)
     # Resolved broker jars; None means <state_dir>/kafka/libs. A private stack
     # (tests) points it at the main stack's cache to skip resolving again.
     kafka_libs_override: Path | None = None
@@ -120,8 +125,10 @@ class StackConfig:
         """Read ``CROSSCAM_STACK_DIR`` and ``CROSSCAM_{KAFKA,REDIS,RTSP}_PORT``.
 
         Also ``CROSSCAM_KAFKA_CONTROLLER_PORT`` (default: Kafka port + 1),
-        ``CROSSCAM_PROMETHEUS_PORT``, ``CROSSCAM_KAFKA_HEAP_MB`` and
-        ``CROSSCAM_KAFKA_LIBS`` (a folder to cache the broker's jars in).
+        ``CROSSCAM_PROMETHEUS_PORT``, ``CROSSCAM_KAFKA_HEAP_MB``,
+        ``CROSSCAM_KAFKA_LIBS`` (a folder to cache the broker's jars in) and
+        ``CROSSCAM_KAFKA_SASL_PORT`` / ``_SASL_TLS_PORT`` / ``_SASL_USER`` / ``_SASL_PASSWORD``
+        (SCRAM listeners, plain and over TLS).
         """
         env = dict(os.environ if env is None else env)
         state = env.get("CROSSCAM_STACK_DIR") or str(REPO_ROOT / ".stack")
@@ -134,6 +141,10 @@ class StackConfig:
             rtsp_port=_env_int(env, "CROSSCAM_RTSP_PORT", 18554),
             prometheus_port=_env_int(env, "CROSSCAM_PROMETHEUS_PORT", 19090),
             kafka_heap_mb=_env_int(env, "CROSSCAM_KAFKA_HEAP_MB", 512, low=128, high=16384),
+            kafka_sasl_port=_env_int(env, "CROSSCAM_KAFKA_SASL_PORT", 0, low=0) or None,
+            kafka_sasl_tls_port=_env_int(env, "CROSSCAM_KAFKA_SASL_TLS_PORT", 0, low=0) or None,
+            kafka_sasl_user=env.get("CROSSCAM_KAFKA_SASL_USER") or "crosscam",
+            kafka_sasl_password=env.get("CROSSCAM_KAFKA_SASL_PASSWORD") or "crosscam-local-only",
             kafka_libs_override=Path(env["CROSSCAM_KAFKA_LIBS"]).resolve()
             if env.get("CROSSCAM_KAFKA_LIBS")
             else None,
@@ -524,10 +535,56 @@ def _render_kafka_config(cfg: StackConfig) -> Path:
         kafka_port=cfg.kafka_port,
         controller_port=cfg.kafka_controller_port,
         data_dir=cfg.kafka_dir / "data",
+        sasl_listener="".join(
+            f",{name}://{cfg.host}:{port}"
+            for name, port in (
+                ("SASL_PLAINTEXT", cfg.kafka_sasl_port),
+                ("SASL_SSL", cfg.kafka_sasl_tls_port),
+            )
+            if port
+        ),
+        tls_config=_kafka_tls_config(cfg) if cfg.kafka_sasl_tls_port else "",
     )
     path = cfg.kafka_dir / "server.properties"
     path.write_text(text)
     return path
+
+
+def kafka_tls_ca(cfg: StackConfig | None = None) -> Path:
+    """The CA certificate that signed the local broker's TLS certificate (``ssl_cafile``)."""
+    cfg = cfg or StackConfig.from_env()
+    return cfg.kafka_dir / "tls" / "ca.crt"
+
+
+def _kafka_tls_config(cfg: StackConfig) -> str:
+    """Make a CA and a server certificate for ``cfg.host`` (once), and the listener's TLS lines."""
+    tls = cfg.kafka_dir / "tls"
+    server = tls / "server.pem"
+    if not server.exists():
+        tls.mkdir(parents=True, exist_ok=True)
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise StackError("kafka", "openssl is not installed (TLS listener)")
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+             "-subj", "/CN=crosscam local CA", "-keyout", "ca.key", "-out", "ca.crt"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cfg.host}",
+             "-keyout", "server.key", "-out", "server.csr"],
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "3650", "-out", "server.crt",
+             "-extfile", "san.cnf"],
+        ]  # fmt: skip
+        (tls / "san.cnf").write_text(f"subjectAltName=IP:{cfg.host},DNS:localhost\n")
+        for args in steps:
+            proc = subprocess.run([openssl, *args], cwd=tls, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise StackError("kafka", f"openssl {args[0]} failed", proc.stderr[-2000:])
+        key = (tls / "server.key").read_text()
+        server.write_text(key + (tls / "server.crt").read_text() + (tls / "ca.crt").read_text())
+    return (
+        "listener.name.sasl_ssl.ssl.keystore.type=PEM\n"
+        f"listener.name.sasl_ssl.ssl.keystore.location={server}\n"
+    )
 
 
 def _kafka_format(cfg: StackConfig, java: str, libs: Path, properties: Path) -> None:
@@ -659,6 +716,13 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
     with proc.start_lock():
         if proc.alive():
             if _wait_until(lambda: _kafka_ready(cfg), timeout_s):
+                for port in (cfg.kafka_sasl_port, cfg.kafka_sasl_tls_port):
+                    if port and not _port_open(cfg.host, port):
+                        raise StackError(
+                            "kafka",
+                            f"running without the SASL listener on {port}; "
+                            "`stack down`, then `stack up --kafka-sasl`",
+                        )
                 return
             raise StackError(
                 "kafka", f"running but not answering on {kafka_bootstrap(cfg)}", proc.log_tail()
@@ -699,11 +763,54 @@ def kafka_start(cfg: StackConfig | None = None, timeout_s: float = KAFKA_START_T
             timeout_s,
             extra_log=cfg.kafka_dir / "logs" / "server.log",
         )
+        if cfg.kafka_sasl_port or cfg.kafka_sasl_tls_port:
+            _kafka_scram_user(cfg, java, libs)
         log.info(
             "kafka ready bootstrap=%s seconds=%.1f",
             kafka_bootstrap(cfg),
             time.monotonic() - started,
         )
+
+
+def _kafka_scram_user(cfg: StackConfig, java: str, libs: Path) -> None:
+    """Create (or reset) the SCRAM user of the SASL listener, through the plaintext one.
+
+    Kafka's own ConfigCommand, as ``kafka-configs.sh --alter --entity-type users``
+    runs it; the credentials live in the cluster metadata, so they survive restarts.
+    """
+    # One mechanism per request (Kafka refuses to alter a credential twice in one).
+    mechanism = f"SCRAM-SHA-512=[iterations=8192,password={cfg.kafka_sasl_password}]"
+    proc = subprocess.run(
+        [
+            java,
+            "-Xmx256m",
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j2.configurationFile={KAFKA_DEPLOY_DIR / 'log4j2.xml'}",
+            f"-Dkafka.logs.dir={cfg.kafka_dir / 'logs'}",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            kafka_bootstrap(cfg),
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            cfg.kafka_sasl_user,
+            "--add-config",
+            mechanism,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise StackError(
+            "kafka", "could not create the SCRAM user", (proc.stdout + proc.stderr)[-4000:]
+        )
+    log.info(
+        "kafka SCRAM user=%s listener=%s:%s", cfg.kafka_sasl_user, cfg.host, cfg.kafka_sasl_port
+    )
 
 
 def kafka_stop(cfg: StackConfig | None = None, timeout_s: float = KAFKA_STOP_TIMEOUT_S) -> bool:
@@ -1095,6 +1202,16 @@ def _prometheus_ready(cfg: StackConfig) -> bool:
         return False
 
 
+def _prometheus_config(cfg: StackConfig) -> Path:
+    """Copy the config and the alert rules (deploy/prometheus) into the state dir."""
+    config = cfg.prometheus_dir / "prometheus.yml"
+    shutil.copyfile(PROMETHEUS_CONFIG, config)
+    rules = config.parent / "rules"
+    shutil.rmtree(rules, ignore_errors=True)
+    shutil.copytree(PROMETHEUS_CONFIG.parent / "rules", rules)
+    return config
+
+
 def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) -> None:
     """Start Debian's prometheus with deploy/prometheus/prometheus.yml.
 
@@ -1106,6 +1223,9 @@ def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) ->
     proc = _prometheus_process(cfg)
     with proc.start_lock():
         if proc.alive():
+            # Pick up edited scrape config and alert rules without a restart.
+            _prometheus_config(cfg)
+            proc.signal(signal.SIGHUP)
             if _wait_until(lambda: _prometheus_ready(cfg), timeout_s):
                 return
             raise StackError("prometheus", "running but not ready", proc.log_tail())
@@ -1116,8 +1236,7 @@ def prometheus_start(cfg: StackConfig | None = None, timeout_s: float = 30.0) ->
             )
         _check_port_free("prometheus", cfg.host, cfg.prometheus_port)
         prometheus_targets_dir(cfg).mkdir(parents=True, exist_ok=True)
-        config = cfg.prometheus_dir / "prometheus.yml"
-        shutil.copyfile(PROMETHEUS_CONFIG, config)
+        config = _prometheus_config(cfg)
         pid = proc.spawn(
             [
                 binary,

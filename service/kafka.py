@@ -44,10 +44,10 @@ from aiokafka.errors import (
 from common.backoff import Backoff
 from schemas.codec import DecodeError, decode, encode
 from schemas.messages import DeadLetter
-from schemas.retention import topic_configs
 from schemas.topics import DEADLETTER, TOPICS, Topic
 from service import metrics
 from service.delivery import PartialBatch, is_transient
+from service.kafka_security import client_kwargs, topic_configs
 from service.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ def producer_config(settings: KafkaSettings, role: str) -> dict[str, Any]:
         "max_request_size": settings.max_message_bytes,
         "request_timeout_ms": 15_000,
         "retry_backoff_ms": 200,
+        **client_kwargs(settings),
     }
 
 
@@ -181,12 +182,14 @@ async def start_with_retry(
 async def ensure_topics(
     settings: KafkaSettings,
     topics: Iterable[str],
-    partitions: int = DEFAULT_PARTITIONS,
+    partitions: int | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Create ``topics`` if missing (idempotent), so consumers never race auto-creation."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin"
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-admin",
+        **client_kwargs(settings),
     )
     await start_with_retry(admin, "admin", stop, settings.reconnect_backoff_max_s)
     try:
@@ -196,12 +199,9 @@ async def ensure_topics(
             new = [
                 NewTopic(
                     t,
-                    num_partitions=partitions,
-                    replication_factor=1,
-                    topic_configs={
-                        "max.message.bytes": str(settings.max_message_bytes),
-                        **topic_configs(t),  # retention.ms: short limits by default
-                    },
+                    num_partitions=partitions or settings.partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=topic_configs(settings, t),
                 )
                 for t in missing
             ]
@@ -443,7 +443,7 @@ async def run_stage(
     settings: KafkaSettings,
     group_id: str | None = None,
     stop: asyncio.Event | None = None,
-    partitions: int = DEFAULT_PARTITIONS,
+    partitions: int | None = None,
 ) -> None:
     """Run ``stage`` as a member of consumer group ``group_id`` until ``stop`` is set.
 
@@ -474,6 +474,7 @@ async def run_stage(
         heartbeat_interval_ms=max(settings.session_timeout_ms // 4, 500),
         max_poll_interval_ms=300_000,
         retry_backoff_ms=200,
+        **client_kwargs(settings),
     )
     producer = AIOKafkaProducer(**producer_config(settings, stage.name))
     cap = settings.reconnect_backoff_max_s

@@ -10,9 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
 
 from service.settings import MetricsSettings
 
@@ -58,8 +66,111 @@ KAFKA_ERRORS = Counter(
 )
 
 
+class DiskCollector(Collector):
+    """Free and total bytes of the filesystems holding ``paths``, read at each scrape."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = [str(Path(p).resolve()) for p in paths]
+        self._warned: set[str] = set()
+
+    def collect(self) -> list[GaugeMetricFamily]:  # type: ignore[override]
+        """One sample per readable path; an unreadable one is left out (and logged)."""
+        free = GaugeMetricFamily(
+            "crosscam_disk_free_bytes",
+            "Bytes free to this process on the path's filesystem",
+            labels=["path"],
+        )
+        size = GaugeMetricFamily(
+            "crosscam_disk_size_bytes", "Size of the path's filesystem", labels=["path"]
+        )
+        for path in self.paths:
+            try:
+                st = os.statvfs(path)
+            except OSError as exc:
+                if path not in self._warned:  # once, not at every scrape
+                    self._warned.add(path)
+                    log.warning("disk_stat_failed", extra={"path": path, "error": repr(exc)})
+                continue
+            free.add_metric([path], st.f_bavail * st.f_frsize)
+            size.add_metric([path], st.f_blocks * st.f_frsize)
+        return [free, size]
+
+
+HEALTH_STALL_S = 300.0
+"""``/healthz`` fails when a stage has consumer lag but has handled no batch for this long."""
+
+
+class Progress:
+    """Whether the Kafka loop still makes progress, judged from its own metrics.
+
+    Read at each ``/healthz`` request (Kubernetes probes every few seconds): the
+    loop is stalled when records wait (lag > 0) and the count of handled batches
+    has not moved for ``stall_s``. A process without a Kafka loop (ingest, the
+    gallery) has no lag and is healthy while it serves.
+    """
+
+    def __init__(
+        self, stall_s: float = HEALTH_STALL_S, clock: Callable[[], float] = time.monotonic
+    ):
+        self.stall_s = stall_s
+        self.clock = clock
+        self._batches = -1.0
+        self._moved_at = clock()
+        self._lock = threading.Lock()
+
+    def check(self, lag: float, batches: float) -> tuple[bool, str]:
+        """(healthy, reason) given the current total lag and handled-batch count."""
+        with self._lock:
+            now = self.clock()
+            if batches != self._batches:
+                self._batches, self._moved_at = batches, now
+            idle = now - self._moved_at
+        if lag > 0 and idle > self.stall_s:
+            return False, f"stalled: {lag:.0f} messages waiting, no batch handled for {idle:.0f} s"
+        return True, "ok"
+
+
+def _sample_sum(name: str) -> float:
+    return sum(s.value for m in REGISTRY.collect() for s in m.samples if s.name == name)
+
+
+def _app(progress: Progress) -> Callable[..., Iterable[bytes]]:
+    metrics_app = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok, reason = progress.check(
+                _sample_sum("crosscam_stage_consumer_lag_messages"),
+                _sample_sum("crosscam_stage_batch_seconds_count"),
+            )
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+            )
+            return [reason.encode() + b"\n"]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        """Scrapes and probes are not worth a log line each."""
+
+
+_disks: DiskCollector | None = None
+
+
+def _watch_disks(paths: list[str]) -> None:
+    """Register the disk collector once per process; later calls add their paths."""
+    global _disks
+    if _disks is None:
+        _disks = DiskCollector([])
+        REGISTRY.register(_disks)
+    _disks.paths += [p for p in DiskCollector(paths).paths if p not in _disks.paths]
+
+
 def start_metrics_server(settings: MetricsSettings, name: str = "crosscam") -> int:
-    """Serve ``/metrics`` for this process; returns the bound port (0 = disabled).
+    """Serve ``/metrics`` and ``/healthz`` for this process; returns the bound port (0 = disabled).
 
     With ``port = 0`` a free port is chosen. When ``CROSSCAM_METRICS_TARGETS_DIR``
     is set the endpoint is registered there as a Prometheus file-SD target, so
@@ -67,7 +178,11 @@ def start_metrics_server(settings: MetricsSettings, name: str = "crosscam") -> i
     """
     if not settings.enabled:
         return 0
-    server, _thread = start_http_server(settings.port, addr=settings.host)
+    _watch_disks(settings.disk_paths)
+    server = make_server(
+        settings.host, settings.port, _app(Progress()), ThreadingWSGIServer, _QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     port = int(server.server_port)
     log.info(
         "metrics_serving", extra={"url": f"http://{settings.host}:{port}/metrics", "service": name}

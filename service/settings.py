@@ -13,9 +13,9 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 KNOWN_SECTIONS = frozenset(
     {
@@ -93,6 +93,56 @@ class KafkaSettings(StrictModel):
     reconnect_backoff_max_s: float = Field(
         10.0, gt=0, description="cap of the exponential backoff when the broker is unreachable"
     )
+    # --- security (README "Kafka security"); PLAINTEXT is for a local stack only ---
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="SASL_SSL in production: SCRAM login over TLS"
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="with a SASL_* protocol"
+    )
+    sasl_username: str = Field("", description="with a SASL_* protocol")
+    sasl_password: SecretStr = Field(
+        SecretStr(""), description="with a SASL_* protocol (never logged; from a secret)"
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle that signed the brokers' certificates (else the system's)"
+    )
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client certificate's key (mutual TLS)")
+    ssl_check_hostname: bool = Field(True, description="check the broker's name in its certificate")
+    # --- topics created by the stages (existing topics are left as they are) ---
+    partitions: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="partitions of each topic: the most replicas a stage can use",
+    )
+    replication_factor: int = Field(
+        1, ge=1, le=16, description="copies of each partition (3 on a production cluster)"
+    )
+    min_insync_replicas: int = Field(
+        1, ge=1, le=16, description="acks=all waits for this many copies (2 with 3 replicas)"
+    )
+    retention_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description="retention.ms per topic name, over crosscam's short defaults "
+        "(schemas.retention: frames/detections 1 h, tracklets 1 day, matches 30 days, "
+        "dead letters 7 days, audit 365 days); other topics keep the broker's default",
+    )
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"security_protocol={self.security_protocol} needs sasl_username and sasl_password"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS)")
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError("min_insync_replicas cannot exceed replication_factor")
+        return self
 
 
 class RedisSettings(StrictModel):
@@ -110,6 +160,11 @@ class MetricsSettings(StrictModel):
     host: str = Field("127.0.0.1", description="address the /metrics endpoint binds")
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port (logged and registered)")
     enabled: bool = True
+    disk_paths: list[str] = Field(
+        default_factory=lambda: ["."],
+        description="folders whose filesystem's free and total bytes are exported "
+        "(crosscam_disk_free_bytes / crosscam_disk_size_bytes, for the disk-full alert)",
+    )
 
 
 def _env_overrides(prefix: str = ENV_PREFIX) -> dict[str, dict[str, Any]]:
