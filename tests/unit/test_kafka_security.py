@@ -77,14 +77,16 @@ def test_incomplete_security_settings_are_refused() -> None:
 
 def test_topic_configs_carry_isr_size_and_per_topic_retention() -> None:
     s = KafkaSettings(
-        replication_factor=3, min_insync_replicas=2, retention_ms={"crosscam.frames.v1": 3_600_000}
+        replication_factor=3, min_insync_replicas=2, retention_ms={"crosscam.frames.v1": 600_000}
     )
     assert topic_configs(s, "crosscam.frames.v1") == {
         "max.message.bytes": str(s.max_message_bytes),
         "min.insync.replicas": "2",
-        "retention.ms": "3600000",
+        "retention.ms": "600000",  # the setting wins over the default
     }
-    assert "retention.ms" not in topic_configs(s, "crosscam.matches.v1")
+    # unlisted crosscam topics keep crosscam's short defaults (schemas.retention)
+    assert topic_configs(s, "crosscam.matches.v1")["retention.ms"] == str(30 * 24 * 3_600_000)
+    assert "retention.ms" not in topic_configs(s, "someone.elses.topic")
 
 
 def test_security_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
