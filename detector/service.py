@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import redis
 
+from common.backoff import Backoff
 from detector import metrics as m
 from detector.analyzer import Analyzer
 from detector.checksum import ModelFileError
@@ -29,8 +30,9 @@ from service.metrics import start_metrics_server
 
 log = logging.getLogger(__name__)
 
-# First wait before retrying a failed Redis call; doubled on each retry.
+# First wait before retrying a failed Redis call; doubled on each retry, capped, with jitter.
 _REDIS_RETRY_FIRST_S = 0.1
+_REDIS_RETRY_MAX_S = 2.0
 
 
 def redis_fetcher(url: str, retries: int) -> tuple[FetchJpegs, redis.Redis]:
@@ -38,7 +40,7 @@ def redis_fetcher(url: str, retries: int) -> tuple[FetchJpegs, redis.Redis]:
     client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
 
     def fetch(keys: Sequence[str]) -> list[bytes | None]:
-        delay = _REDIS_RETRY_FIRST_S
+        backoff = Backoff(initial_s=_REDIS_RETRY_FIRST_S, max_s=_REDIS_RETRY_MAX_S)
         for attempt in range(retries + 1):
             try:
                 return [
@@ -48,9 +50,9 @@ def redis_fetcher(url: str, retries: int) -> tuple[FetchJpegs, redis.Redis]:
             except redis.RedisError as exc:
                 if attempt == retries:
                     raise
+                delay = backoff.next_delay_s()
                 log.warning("claim_check_retry", extra={"error": repr(exc), "retry_s": delay})
                 time.sleep(delay)
-                delay *= 2
         raise AssertionError("unreachable")
 
     return fetch, client

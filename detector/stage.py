@@ -16,6 +16,7 @@ from detector.core import FrameProcessor, Rejected
 from schemas.messages import Detections, Frame
 from schemas.topics import DETECTIONS, FRAMES, Topic
 from service.kafka import Output, Record, dead_letter
+from service.metrics import camera_label
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class DetectorStage:
         return [o for o in outputs if o is not None]
 
     def _reject(self, rec: Record, frame: Frame, rejected: Rejected) -> Output:
-        m.REJECTED.labels(frame.camera_id, rejected.kind).inc()
+        m.REJECTED.labels(camera_label(frame.camera_id), rejected.kind).inc()
         log.warning(
             "frame_rejected",
             extra={
@@ -107,8 +108,8 @@ class DetectorStage:
         return dead_letter(self.name, rec, f"{rejected.kind}: {rejected.reason}")
 
     def _observe(self, det: Detections) -> None:
-        m.FRAMES.labels(det.camera_id).inc()
-        m.BOXES_PER_FRAME.labels(det.camera_id).observe(len(det.scores) // 4)
+        m.FRAMES.labels(camera_label(det.camera_id)).inc()
+        m.BOXES_PER_FRAME.labels(camera_label(det.camera_id)).observe(len(det.scores) // 4)
 
     def _observe_batch(self, seconds: float) -> None:
         st = self.processor.last_stats

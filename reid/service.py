@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 from reid import metrics as m
@@ -38,7 +39,7 @@ from schemas.topics import MATCHES, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.delivery import apply_each
 from service.kafka import Output, Record, dead_letter
-from service.metrics import start_metrics_server
+from service.metrics import camera_label, start_metrics_server
 from service.web import web_context
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,14 @@ def check_tracklet(t: Tracklet) -> str | None:
     dims = {len(c.embedding) for c in t.crops if c.embedding}
     if len(dims) > 1:
         return f"crops carry vectors of different sizes {sorted(dims)}"
+    if any(len(b) % 4 for b in (t.embeddings, *(c.embedding for c in t.crops))):
+        return "a vector is not a whole number of float32"
+    vectors = [
+        np.frombuffer(t.embeddings, "<f4"),
+        *(np.frombuffer(c.embedding, "<f4") for c in t.crops),
+    ]
+    if not all(np.isfinite(v).all() for v in vectors):
+        return "a vector is not finite (NaN or inf)"
     return None
 
 
@@ -89,22 +98,22 @@ class ReidStage:
         if problem is not None:
             return [dead_letter(self.name, rec, problem)]
         cam = t.camera_id
-        m.TRACKLETS_IN.labels(cam).inc()
+        m.TRACKLETS_IN.labels(camera_label(cam)).inc()
         if self.erased is not None and self.erased([t.tracklet_id]):
-            m.TRACKLETS_SKIPPED.labels(cam, "erased").inc()
+            m.TRACKLETS_SKIPPED.labels(camera_label(cam), "erased").inc()
             return []
         with self.lock:
             res = self._process_atomically(t)
         if res.skipped:
-            m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
+            m.TRACKLETS_SKIPPED.labels(camera_label(cam), res.skipped).inc()
             return []
-        m.SEARCH_SECONDS.labels(cam).observe(res.search_seconds)
+        m.SEARCH_SECONDS.labels(camera_label(cam)).observe(res.search_seconds)
         outputs: list[Output] = []
         for e in res.events:
             if e.kind == "link":
-                m.LINKS.labels(cam).inc()
+                m.LINKS.labels(camera_label(cam)).inc()
             elif e.kind == "new_identity":
-                m.NEW_IDENTITIES.labels(cam).inc()
+                m.NEW_IDENTITIES.labels(camera_label(cam)).inc()
             elif e.kind == "merge":
                 m.MERGES.inc(len(e.merged_ids))
             elif e.kind == "split":

@@ -12,12 +12,14 @@ import json
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import DecodeError, decode
 from schemas.messages import Match
 from schemas.topics import MATCHES
+from service.kafka_security import client_kwargs
 from service.settings import KafkaSettings, StrictModel, load_settings
 
 
@@ -26,11 +28,19 @@ class _Root(StrictModel):
 
 
 async def tail(
-    bootstrap: str, from_beginning: bool, max_messages: int | None, idle_timeout_s: float | None
+    bootstrap: str,
+    from_beginning: bool,
+    max_messages: int | None,
+    idle_timeout_s: float | None,
+    security: dict[str, Any] | None = None,
 ) -> int:
-    """Print matches until ``max_messages`` or ``idle_timeout_s`` without one; returns how many."""
+    """Print matches until ``max_messages`` or ``idle_timeout_s`` without one; returns how many.
+
+    ``security``: aiokafka keyword arguments for SASL/TLS (:func:`service.kafka_security.client_kwargs`).
+    """
     consumer = AIOKafkaConsumer(
         MATCHES.name,
+        **(security or {}),
         bootstrap_servers=bootstrap,
         group_id=f"crosscam-tail-{uuid.uuid4().hex[:8]}",  # a private group: every tail sees everything
         enable_auto_commit=False,
@@ -86,6 +96,7 @@ def main(args: argparse.Namespace) -> int:
                 args.from_beginning,
                 args.max_messages,
                 args.idle_timeout,
+                client_kwargs(settings.kafka),
             )
         )
     except KeyboardInterrupt:

@@ -404,6 +404,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         parts = sorted(tp.partition for tp in revoked)
+        for part in parts:  # a gauge left behind would show lag this replica no longer has
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.stage.name, str(part))
         if not parts or getattr(self.stage, "on_revoke", None) is None:
             return
         try:

@@ -96,6 +96,29 @@ class DiskCollector(Collector):
         return [free, size]
 
 
+MAX_CAMERA_LABELS = 512
+"""Distinct camera ids a process labels its metrics with; later ones share ``_other``.
+
+Camera ids arrive from the bus: a producer inventing ids must not grow the
+number of Prometheus series without bound (each costs memory in every
+scraper). A site larger than this raises it with ``CROSSCAM_MAX_CAMERA_LABELS``."""
+
+_camera_labels: set[str] = set()
+_camera_labels_lock = threading.Lock()
+
+
+def camera_label(camera_id: str) -> str:
+    """The label value for ``camera_id``: itself for the first cameras seen, else ``_other``."""
+    if camera_id in _camera_labels:
+        return camera_id
+    limit = int(os.environ.get("CROSSCAM_MAX_CAMERA_LABELS", MAX_CAMERA_LABELS))
+    with _camera_labels_lock:
+        if len(_camera_labels) >= limit:
+            return "_other"
+        _camera_labels.add(camera_id)
+    return camera_id
+
+
 HEALTH_STALL_S = 300.0
 """``/healthz`` fails when a stage has consumer lag but has handled no batch for this long."""
 

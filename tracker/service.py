@@ -34,7 +34,7 @@ from schemas.topics import DETECTIONS, TRACKLETS
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.delivery import apply_each, is_transient
 from service.kafka import Output, Record, dead_letter
-from service.metrics import start_metrics_server
+from service.metrics import camera_label, start_metrics_server
 from tracker import metrics as m
 from tracker import state
 from tracker.core import CameraTracker, TrackerParams
@@ -44,21 +44,35 @@ from tracker.state_store import RedisStateStore
 log = logging.getLogger(__name__)
 
 
+MAX_BOXES_PER_FRAME = 1024
+"""More boxes than this in one frame is not a camera's view of people: refused (dead letter)
+before the tracker's cost, quadratic in boxes, is paid."""
+
+MAX_EMBEDDING_DIM = 4096
+"""Widest appearance vector accepted from the bus."""
+
+
 def check_detections(msg: Detections) -> str | None:
-    """Why ``msg``'s arrays cannot be used (sizes that disagree), or None when they can."""
+    """Why ``msg``'s arrays cannot be used (sizes, caps, NaN/inf), or None when they can."""
     if msg.eos:
         return None
     n, rem = divmod(len(msg.scores), 4)
     if rem:
         return f"scores: {len(msg.scores)} bytes is not a whole number of float32"
+    if n > MAX_BOXES_PER_FRAME:
+        return f"{n} boxes in one frame (cap {MAX_BOXES_PER_FRAME})"
+    if not 0 <= msg.embedding_dim <= MAX_EMBEDDING_DIM:
+        return f"embedding_dim {msg.embedding_dim} outside 0..{MAX_EMBEDDING_DIM}"
     if len(msg.boxes_xyxy) != 16 * n:
         return f"boxes_xyxy: {len(msg.boxes_xyxy)} bytes for {n} scores"
     if msg.embedding_dim and len(msg.embeddings) != 4 * n * msg.embedding_dim:
         return f"embeddings: {len(msg.embeddings)} bytes for {n}x{msg.embedding_dim}"
     if msg.sharpness and len(msg.sharpness) != 4 * n:
         return f"sharpness: {len(msg.sharpness)} bytes for {n} scores"
-    if not np.isfinite(msg.boxes_array()).all():
-        return "boxes_xyxy: not finite"
+    for name in ("boxes_xyxy", "scores", "embeddings", "sharpness"):
+        values = np.frombuffer(getattr(msg, name), "<f4")
+        if not np.isfinite(values).all():
+            return f"{name}: not finite (NaN or inf)"
     return None
 
 
@@ -111,17 +125,17 @@ class TrackerStage:
         tracker = self._tracker(cam, rec.partition)
         t0 = time.perf_counter()
         res = tracker.step_detections(msg)
-        m.UPDATE_SECONDS.labels(cam).observe(time.perf_counter() - t0)
+        m.UPDATE_SECONDS.labels(camera_label(cam)).observe(time.perf_counter() - t0)
         if res.duplicate:
-            m.DUPLICATE_FRAMES.labels(cam).inc()
+            m.DUPLICATE_FRAMES.labels(camera_label(cam)).inc()
             return []
         self.dirty.add(cam)
         outputs = [Output.of(TRACKLETS, cam, tl) for tl in res.finished]
         for tl in res.finished:
-            m.TRACKLETS_EMITTED.labels(cam, tl.end_reason).inc()
+            m.TRACKLETS_EMITTED.labels(camera_label(cam), tl.end_reason).inc()
         for reason, count in res.dropped.items():
-            m.TRACKLETS_DROPPED.labels(cam, reason).inc(count)
-        m.ACTIVE_TRACKS.labels(cam).set(len(tracker.tracks))
+            m.TRACKLETS_DROPPED.labels(camera_label(cam), reason).inc(count)
+        m.ACTIVE_TRACKS.labels(camera_label(cam)).set(len(tracker.tracks))
         return outputs
 
     def _tracker(self, camera_id: str, partition: int) -> CameraTracker:
@@ -143,13 +157,13 @@ class TrackerStage:
                     # track ids; the loop retries this frame until Redis is back.
                     raise
                 outcome = "failed"
-                m.CHECKPOINT_ERRORS.labels(camera_id, "load").inc()
+                m.CHECKPOINT_ERRORS.labels(camera_label(camera_id), "load").inc()
                 log.warning(
                     "tracker_state_restore_failed", extra={"camera": camera_id, "error": repr(exc)}
                 )
         if tracker is None:
             tracker = CameraTracker(camera_id, self.params)
-        m.RESTORES.labels(camera_id, outcome).inc()
+        m.RESTORES.labels(camera_label(camera_id), outcome).inc()
         log.info(
             "camera_tracker_opened",
             extra={
@@ -176,13 +190,13 @@ class TrackerStage:
         try:
             self.store.save(camera_id, data)
         except redis.RedisError as exc:
-            m.CHECKPOINT_ERRORS.labels(camera_id, "save").inc()
+            m.CHECKPOINT_ERRORS.labels(camera_label(camera_id), "save").inc()
             log.warning(
                 "tracker_state_save_failed", extra={"camera": camera_id, "error": repr(exc)}
             )
             return 0
-        m.CHECKPOINT_SECONDS.labels(camera_id).observe(time.perf_counter() - t0)
-        m.CHECKPOINT_BYTES.labels(camera_id).set(len(data))
+        m.CHECKPOINT_SECONDS.labels(camera_label(camera_id)).observe(time.perf_counter() - t0)
+        m.CHECKPOINT_BYTES.labels(camera_label(camera_id)).set(len(data))
         self.saved_at[camera_id] = self.clock()
         self.dirty.discard(camera_id)
         return len(data)
@@ -216,7 +230,7 @@ class TrackerStage:
             self.partition_of.pop(cam, None)
             self.saved_at.pop(cam, None)
             self.dirty.discard(cam)
-            m.ACTIVE_TRACKS.labels(cam).set(0)
+            m.ACTIVE_TRACKS.labels(camera_label(cam)).set(0)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
