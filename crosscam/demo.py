@@ -306,8 +306,10 @@ def run_live(run: LiveRun) -> LiveResult:
         daemon=True,
     )
     printer.start()
+    during: threading.Thread | None = None
     if run.during is not None:
-        threading.Thread(target=run.during, args=(sup,), daemon=True).start()
+        during = threading.Thread(target=run.during, args=(sup,), daemon=True)
+        during.start()
 
     ingest = [s.name for s in specs if s.name.startswith("ingest-")]
     cams = [
@@ -319,7 +321,9 @@ def run_live(run: LiveRun) -> LiveResult:
     log.info("cameras_published", extra={"urls": json.dumps(urls), "frames": n_frames})
 
     def one_pass_done() -> bool:
-        if not _cameras_ended(cams):
+        # a fault script is part of the run: a camera it took down and brought back may
+        # end its pass before the script has seen it recover
+        if (during is not None and during.is_alive()) or not _cameras_ended(cams):
             return False
         time.sleep(INGEST_SETTLE_S)  # the last frames reach Kafka
         return True
