@@ -30,9 +30,17 @@ PROVIDER_NAMES: dict[str, str] = {
 _DEFAULT_MAX_INTRA_OP_THREADS = 4
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def default_intra_op_threads() -> int:
-    """All cores, at most 4 (2 on the 2-core CI machine)."""
-    return max(1, min(os.cpu_count() or 1, _DEFAULT_MAX_INTRA_OP_THREADS))
+    """The usable cores, at most 4 (2 on the 2-core CI machine)."""
+    return max(1, min(usable_cores(), _DEFAULT_MAX_INTRA_OP_THREADS))
 
 
 class _Strict(BaseModel):
@@ -61,6 +69,26 @@ class RuntimeConfig(_Strict):
     )
     inter_op_threads: int = Field(
         1, ge=1, le=64, description="threads running independent graph branches (sequential=1)"
+    )
+    engine: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="what runs the models: 'auto' times every engine and setting available "
+        "here at start and keeps the fastest, per model",
+    )
+    graph_optimization: Literal["auto", "basic", "extended", "all"] = Field(
+        "auto",
+        description="ONNX Runtime graph optimisation level; 'auto' times 'extended' and 'all' "
+        "('all' adds layout transformations that slow some models on some CPUs)",
+    )
+    openvino_devices: list[str] = Field(
+        default_factory=lambda: ["GPU", "CPU"],
+        description="OpenVINO devices 'auto' may time (those present); [] = never OpenVINO",
+    )
+    auto_timing_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description="time budget of the start-up timing per model (at least 3 rounds run)",
     )
 
 
