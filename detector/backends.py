@@ -29,7 +29,7 @@ from detector.config import (
 )
 from detector.decode import decode, nms
 from detector.preprocess import letterbox, write_chw
-from detector.runtime import Runner, open_fastest, static_batch_size
+from detector.runtime import Runner, open_fastest, static_batch_size, with_dynamic_batch
 from detector.zoo import DetectorModelSpec
 
 log = logging.getLogger(__name__)
@@ -236,6 +236,8 @@ def build_detector(
             spec.sha256,
             what="detector model",
         )
+        if config.dynamic_batch:
+            path = with_dynamic_batch(path)
         det = OnnxDetector(path, spec, runtime)
         reason = f"ONNX model {spec.filename} configured ({spec.layout} layout)"
     det.warmup()

@@ -113,6 +113,12 @@ class OnnxDetectorConfig(_Strict):
     nms_iou: float | None = Field(
         None, gt=0.0, le=1.0, description="override of the spec's NMS IoU"
     )
+    dynamic_batch: bool = Field(
+        False,
+        description="make a batch-1 export's batch dimension dynamic at load (graph edit, needs "
+        "the onnx package) so a batch of frames runs in one call; off: on 2 CPU cores it did "
+        "not pay (`crosscam bench models`), on a GPU it may",
+    )
 
     @model_validator(mode="after")
     def _known_model(self) -> OnnxDetectorConfig:

@@ -24,7 +24,9 @@ not burn each other's CPU while idle.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -336,3 +338,34 @@ def open_fastest(
         extra={"model": what, "chosen": label, "ms_per_item": ms, "failed": failed},
     )
     return runners[label], choice
+
+
+# Where graphs edited at load (dynamic batch) are written; never committed, rebuilt when missing.
+_EDITED_MODELS_DIR = Path(tempfile.gettempdir()) / "crosscam-models"
+
+
+def with_dynamic_batch(path: Path) -> Path:
+    """A copy of ``path`` whose first input and outputs have a symbolic batch dimension.
+
+    For exports fixed at batch 1 whose reshapes take the batch from ``Shape``
+    (the YOLOX-nano export): the graph then runs a whole batch in one call.
+    Written once per source file (keyed by size and mtime) under the temp folder.
+    """
+    import onnx
+
+    st = path.stat()
+    out = _EDITED_MODELS_DIR / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}-dynbatch.onnx"
+    if out.exists():
+        return out
+    model = onnx.load(str(path))
+    for value in [model.graph.input[0], *model.graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "batch"
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    log.info("model_batch_made_dynamic", extra={"source": str(path), "edited": str(out)})
+    return out
