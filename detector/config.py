@@ -257,6 +257,39 @@ class BackgroundConfig(_Strict):
     )
 
 
+class AppearanceConfig(_Strict):
+    """Appearance on demand: which boxes the appearance model runs on (:mod:`detector.appearance`)."""
+
+    on_demand: bool = Field(
+        True,
+        description="embed only boxes whose association may need appearance (new, ambiguous, "
+        "jumped, due a refresh, or a better crop than the chain's best) and carry the vector "
+        "of an unambiguous IoU continuation forward; false = embed every box",
+    )
+    match_iou: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="least IoU with the previous frame's box for a box to carry its vector; "
+        "raising it embeds more boxes (fast movers, low frame rates)",
+    )
+    refresh_frames: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="a carried vector is re-embedded after this many frames (1 = every frame)",
+    )
+    full_detail_height_px: float = Field(
+        256.0, gt=0, description="crop height beyond which quality stops growing (as the tracker)"
+    )
+    sharpness_half_point: float = Field(
+        100.0,
+        gt=0,
+        description="Laplacian variance at which sharpness counts half (as the tracker)",
+    )
+    max_cameras: int = Field(4096, ge=1, description="cameras remembered (least recent dropped)")
+
+
 class CropConfig(_Strict):
     """How crops are cut for the embedder and for the Detections message."""
 
@@ -275,6 +308,7 @@ class AnalyzerConfig(_Strict):
     )
     embedder: EmbedderBackendConfig = Field(default_factory=OnnxEmbedderConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     models_dir: Path | None = Field(
         None,

@@ -35,6 +35,11 @@ FRAMES_PER_SECOND = Gauge(
     "crosscam_detector_frames_per_second",
     "Frames analysed per second of handling time, over the last batch",
 )
+CROPS_EMBEDDED = Counter(
+    "crosscam_detector_crops_embedded_total",
+    "Boxes the appearance model ran on; the others carried the vector of the box they "
+    "continue (appearance on demand). Divide by the boxes for the share embedded",
+)
 REJECTED = Counter(
     "crosscam_detector_rejected_frames_total",
     "Frames dead-lettered by the detector (corrupt JPEG, claim-check key gone)",
