@@ -34,7 +34,13 @@ import numpy as np
 
 from detector.backends import OnnxDetector
 from detector.checksum import resolve_model_path
-from detector.config import OnnxDetectorConfig, OnnxEmbedderConfig, RuntimeConfig, usable_cores
+from detector.config import (
+    PROVIDER_NAMES,
+    OnnxDetectorConfig,
+    OnnxEmbedderConfig,
+    RuntimeConfig,
+    usable_cores,
+)
 from detector.embedder import OnnxEmbedder
 from detector.preprocess import crop_views
 from detector.runtime import Runner, candidates, open_runner, static_batch_size, with_dynamic_batch
@@ -122,6 +128,12 @@ def bench(runtime: RuntimeConfig, batches: list[int], seconds: float) -> dict[st
     load_start = os.getloadavg()
     frames, crops, crops_per_frame = _inputs(runtime)
     cells, failed = _cells(runtime, batches, frames, crops)
+    wanted = [PROVIDER_NAMES[p] for p in runtime.providers]
+    if runtime.engine == "onnxruntime" and "CPUExecutionProvider" not in wanted:
+        # ONNX Runtime falls back to CPU silently when CUDA/TensorRT fail to load
+        off = {c.runner.info.provider for c in cells} - set(wanted)
+        if off:
+            raise RuntimeError(f"asked for {wanted}, sessions run on {sorted(off)}")
     _time(cells, seconds)
     rows = [
         {
@@ -132,6 +144,7 @@ def bench(runtime: RuntimeConfig, batches: list[int], seconds: float) -> dict[st
             "ms_per_item_median": round(1000 * statistics.median(c.times) / c.batch, 3),
             "ms_per_item_best": round(1000 * min(c.times) / c.batch, 3),
             "items_per_s": round(c.batch / statistics.median(c.times), 1),
+            "provider": c.runner.info.provider,
         }
         for c in cells
     ]

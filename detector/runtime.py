@@ -131,6 +131,9 @@ class OrtRunner:
             3  # errors only: ORT's warnings about unused initialisers are noise
         )
         requested = choose_providers(runtime)
+        if "CUDAExecutionProvider" in requested and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu >= 1.21 finds the CUDA/cuDNN libraries of pip's nvidia-* wheels
+            ort.preload_dlls()
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=requested)
         inp = self.session.get_inputs()[0]
         self.info = SessionInfo(
