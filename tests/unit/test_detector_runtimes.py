@@ -110,3 +110,18 @@ def test_openvino_without_a_device_is_a_clear_error() -> None:
     runtime = RuntimeConfig(engine="openvino", openvino_devices=["NPU_THAT_IS_NOT_HERE"])
     with pytest.raises(RuntimeError, match="OpenVINO devices"):
         _embedder(runtime)
+
+
+def test_the_choice_is_exported_as_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from detector import metrics
+    from detector.runtime import RuntimeChoice
+
+    choice = RuntimeChoice(
+        "m.onnx", "openvino:CPU:latency", "fastest", {"openvino:CPU:latency": 2.5}
+    )
+    metrics.export_runtime_choice("embedder", choice)
+    labels = {"model": "embedder", "candidate": "openvino:CPU:latency"}
+    assert REGISTRY.get_sample_value("crosscam_detector_runtime_chosen", labels) == 1
+    assert REGISTRY.get_sample_value("crosscam_detector_runtime_ms_per_item", labels) == 2.5
