@@ -5,7 +5,7 @@
     results = analyzer.analyze_batch([("cam1", f1), ("cam2", f2)])
 
 Crops of every frame in a batch are embedded in one batched call. With
-appearance on demand (the default, :mod:`detector.appearance`) only the boxes
+appearance on demand (``appearance.on_demand``, :mod:`detector.appearance`) only the boxes
 whose association may need appearance are embedded; the others carry the
 vector of the box they continue. With background masking on, every frame
 (boxes or not) updates its camera's subtractor. Both keep per-camera state,

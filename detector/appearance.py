@@ -21,6 +21,11 @@ partitioning by camera gives), a box is **embedded** unless all of these hold:
   so the crops a tracklet keeps carry their own vectors.
 
 After a gap (a dropped frame, a restart) boxes no longer overlap and are embedded.
+
+Off by default (``[detector.appearance] on_demand``): single-camera tracking is
+unchanged with it, but cross-camera identities were worse on PETS09 (the
+tracker's gallery, and so a tracklet's vectors, then hold repeated vectors);
+see docs-proposals/capacity.md for the figures.
 """
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ def _step(gate: AppearanceGate, boxes: np.ndarray, scores: np.ndarray = SCORES) 
 
 
 def test_first_frame_is_embedded_then_unambiguous_continuations_carry() -> None:
-    gate = AppearanceGate(AppearanceConfig())
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
     assert _step(gate, APART).all()
     assert not _step(gate, APART + [3, 1, 3, 1]).any()
 
 
 def test_carried_vector_is_the_parent_box_s() -> None:
-    gate = AppearanceGate(AppearanceConfig())
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
     plan = gate.plan("cam", APART, SCORES, SHARP)
     first = gate.resolve("cam", plan, np.array([[1, 0], [0, 1]], np.float32))
     swapped = APART[::-1] + 2  # same people, listed in the other order
@@ -42,14 +42,14 @@ def test_carried_vector_is_the_parent_box_s() -> None:
 
 
 def test_people_touching_are_embedded() -> None:
-    gate = AppearanceGate(AppearanceConfig())
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
     close = np.array([[100, 100, 160, 260], [150, 100, 210, 260]], np.float32)
     _step(gate, close)
     assert _step(gate, close + 1).all()
 
 
 def test_a_box_that_jumped_is_embedded() -> None:
-    gate = AppearanceGate(AppearanceConfig())
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
     _step(gate, APART)
     moved = APART.copy()
     moved[0] += [45, 0, 45, 0]  # IoU with its old place < 0.5
@@ -57,13 +57,13 @@ def test_a_box_that_jumped_is_embedded() -> None:
 
 
 def test_vectors_are_refreshed_every_n_frames() -> None:
-    gate = AppearanceGate(AppearanceConfig(refresh_frames=3))
+    gate = AppearanceGate(AppearanceConfig(on_demand=True, refresh_frames=3))
     embedded = [bool(_step(gate, APART + k)[0]) for k in range(7)]
     assert embedded == [True, False, False, True, False, False, True]
 
 
 def test_a_better_crop_is_embedded() -> None:
-    gate = AppearanceGate(AppearanceConfig())
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
     _step(gate, APART)
     better = np.array([0.95, 0.9], np.float32)
     assert _step(gate, APART + 1, better).tolist() == [True, False]
@@ -71,10 +71,10 @@ def test_a_better_crop_is_embedded() -> None:
 
 
 def test_off_reset_and_order_checks() -> None:
-    off = AppearanceGate(AppearanceConfig(on_demand=False))
+    off = AppearanceGate(AppearanceConfig())  # the default: every box embedded
     _step(off, APART)
     assert _step(off, APART + 1).all()
-    gate = AppearanceGate(AppearanceConfig())
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
     _step(gate, APART)
     gate.reset("cam")
     assert _step(gate, APART + 1).all()
@@ -94,7 +94,9 @@ def test_on_pets_most_boxes_carry_and_carried_vectors_stay_the_person_s(
 ) -> None:
     """30 consecutive PETS09 frames (7 fps): fewer crops embedded; a carried vector is
     nearest to its own person's fresh vector among the frame's people."""
-    on = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
+    on = Analyzer.from_config(
+        AnalyzerConfig(appearance={"on_demand": True}, models_dir=models_dir())
+    )
     every = Analyzer(on.detector, on.embedder)  # no gate: every box embedded
     boxes = embedded = own_nearest = 0
     cos: list[float] = []
@@ -109,7 +111,7 @@ def test_on_pets_most_boxes_carry_and_carried_vectors_stay_the_person_s(
         cos.extend(np.diag(sims)[carried].tolist())
         own_nearest += int((sims[carried].argmax(axis=1) == carried).sum())
     assert boxes >= 150
-    assert embedded / boxes <= 0.7, (embedded, boxes)
+    assert embedded / boxes <= 0.75, (embedded, boxes)
     assert len(cos) >= 0.3 * boxes
     assert own_nearest >= 0.95 * len(cos), (own_nearest, len(cos))
     assert np.median(cos) >= 0.85 and min(cos) >= 0.6, (np.median(cos), min(cos))
