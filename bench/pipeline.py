@@ -1,7 +1,9 @@
 """``crosscam bench pipeline``: does the whole pipeline keep up with N cameras at F fps?
 
 Serves the PETS09-S2L1 recording (768×576) as N live RTSP cameras at F fps
-on the local stack's RTSP server, runs every stage supervised (ingest per
+on the local stack's RTSP server (pre-encoded once to H.264 and served as is,
+as a camera's own encoder would: no x264 per camera competes for the cores;
+``--live-encode`` restores the old per-camera encoding), runs every stage supervised (ingest per
 camera → detector → tracker → ReID, as ``crosscam run`` does; no gallery),
 lets it warm up, then measures for S seconds:
 
@@ -19,7 +21,15 @@ lets it warm up, then measures for S seconds:
 * **CPU seconds per frame per stage** — utime + stime from ``/proc/<pid>/stat``
   of every supervised child, over the window, divided by the frames the
   window carried (ingest: published; the others: consumed, by their group's
-  committed offsets).
+  committed offsets);
+* **camera-frames per second per core** — frames the detector consumed per
+  second of the window, divided by the cores the pipeline's processes kept
+  busy (their CPU seconds / window seconds): the capacity figure that moves
+  with the code, not with the machine's size;
+* **load average** at the start and the end of the window: on a shared
+  machine the other processes' load changes what keeps up.
+
+A stack this command started (``--stack``, the default) is stopped at the end.
 
 Prints one JSON object (``--json``) or a short table. The stack is started
 (and its crosscam topics and keys reset) like the demo's; run it on your own
@@ -89,6 +99,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="start the local stack (as the demo does); --no-stack uses running servers at "
         "the CROSSCAM_* addresses (their crosscam topics are reset either way)",
+    )
+    parser.add_argument(
+        "--live-encode",
+        action="store_true",
+        help="cameras decode and re-encode the file live per stream (the old test server) "
+        "instead of serving a pre-encoded H.264 file",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline"))
     parser.add_argument("--replicas", default="", help="e.g. detector=2,tracker=1")
@@ -190,12 +206,12 @@ def _lags(bootstrap: str) -> dict[str, int | None]:
     return asyncio.run(go())
 
 
-def _cameras_file(out: Path, n: int, fps: float) -> tuple[Path, list[str]]:
+def _cameras_file(out: Path, n: int, fps: float, pre_encode: bool) -> tuple[Path, list[str]]:
     video = pets_dir() / "vtest.avi"
     cams = []
     for i in range(n):
         cam_id = f"bench{i}"
-        url = stack.rtsp_publish(cam_id, video, fps=fps, loop=True)
+        url = stack.rtsp_publish(cam_id, video, fps=fps, loop=True, pre_encode=pre_encode)
         cams.append(Camera(id=cam_id, name=f"PETS09 replay {i}", source=url))
     path = out / "cameras.bench.toml"
     path.write_text(dump_cameras_toml(CamerasFile(cameras=cams)))
@@ -328,17 +344,31 @@ def _sample_lags(bootstrap: str, end_at: float) -> list[dict[str, int | None]]:
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """``crosscam bench pipeline``: the whole pipeline on the local stack for ``--seconds``;
-    throughput, lag, latency and CPU per stage."""
-    out: Path = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    """``crosscam bench pipeline``: the whole pipeline on the local stack for ``--seconds``.
+
+    Starts the stack (if asked), measures, and stops the stack again if this call started it.
+    """
+    # Ours to stop only when none of it ran before: a stack someone else started stays up.
+    started = args.stack and all(stack.status().get(s) == "down" for s in stack.SERVICES)
     if args.stack:
         stack.up()
+    try:
+        return _measure(args)
+    finally:
+        if started:
+            stack.down()
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     bootstrap, redis_url = stack.kafka_bootstrap(), stack.redis_url()
     asyncio.run(pipeline.reset_state(bootstrap, redis_url))
     shutil.rmtree(out / "reid", ignore_errors=True)
     shutil.rmtree(out / "logs", ignore_errors=True)
-    cameras_file, cams = _cameras_file(out, args.cameras, args.fps)
+    for i in range(args.cameras):  # cameras of an earlier run are stopped first
+        stack.rtsp_unpublish(f"bench{i}")
+    cameras_file, cams = _cameras_file(out, args.cameras, args.fps, not args.live_encode)
     # ingest analyses every frame the camera sends (the default samples to 7 fps)
     os.environ["CROSSCAM_INGEST__ANALYSIS_FPS"] = str(args.fps)
     replicas = _parse_replicas(args.replicas)
@@ -364,6 +394,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _warm_up(out, stage_sup, threads[1], cams, bootstrap, redis_url, bound)
         warmup_s = time.monotonic() - t_start
+        load_start = os.getloadavg()
         first = _snapshot(bootstrap, stage_sup, ingest_sup)
         samples = _sample_lags(bootstrap, first["t"] + args.seconds)
         last = _snapshot(bootstrap, stage_sup, ingest_sup)
@@ -374,6 +405,25 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         for th in threads:
             if th.is_alive():
                 th.join(120)
+    return _report(args, out, first, last, samples, end_lags, restarts, warmup_s, load_start,
+                   bootstrap, cams, bound)  # fmt: skip
+
+
+def _report(
+    args: argparse.Namespace,
+    out: Path,
+    first: dict[str, Any],
+    last: dict[str, Any],
+    samples: list[dict[str, int | None]],
+    end_lags: dict[str, int | None],
+    restarts: dict[str, int],
+    warmup_s: float,
+    load_start: tuple[float, float, float],
+    bootstrap: str,
+    cams: list[str],
+    bound: int,
+) -> dict[str, Any]:
+    """The bench's JSON: throughput, lag, latency, bytes and CPU between two snapshots."""
     window = last["t"] - first["t"]
     frames_published = last["frames_end"] - first["frames_end"]
     consumed = {s: last[s] - first[s] for s in GROUPS}
@@ -411,11 +461,23 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_per_stage": cpu,
         "detector_wall_ms_per_frame": detector_ms,
         "cpu_ms_per_frame_total": round(sum(v["cpu_ms_per_frame"] or 0 for v in cpu.values()), 1),
+        "camera_frames_per_s_per_core": _per_core(
+            consumed["detector"], {k: v["cpu_seconds"] for k, v in cpu.items()}, window
+        ),
+        "cameras_served": "live x264 per camera" if args.live_encode else "pre-encoded H.264",
         "restarts": restarts,
         "cores": os.cpu_count(),
-        "loadavg": os.getloadavg(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "logs": str(out / "logs"),
     }
+
+
+def _per_core(frames: int, cpu_by_stage: dict[str, float], window_s: float) -> float | None:
+    """Frames the detector consumed per second, per core the pipeline's processes kept busy."""
+    cores_busy = sum(cpu_by_stage.values()) / window_s if window_s > 0 else 0.0
+    if not frames or cores_busy <= 0:
+        return None
+    return round(frames / window_s / cores_busy, 2)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "mtmc"): ("evaluation.mtmc", "cross-camera linking precision/recall/IDF1"),
     ("bench", "ingest"): ("bench.ingest", "ingest frames per second and bytes per frame"),
     ("bench", "detector"): ("bench.detector", "detector stage throughput vs bare ONNX Runtime"),
+    ("bench", "models"): ("bench.models", "every runtime x model: ms per frame/crop by batch"),
     ("bench", "tracker"): ("bench.tracker", "tracker core frames per second, with the peer"),
     ("bench", "store"): ("bench.store", "vector store query latency, embedded vs local mode"),
     ("bench", "pipeline"): (

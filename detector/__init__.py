@@ -6,7 +6,7 @@ Pure core (no Kafka, Redis, Prometheus or asyncio):
   thresholds, checksum).
 * :mod:`detector.checksum` — SHA-256 checks of model files, cached by (path, mtime, size).
 * :mod:`detector.config` — strict pydantic configuration; ``type`` picks the backend.
-* :mod:`detector.runtime` — ONNX Runtime sessions and execution-provider choice.
+* :mod:`detector.runtime` — model runtimes (ONNX Runtime, OpenVINO) and the timed `auto` choice.
 * :mod:`detector.preprocess`, :mod:`detector.decode` — letterbox, YOLOX / YOLOv8 decoding, NMS.
 * :mod:`detector.backends` — the ``Detector`` protocol, ONNX and HOG backends.
 * :mod:`detector.embedder` — the ``Embedder`` protocol and the ONNX appearance embedder.

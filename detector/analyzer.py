@@ -5,8 +5,11 @@
     results = analyzer.analyze_batch([("cam1", f1), ("cam2", f2)])
 
 Crops of every frame in a batch are embedded in one batched call. With
-background masking on, every frame (boxes or not) updates its camera's
-subtractor, in the order given, so frames of a camera must come in order.
+appearance on demand (``appearance.on_demand``, :mod:`detector.appearance`) only the boxes
+whose association may need appearance are embedded; the others carry the
+vector of the box they continue. With background masking on, every frame
+(boxes or not) updates its camera's subtractor. Both keep per-camera state,
+so frames of a camera must come in order.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.appearance import AppearanceGate, EmbedPlan
 from detector.backends import Detector, build_detector
 from detector.background import BackgroundMasker
-from detector.config import AnalyzerConfig
+from detector.config import AnalyzerConfig, AppearanceConfig
 from detector.embedder import Embedder, OnnxEmbedder, build_embedder
 from detector.preprocess import crop_views, sharpness
 
@@ -63,7 +67,8 @@ class AnalysisTiming:
     """
 
     frames: int = 0
-    crops: int = 0
+    boxes: int = 0
+    crops: int = 0  # crops embedded (boxes minus vectors carried forward)
     detector_inference: float = 0.0
     embedder_inference: float = 0.0
     total: float = 0.0
@@ -83,10 +88,13 @@ class Analyzer:
         masker: BackgroundMasker | None = None,
         *,
         detector_reason: str = "",
+        gate: AppearanceGate | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         self.masker = masker
+        # Without a gate every box is embedded.
+        self.gate = gate or AppearanceGate(AppearanceConfig(on_demand=False))
         self.detector_reason = detector_reason
         self.last_timing = AnalysisTiming()
 
@@ -108,7 +116,8 @@ class Analyzer:
                 mean255 = [round(m * 255) if spec.pixel_scale < 1 else round(m) for m in spec.mean]
                 fill = tuple(mean255[::-1]) if spec.channel_order == "rgb" else tuple(mean255)  # type: ignore[assignment]
             masker = BackgroundMasker(config.background, fill)
-        return cls(detector, embedder, masker, detector_reason=reason)
+        gate = AppearanceGate(config.appearance)
+        return cls(detector, embedder, masker, detector_reason=reason, gate=gate)
 
     @property
     def embedding_dim(self) -> int:
@@ -119,6 +128,7 @@ class Analyzer:
         """Forget per-camera state (the background model): the camera's stream ended."""
         if self.masker is not None:
             self.masker.reset(camera_id)
+        self.gate.reset(camera_id)
 
     def analyze(self, camera_id: str, frame_bgr: np.ndarray) -> FrameAnalysis:
         """People in one (H, W, 3) uint8 BGR frame."""
@@ -129,15 +139,20 @@ class Analyzer:
         t0 = time.perf_counter()
         found = self.detector.detect_batch([f for _, f in frames])
         results: list[FrameAnalysis] = []
+        plans: list[EmbedPlan] = []
         to_embed: list[np.ndarray] = []
         for (camera_id, frame), fb in zip(frames, found, strict=True):
             crops = crop_views(frame, fb.boxes_xyxy)
             sharp = np.asarray([sharpness(c) for c in crops], dtype=np.float32)
+            plan = self.gate.plan(camera_id, fb.boxes_xyxy, fb.scores, sharp)
+            plans.append(plan)
+            chosen = [c for c, e in zip(crops, plan.embed, strict=True) if e]
             if self.masker is not None:
                 fg = self.masker.foreground(camera_id, frame)
-                to_embed.extend(self.masker.mask_crops(fg, frame.shape[:2], fb.boxes_xyxy, crops))
+                boxes = fb.boxes_xyxy[plan.embed]
+                to_embed.extend(self.masker.mask_crops(fg, frame.shape[:2], boxes, chosen))
             else:
-                to_embed.extend(crops)
+                to_embed.extend(chosen)
             results.append(
                 FrameAnalysis(
                     camera_id=camera_id,
@@ -149,16 +164,30 @@ class Analyzer:
                     crops=crops,
                 )
             )
-        vectors = self.embedder.embed(to_embed)
-        start = 0
-        for res in results:
-            res.embeddings = vectors[start : start + len(res)]
-            start += len(res)
+        self._fill_vectors(results, plans, to_embed)
         self.last_timing = AnalysisTiming(
             frames=len(frames),
+            boxes=sum(len(r) for r in results),
             crops=len(to_embed),
             detector_inference=self.detector.last_inference_seconds,
             embedder_inference=self.embedder.last_inference_seconds,
             total=time.perf_counter() - t0,
         )
         return results
+
+    def _fill_vectors(
+        self, results: list[FrameAnalysis], plans: list[EmbedPlan], to_embed: list[np.ndarray]
+    ) -> None:
+        """Embed the planned crops in one call; every box gets a fresh or a carried vector."""
+        try:
+            vectors = self.embedder.embed(to_embed)
+            start = 0
+            for res, plan in zip(results, plans, strict=True):
+                k = int(plan.embed.sum())
+                res.embeddings = self.gate.resolve(res.camera_id, plan, vectors[start : start + k])
+                start += k
+        except BaseException:
+            # Plans not resolved would leave the cameras' state out of step: start afresh.
+            for res in results:
+                self.gate.reset(res.camera_id)
+            raise

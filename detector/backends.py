@@ -1,8 +1,11 @@
-"""Person detectors behind one protocol: ONNX Runtime (YOLOX / YOLOv8 layouts) and OpenCV HOG.
+"""Person detectors behind one protocol: ONNX models (YOLOX / YOLOv8 layouts) and OpenCV HOG.
 
 Build one with :func:`build_detector`; it checks the model file's SHA-256,
-opens the session, checks the input size against the spec and runs a warm-up
-inference, so a wrong or missing model fails at start, never at the first frame.
+opens the model with the fastest runtime here (:func:`detector.runtime.open_fastest`:
+ONNX Runtime or OpenVINO, timed at start), checks the input size against the
+spec and runs a warm-up inference, so a wrong or missing model fails at start,
+never at the first frame. Pre- and post-processing are the same whatever runtime
+runs the graph.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from detector.config import (
 )
 from detector.decode import decode, nms
 from detector.preprocess import letterbox, write_chw
-from detector.runtime import make_session, static_batch_size
+from detector.runtime import Runner, open_fastest, static_batch_size, with_dynamic_batch
 from detector.zoo import DetectorModelSpec
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ def _empty() -> FrameBoxes:
 
 
 class OnnxDetector:
-    """YOLOX- or YOLOv8-layout detector run by ONNX Runtime.
+    """YOLOX- or YOLOv8-layout detector run by ONNX Runtime or OpenVINO.
 
     A model with a fixed batch dimension of 1 (the YOLOX-nano export) is run
     once per frame; a dynamic one gets the whole batch in one call.
@@ -69,7 +72,10 @@ class OnnxDetector:
 
     def __init__(self, path: Path, spec: DetectorModelSpec, runtime: RuntimeConfig) -> None:
         self.spec = spec
-        self.session, self.info = make_session(path, runtime, what=spec.filename)
+        self.runner, self.choice = open_fastest(
+            path, runtime, what=spec.filename, make_input=self._timing_input
+        )
+        self.info = self.runner.info
         self.name = f"onnx:{spec.filename}"
         self.provider = self.info.provider
         self.fixed_batch = static_batch_size(self.info)
@@ -87,6 +93,11 @@ class OnnxDetector:
                 f"{spec.input_hw[0]}x{spec.input_hw[1]}"
             )
         self.last_inference_seconds = 0.0
+
+    def _timing_input(self, runner: Runner) -> np.ndarray:
+        """A letterboxed blank frame, the start-up timing's input (batch 1)."""
+        h, w = self.spec.input_hw
+        return np.full((1, 3, h, w), float(self.spec.pad_value), np.float32)
 
     def prepare(self, frames_bgr: Sequence[np.ndarray]) -> tuple[np.ndarray, list]:
         """Letterbox + normalise frames into an (B, 3, h, w) float32 tensor and placements."""
@@ -113,15 +124,9 @@ class OnnxDetector:
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Raw outputs (B, ...) for a prepared (B, 3, h, w) tensor; loops when batch is fixed at 1."""
-        out_name = self.info.output_names[0]
         if self.fixed_batch == 1 and tensor.shape[0] != 1:
-            return np.concatenate(
-                [
-                    self.session.run([out_name], {self.info.input_name: tensor[i : i + 1]})[0]
-                    for i in range(len(tensor))
-                ]
-            )
-        return self.session.run([out_name], {self.info.input_name: tensor})[0]
+            return np.concatenate([self.runner.run(tensor[i : i + 1]) for i in range(len(tensor))])
+        return self.runner.run(tensor)
 
     def detect_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[FrameBoxes]:
         """Person boxes of each BGR frame, in one batched inference."""
@@ -235,6 +240,8 @@ def build_detector(
             spec.sha256,
             what="detector model",
         )
+        if config.dynamic_batch:
+            path = with_dynamic_batch(path)
         det = OnnxDetector(path, spec, runtime)
         reason = f"ONNX model {spec.filename} configured ({spec.layout} layout)"
     det.warmup()

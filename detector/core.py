@@ -42,6 +42,7 @@ class BatchStats:
     rejected: int = 0
     chunks: list[int] = field(default_factory=list)
     boxes: int = 0
+    crops_embedded: int = 0  # boxes the appearance model ran on (the rest carried a vector)
     decode: float = 0.0
     analyze: float = 0.0
     detector_inference: float = 0.0
@@ -172,6 +173,7 @@ class FrameProcessor:
             stats.analyze += time.perf_counter() - ta
             stats.detector_inference += timing.detector_inference
             stats.embedder_inference += timing.embedder_inference
+            stats.crops_embedded += timing.crops
             stats.chunks.append(len(pending))
             te = time.perf_counter()
             now = self.now_ns()

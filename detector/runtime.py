@@ -1,21 +1,56 @@
-"""ONNX Runtime sessions: provider choice, thread counts, warm-up."""
+"""Model runtimes behind one small interface, and ``auto``: the fastest one, measured at start.
+
+A :class:`Runner` runs one ONNX file and returns its first output. Two engines:
+
+* ONNX Runtime (:class:`OrtRunner`): CPU, CUDA or TensorRT provider, with a
+  graph optimisation level ("basic", "extended" or "all" — "all" adds layout
+  transformations that speed some models and slow others);
+* OpenVINO (:class:`OpenVinoRunner`): CPU, or an
+  Intel GPU where present.
+
+``engine = "auto"`` (the default) opens every candidate the machine offers,
+times each on the model's own input shape for a short budget (candidates
+interleaved, so a burst of load on the machine hits them alike) and keeps the
+fastest; the timings come back in a :class:`RuntimeChoice`, logged and exported
+as metrics by the service. Pre- and post-processing are the callers' and the
+same whatever runs the graph, so vectors and boxes agree across runtimes.
+
+Threads: every session gets ``intra_op_threads`` (default: the cores this
+process may use, at most 4) and does not spin-wait between inferences, so the
+detector and embedder in one process, and other stages on the same cores, do
+not burn each other's CPU while idle.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
 import onnxruntime as ort
 
 from detector.config import PROVIDER_NAMES, RuntimeConfig
 
 log = logging.getLogger(__name__)
 
+_ORT_LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """What a session runs on: the provider that took the graph and its inputs."""
+    """What a runner runs on: the provider that took the graph and its inputs."""
 
     provider: str
     requested: tuple[str, ...]
@@ -23,6 +58,42 @@ class SessionInfo:
     input_name: str
     input_shape: tuple[int | str | None, ...]
     output_names: tuple[str, ...]
+
+
+class Runner(Protocol):
+    """One ONNX model, opened by some engine; ``run`` returns the first output."""
+
+    engine: str
+    settings: str
+    info: SessionInfo
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """First output for a prepared float32 input tensor."""
+        ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run a model: engine, device/provider and settings, e.g. ort/cpu/extended."""
+
+    engine: str
+    device: str
+    settings: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}:{self.device}:{self.settings}"
+
+
+@dataclass
+class RuntimeChoice:
+    """Which candidate runs a model, and why (ms per input item of each timed candidate)."""
+
+    model: str
+    chosen: str
+    reason: str
+    ms_per_item: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def choose_providers(runtime: RuntimeConfig) -> list[str]:
@@ -39,42 +110,265 @@ def choose_providers(runtime: RuntimeConfig) -> list[str]:
     return chosen
 
 
-def make_session(
-    path: Path, runtime: RuntimeConfig, *, what: str
-) -> tuple[ort.InferenceSession, SessionInfo]:
-    """Open ``path`` with the preferred available provider and deliberate thread counts."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = runtime.intra_op_threads
-    opts.inter_op_num_threads = runtime.inter_op_threads
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise
-    requested = choose_providers(runtime)
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=requested)
-    inp = session.get_inputs()[0]
-    info = SessionInfo(
-        provider=session.get_providers()[0],
-        requested=tuple(requested),
-        available=tuple(ort.get_available_providers()),
-        input_name=inp.name,
-        input_shape=tuple(inp.shape),
-        output_names=tuple(o.name for o in session.get_outputs()),
-    )
-    log.info(
-        "onnx_session_opened",
-        extra={
-            "model": what,
-            "path": str(path),
-            "provider": info.provider,
-            "requested_providers": list(info.requested),
-            "intra_op_threads": runtime.intra_op_threads,
-            "input_shape": [str(d) for d in info.input_shape],
-        },
-    )
-    return session, info
+class OrtRunner:
+    """An ONNX Runtime session with deliberate threads and graph optimisation level."""
+
+    engine = "onnxruntime"
+
+    def __init__(
+        self, path: Path, runtime: RuntimeConfig, *, what: str, level: str = "extended"
+    ) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = runtime.intra_op_threads
+        opts.inter_op_num_threads = runtime.inter_op_threads
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = _ORT_LEVELS[level]
+        # Idle threads sleep instead of spinning: the cores are shared with the
+        # other session in this process and with the other stages.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        opts.log_severity_level = (
+            3  # errors only: ORT's warnings about unused initialisers are noise
+        )
+        requested = choose_providers(runtime)
+        if "CUDAExecutionProvider" in requested and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu >= 1.21 finds the CUDA/cuDNN libraries of pip's nvidia-* wheels
+            ort.preload_dlls()
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=requested)
+        inp = self.session.get_inputs()[0]
+        self.info = SessionInfo(
+            provider=self.session.get_providers()[0],
+            requested=tuple(requested),
+            available=tuple(ort.get_available_providers()),
+            input_name=inp.name,
+            input_shape=tuple(inp.shape),
+            output_names=tuple(o.name for o in self.session.get_outputs()),
+        )
+        self.settings = level
+        self._out = [self.info.output_names[0]]
+        log.info(
+            "onnx_session_opened",
+            extra={
+                "model": what,
+                "path": str(path),
+                "provider": self.info.provider,
+                "requested_providers": list(self.info.requested),
+                "intra_op_threads": runtime.intra_op_threads,
+                "graph_optimization": level,
+                "input_shape": [str(d) for d in self.info.input_shape],
+            },
+        )
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run(self._out, {self.info.input_name: tensor})[0]
 
 
 def static_batch_size(info: SessionInfo) -> int | None:
     """The model's fixed batch dimension, or None when it is dynamic."""
     first = info.input_shape[0] if info.input_shape else None
     return first if isinstance(first, int) and first > 0 else None
+
+
+# OpenVINO is optional at import time: without it ``auto`` times ONNX Runtime alone.
+# Inference runs in float32 (INFERENCE_PRECISION_HINT; the CPU plugin would
+# otherwise use bf16 on CPUs that have it), so vectors agree with ONNX Runtime's.
+
+
+@cache
+def _core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def _installed() -> bool:
+    try:
+        _core()
+    except ImportError:
+        return False
+    return True
+
+
+def openvino_devices(wanted: list[str]) -> list[str]:
+    """The configured OpenVINO devices present here (e.g. ["CPU"]); [] without OpenVINO."""
+    if not wanted or not _installed():
+        return []
+    have = _core().available_devices
+    return [d for d in wanted if any(h == d or h.startswith(d + ".") for h in have)]
+
+
+def openvino_unavailable_reason(wanted: list[str]) -> str:
+    """Why :func:`openvino_devices` came back empty, for an error message."""
+    if not _installed():
+        return "OpenVINO is not installed (pip install openvino)"
+    return f"none of the OpenVINO devices {wanted} is present ({_core().available_devices})"
+
+
+def _dims(partial_shape: Any) -> tuple[int | str | None, ...]:
+    return tuple(d.get_length() if d.is_static else "dynamic" for d in partial_shape)
+
+
+class OpenVinoRunner:
+    """One ONNX file compiled by OpenVINO for ``device``, with one infer request."""
+
+    engine = "openvino"
+
+    def __init__(self, path: Path, runtime: RuntimeConfig, *, device: str, what: str) -> None:
+        core = _core()
+        model = core.read_model(str(path))
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = runtime.intra_op_threads
+            config["NUM_STREAMS"] = 1
+            # Pinned threads would fight the other stages for the same cores.
+            config["ENABLE_CPU_PINNING"] = False
+        self.compiled = core.compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        inp = self.compiled.input(0)
+        self.info = SessionInfo(
+            provider=f"OpenVINO:{device}",
+            requested=(device,),
+            available=tuple(core.available_devices),
+            input_name=inp.get_any_name(),
+            input_shape=_dims(model.input(0).get_partial_shape()),
+            output_names=tuple(o.get_any_name() for o in self.compiled.outputs),
+        )
+        self.settings = "latency"
+        self._output = self.compiled.output(0)
+        log.info(
+            "openvino_model_compiled",
+            extra={
+                "model": what,
+                "path": str(path),
+                "device": device,
+                "threads": runtime.intra_op_threads,
+                "input_shape": [str(d) for d in self.info.input_shape],
+            },
+        )
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: np.ascontiguousarray(tensor)})
+        # The request reuses its output buffer on the next call: copy.
+        return np.array(result[self._output], copy=True)
+
+
+def _ort_device(provider: str) -> str:
+    return {v: k for k, v in PROVIDER_NAMES.items()}.get(provider, provider)
+
+
+def candidates(runtime: RuntimeConfig) -> list[Candidate]:
+    """Every (engine, device, settings) the config allows on this machine, preferred first."""
+    out: list[Candidate] = []
+    if runtime.engine in ("auto", "onnxruntime"):
+        device = _ort_device(choose_providers(runtime)[0])
+        levels = (
+            [runtime.graph_optimization]
+            if runtime.graph_optimization != "auto"
+            else ["extended", "all"]
+        )
+        out += [Candidate("onnxruntime", device, lv) for lv in levels]
+    if runtime.engine in ("auto", "openvino"):
+        devices = openvino_devices(runtime.openvino_devices)
+        if runtime.engine == "openvino" and not devices:
+            raise RuntimeError(openvino_unavailable_reason(runtime.openvino_devices))
+        out += [Candidate("openvino", d, "latency") for d in devices]
+    return out
+
+
+def open_runner(path: Path, runtime: RuntimeConfig, cand: Candidate, *, what: str) -> Runner:
+    """Open ``path`` as candidate ``cand``."""
+    if cand.engine == "onnxruntime":
+        return OrtRunner(path, runtime, what=what, level=cand.settings)
+    return OpenVinoRunner(path, runtime, device=cand.device, what=what)
+
+
+def _time_candidates(
+    runners: dict[str, Runner], make_input: Callable[[Runner], np.ndarray], budget_s: float
+) -> dict[str, float]:
+    """Median seconds per call of each runner, calls interleaved round-robin within the budget."""
+    inputs = {k: make_input(r) for k, r in runners.items()}
+    for k, r in runners.items():  # first calls allocate and compile kernels: not timed
+        r.run(inputs[k])
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    deadline = time.perf_counter() + budget_s
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() < deadline and rounds < 50):
+        for k, r in runners.items():
+            t0 = time.perf_counter()
+            r.run(inputs[k])
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def open_fastest(
+    path: Path,
+    runtime: RuntimeConfig,
+    *,
+    what: str,
+    make_input: Callable[[Runner], np.ndarray],
+) -> tuple[Runner, RuntimeChoice]:
+    """The fastest runner for ``path`` among :func:`candidates`, by a short timing.
+
+    ``make_input`` builds a representative input for a runner (its shape may
+    depend on the runner's fixed batch). A single candidate is opened untimed.
+    A candidate that fails to open is skipped and reported in the choice.
+    """
+    cands = candidates(runtime)
+    runners: dict[str, Runner] = {}
+    failed: dict[str, str] = {}
+    for c in cands:
+        try:
+            runners[c.label] = open_runner(path, runtime, c, what=what)
+        except Exception as exc:  # noqa: BLE001 - an engine that cannot take this model
+            failed[c.label] = f"{type(exc).__name__}: {exc}"
+            log.warning("runtime_candidate_failed", extra={"model": what, "candidate": c.label})
+    if not runners:
+        raise RuntimeError(f"{what}: no runtime could open the model: {failed}")
+    if len(runners) == 1:
+        label = next(iter(runners))
+        return runners[label], RuntimeChoice(what, label, "only candidate", failed=failed)
+    batch_of = {k: len(make_input(r)) for k, r in runners.items()}
+    seconds = _time_candidates(runners, make_input, runtime.auto_timing_s)
+    ms = {k: round(1000 * s / batch_of[k], 3) for k, s in seconds.items()}
+    label = min(ms, key=ms.__getitem__)
+    choice = RuntimeChoice(what, label, "fastest by timing at start", ms, failed)
+    log.info(
+        "runtime_chosen",
+        extra={"model": what, "chosen": label, "ms_per_item": ms, "failed": failed},
+    )
+    return runners[label], choice
+
+
+# Where graphs edited at load (dynamic batch) are written; never committed, rebuilt when missing.
+_EDITED_MODELS_DIR = Path(tempfile.gettempdir()) / "crosscam-models"
+
+
+def with_dynamic_batch(path: Path) -> Path:
+    """A copy of ``path`` whose first input and outputs have a symbolic batch dimension.
+
+    For exports fixed at batch 1 whose reshapes take the batch from ``Shape``
+    (the YOLOX-nano export): the graph then runs a whole batch in one call.
+    Written once per source file (keyed by size and mtime) under the temp folder.
+    """
+    import onnx
+
+    st = path.stat()
+    out = _EDITED_MODELS_DIR / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}-dynbatch.onnx"
+    if out.exists():
+        return out
+    model = onnx.load(str(path))
+    for value in [model.graph.input[0], *model.graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "batch"
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out)
+    log.info("model_batch_made_dynamic", extra={"source": str(path), "edited": str(out)})
+    return out

@@ -61,6 +61,8 @@ def redis_fetcher(url: str, retries: int) -> tuple[FetchJpegs, redis.Redis]:
 def export_provider_metrics(analyzer: Analyzer) -> None:
     m.PROVIDER.labels("detector", analyzer.detector.name, analyzer.detector.provider).set(1)
     m.PROVIDER.labels("embedder", analyzer.embedder.name, analyzer.embedder.provider).set(1)
+    for role, model in (("detector", analyzer.detector), ("embedder", analyzer.embedder)):
+        m.export_runtime_choice(role, getattr(model, "choice", None))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

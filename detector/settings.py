@@ -24,6 +24,7 @@ from pydantic import Field
 
 from detector.config import (
     AnalyzerConfig,
+    AppearanceConfig,
     BackgroundConfig,
     CropConfig,
     DetectorBackendConfig,
@@ -45,6 +46,7 @@ class DetectorSettings(StrictModel):
         default_factory=OnnxEmbedderConfig, description="appearance model"
     )
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     crops: CropConfig = Field(default_factory=CropConfig)
     max_batch_frames: int = Field(
@@ -64,6 +66,7 @@ class DetectorSettings(StrictModel):
             detector=self.model,
             embedder=self.embedder,
             background=self.background,
+            appearance=self.appearance,
             runtime=self.runtime,
             models_dir=models_dir,
         )

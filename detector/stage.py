@@ -118,6 +118,7 @@ class DetectorStage:
         if st.chunks:
             m.INFERENCE_SECONDS.labels("detector").observe(st.detector_inference)
             m.INFERENCE_SECONDS.labels("embedder").observe(st.embedder_inference)
+        m.CROPS_EMBEDDED.inc(st.crops_embedded)
         m.STAGE_SECONDS.labels("decode").observe(st.decode)
         m.STAGE_SECONDS.labels("analyze").observe(st.analyze)
         m.STAGE_SECONDS.labels("crops").observe(st.crops_encode)

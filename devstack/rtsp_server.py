@@ -22,6 +22,14 @@ H.264 (most files, e.g. PETS09's MS-MPEG4v3 AVI, have no RTP payloader). The
 media is shared, so every client sees the same live stream, and a client that
 joins late sees the current frame, as with a real camera. Keyframes every
 ``KEY_INT_MAX`` frames let a new client get a picture within about a second.
+
+A mount with ``"encoded": "h264"`` names a file already encoded to H.264
+(baseline, no B-frames, keyframes every ``KEY_INT_MAX`` frames, at the
+camera's rate: ``devstack.stack.RtspServer.publish(pre_encode=True)`` makes
+it once with ffmpeg and caches it). Its producer only demuxes and parses, and
+the media only payloads: no decoder and no x264 encoder run per camera, as
+with a real camera, whose own chip encodes. This is what benchmarks use, so
+the encoder does not compete with the pipeline for the same cores.
 """
 
 from __future__ import annotations
@@ -69,6 +77,14 @@ MEDIA_LAUNCH = (
 )
 
 
+# Pre-encoded H.264: the media only parses and payloads what the producer pushes.
+MEDIA_LAUNCH_H264 = (
+    "( appsrc name=src is-live=true format=time do-timestamp=true "
+    "max-buffers=30 max-bytes=0 "
+    "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+)
+
+
 @dataclass(frozen=True)
 class MountSpec:
     """What one mounts/<camera_id>.json asks for."""
@@ -76,6 +92,7 @@ class MountSpec:
     path: str
     fps: float | None
     loop: bool
+    encoded: bool = False  # the file is H.264 at the camera's rate: served as is
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> MountSpec:
@@ -87,7 +104,10 @@ class MountSpec:
                 raise ValueError(f"fps must be in (0, 240], got {fps}")
         if not os.path.isfile(path):
             raise ValueError(f"no such file: {path}")
-        return cls(path=path, fps=fps, loop=bool(raw.get("loop", True)))
+        encoded = raw.get("encoded")
+        if encoded not in (None, "h264"):
+            raise ValueError(f"encoded must be 'h264' or absent, got {encoded!r}")
+        return cls(path=path, fps=fps, loop=bool(raw.get("loop", True)), encoded=bool(encoded))
 
 
 class Camera:
@@ -105,14 +125,7 @@ class Camera:
         self.prepared = False  # the held media prerolled: clients can DESCRIBE
         self._lock = threading.Lock()
         self._appsrcs: list[GstApp.AppSrc] = []
-        rate = ""
-        if spec.fps is not None:
-            num, den = _fraction(spec.fps)
-            rate = f"! videorate ! video/x-raw,framerate={num}/{den} "
-        self.pipeline = Gst.parse_launch(
-            f"filesrc name=file ! decodebin ! videoconvert ! video/x-raw,format=I420 {rate}"
-            "! appsink name=sink sync=true max-buffers=2 drop=true emit-signals=true"
-        )
+        self.pipeline = Gst.parse_launch(_producer_launch(spec))
         self.pipeline.get_by_name("file").set_property("location", spec.path)
         sink = self.pipeline.get_by_name("sink")
         sink.connect("new-sample", self._on_sample)
@@ -195,6 +208,26 @@ class Camera:
             self._end_clients()
 
 
+def _producer_launch(spec: MountSpec) -> str:
+    """The producer pipeline: decode to raw frames, or (pre-encoded) only demux and parse."""
+    if spec.encoded:
+        # Compressed frames are never dropped (a dropped one corrupts the picture up
+        # to the next keyframe); appsink's real-time pacing holds the file back instead.
+        return (
+            "filesrc name=file ! parsebin ! h264parse config-interval=-1 "
+            "! video/x-h264,stream-format=byte-stream,alignment=au "
+            "! appsink name=sink sync=true max-buffers=2 drop=false emit-signals=true"
+        )
+    rate = ""
+    if spec.fps is not None:
+        num, den = _fraction(spec.fps)
+        rate = f"! videorate ! video/x-raw,framerate={num}/{den} "
+    return (
+        f"filesrc name=file ! decodebin ! videoconvert ! video/x-raw,format=I420 {rate}"
+        "! appsink name=sink sync=true max-buffers=2 drop=true emit-signals=true"
+    )
+
+
 def _fraction(fps: float) -> tuple[int, int]:
     """fps as a GStreamer fraction (7.5 -> 15/2, 30000/1001 stays close)."""
     den = 1
@@ -268,7 +301,7 @@ class Server:
     def _add(self, camera_id: str, spec: MountSpec) -> None:
         camera = Camera(camera_id, spec)
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(MEDIA_LAUNCH)
+        factory.set_launch(MEDIA_LAUNCH_H264 if spec.encoded else MEDIA_LAUNCH)
         factory.set_shared(True)
         factory.set_latency(0)
         factory.connect("media-configure", lambda _f, media: camera.attach(media))
@@ -338,6 +371,7 @@ class Server:
                 "path": cam.spec.path,
                 "fps": cam.spec.fps,
                 "loop": cam.spec.loop,
+                "encoded": cam.spec.encoded,
                 "error": cam.error,
             }
         for camera_id, err in self.errors.items():

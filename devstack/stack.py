@@ -65,6 +65,10 @@ KAFKA_RESOLVE_TIMEOUT_S = 600.0
 REDIS_START_TIMEOUT_S = 20.0
 RTSP_START_TIMEOUT_S = 20.0
 RTSP_PUBLISH_TIMEOUT_S = 20.0
+RTSP_KEY_INT = 10
+"""Keyframe interval (frames) of pre-encoded cameras: as the live-encoding server's."""
+ENCODE_TIMEOUT_S = 600.0
+"""Longest one-off ffmpeg encode of a camera file (PETS09, 795 frames: seconds)."""
 STOP_TIMEOUT_S = 15.0
 PROBE_TIMEOUT_S = 2.0
 POLL_INTERVAL_S = 0.1
@@ -1049,13 +1053,18 @@ class RtspServer:
         fps: float | None = None,
         loop: bool = True,
         timeout_s: float = RTSP_PUBLISH_TIMEOUT_S,
+        *,
+        pre_encode: bool = False,
     ) -> str:
         """Serve a video file as camera ``camera_id``; returns its ``rtsp://`` URL.
 
         If the server runs, waits until the camera is live and answers DESCRIBE;
         otherwise the mount is recorded and goes live on :meth:`start`.
         ``fps`` resamples to that rate (default: the file's own); ``loop=False``
-        ends the stream at the end of the file.
+        ends the stream at the end of the file. ``pre_encode`` encodes the file
+        to H.264 at ``fps`` once (ffmpeg, cached under the state dir) and serves
+        that without decoding or re-encoding per camera, as a real camera would:
+        what a benchmark of the pipeline wants.
         """
         if not CAMERA_ID_RE.match(camera_id):
             raise ValueError(f"camera id {camera_id!r} must match {CAMERA_ID_RE.pattern}")
@@ -1065,7 +1074,14 @@ class RtspServer:
         if fps is not None and not 0 < fps <= 240:
             raise ValueError(f"fps must be in (0, 240], got {fps}")
         self.mounts_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"path": str(file), "fps": fps, "loop": loop}
+        spec: dict[str, Any] = {"path": str(file), "fps": fps, "loop": loop}
+        if pre_encode:
+            spec = {
+                "path": str(encode_h264(file, fps, self.state_dir / "encoded")),
+                "fps": None,
+                "loop": loop,
+                "encoded": "h264",
+            }
         target = self.mounts_dir / f"{camera_id}.json"
         tmp = self.mounts_dir / f".{camera_id}.json.tmp"
         tmp.write_text(json.dumps(spec) + "\n")
@@ -1112,6 +1128,40 @@ class RtspServer:
         self.stop()
 
 
+def encode_h264(file: Path, fps: float | None, cache_dir: Path) -> Path:
+    """``file`` encoded once to H.264 as a camera sends it, cached by content stamp and rate.
+
+    Baseline profile, no B-frames, a keyframe every ``RTSP_KEY_INT`` frames, at
+    ``fps`` (frames repeated or dropped as needed; None = the file's rate).
+    Concurrent callers of the same file wait for one encode.
+    """
+    st = file.stat()
+    ident = f"{file}|{st.st_size}|{st.st_mtime_ns}|{fps}|{RTSP_KEY_INT}"
+    out = cache_dir / f"{file.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.mkv"
+    if out.exists():
+        return out
+    if shutil.which("ffmpeg") is None:
+        raise StackError("rtsp", "ffmpeg not found: needed to pre-encode camera files")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".encode.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists():
+            return out
+        tmp = out.with_suffix(f".tmp{os.getpid()}.mkv")
+        rate = ["-r", f"{fps:g}"] if fps is not None else []
+        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(file), *rate]
+        cmd += ["-an", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline"]
+        cmd += ["-bf", "0", "-g", str(RTSP_KEY_INT), "-keyint_min", str(RTSP_KEY_INT)]
+        cmd += ["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "2M", str(tmp)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=ENCODE_TIMEOUT_S)
+        if res.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise StackError("rtsp", f"ffmpeg could not encode {file}", res.stderr[-2000:])
+        tmp.replace(out)
+    log.info("rtsp camera file encoded file=%s fps=%s out=%s", file, fps, out)
+    return out
+
+
 def stack_rtsp(cfg: StackConfig | None = None) -> RtspServer:
     """The stack's own RTSP server."""
     cfg = cfg or StackConfig.from_env()
@@ -1129,9 +1179,11 @@ def rtsp_publish(
     fps: float | None = None,
     loop: bool = True,
     cfg: StackConfig | None = None,
+    *,
+    pre_encode: bool = False,
 ) -> str:
     """Serve a file as a camera on the stack's RTSP server; returns the URL."""
-    return stack_rtsp(cfg).publish(camera_id, path, fps=fps, loop=loop)
+    return stack_rtsp(cfg).publish(camera_id, path, fps=fps, loop=loop, pre_encode=pre_encode)
 
 
 def rtsp_unpublish(camera_id: str, cfg: StackConfig | None = None) -> None:

@@ -35,7 +35,17 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 2
 # Modules whose code decides the cached numbers: their source is part of the
 # cache key, so a change to decoding or pre-processing never serves stale results.
-_CORE_MODULES = ("preprocess", "decode", "backends", "embedder", "analyzer", "background", "zoo")
+_CORE_MODULES = (
+    "preprocess",
+    "decode",
+    "backends",
+    "embedder",
+    "analyzer",
+    "appearance",
+    "background",
+    "runtime",
+    "zoo",
+)
 
 
 _DETECTOR_DIR = Path(detector.__file__).resolve().parent

@@ -144,6 +144,16 @@ def run_once(
     return report
 
 
+def topic_limits(settings: RetentionSettings, kafka: KafkaSettings) -> dict[str, int]:
+    """``retention.ms`` per topic: ``[retention]``, with ``kafka.retention_ms`` entries winning.
+
+    One rule everywhere: topics are created with the same limits
+    (:func:`service.kafka_security.topic_configs`), so the job never undoes an
+    explicit per-topic setting.
+    """
+    return {**settings.topic_retention_ms(), **kafka.retention_ms}
+
+
 def start_background(
     store: VectorStore,
     thumbnails_dir: Path | None,
@@ -159,7 +169,7 @@ def start_background(
     def loop() -> None:
         if kafka is not None:
             try:
-                asyncio.run(set_topic_retention(kafka, settings.topic_retention_ms()))
+                asyncio.run(set_topic_retention(kafka, topic_limits(settings, kafka)))
             except Exception as exc:  # noqa: BLE001 — the stage keeps running; logged loudly
                 log.error("retention_topics_failed", extra={"error": repr(exc)})
         while not stop.is_set():
@@ -200,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
         while True:
             out: dict[str, Any] = {}
             if not args.no_topics:
-                wanted = r.topic_retention_ms()
+                wanted = topic_limits(r, settings.kafka)
                 out["topics"] = (wanted if args.dry_run else
                                  asyncio.run(set_topic_retention(settings.kafka, wanted)))  # fmt: skip
             rep = run_once(store, thumbs, r.policy(), args.dry_run)

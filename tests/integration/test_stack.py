@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devstack import faults
 from devstack import stack as stack_mod
 from devstack.stack import RtspServer, StackConfig
 from tests.stack_fixtures import private_stack_config, server_state_dir
@@ -263,6 +264,34 @@ def test_private_rtsp_mounts_change_at_runtime(
     rtsp_server.unpublish("slow")
     # The session's server is shared with other tests' cameras: only ours must be gone.
     assert not {"slow", "other"} & set(rtsp_server.mounts())
+
+
+def test_pre_encoded_camera_is_served_without_re_encoding(
+    private_rtsp_server: RtspServer, pets_video: Path, pets_thumbs: np.ndarray
+) -> None:
+    """The file is encoded once (cached) and served as is: PETS frames at the asked rate,
+    and the server spends far less CPU than one live-encoding camera."""
+    server = private_rtsp_server
+    url = server.publish("h264", pets_video, fps=10, pre_encode=True)
+    mount = server.mounts()["h264"]
+    assert mount["encoded"] and mount["path"].endswith(".mkv"), mount
+    encoded = Path(mount["path"])
+    stamp = encoded.stat().st_mtime_ns
+    again = stack_mod.encode_h264(pets_video.resolve(), 10, encoded.parent)
+    assert again == encoded and again.stat().st_mtime_ns == stamp, "encoded once, then cached"
+    pid = server.pid
+    assert pid is not None
+    cpu0, t0 = faults.proc_cpu_seconds(pid) or 0.0, time.monotonic()
+    frames, rate = _read_frames(url, 60)
+    cpu_pre = ((faults.proc_cpu_seconds(pid) or 0.0) - cpu0) / (time.monotonic() - t0)
+    _assert_pets_frames(frames, pets_thumbs)
+    assert 8.0 < rate < 12.5, f"paced at 10 fps, got {rate:.1f}"
+    server.unpublish("h264")
+    live = server.publish("live", pets_video, fps=10)
+    cpu0, t0 = faults.proc_cpu_seconds(pid) or 0.0, time.monotonic()
+    _read_frames(live, 60)
+    cpu_live = ((faults.proc_cpu_seconds(pid) or 0.0) - cpu0) / (time.monotonic() - t0)
+    assert cpu_pre < 0.5 * cpu_live, (cpu_pre, cpu_live)
 
 
 def test_rtsp_pause_resume_and_kill(private_rtsp_server: RtspServer, pets_video: Path) -> None:

@@ -18,11 +18,14 @@ VIDEO = pets_dir() / "vtest.avi"
 GT = pets_dir() / "gt.txt"
 # A frame with several people spread over the scene, some close together.
 KNOWN_FRAME = 100
+EVERY_BOX = AnalyzerConfig(appearance={"on_demand": False}, models_dir=models_dir())
 
 
 @pytest.fixture(scope="module")
 def analyzer() -> Analyzer:
-    return Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
+    # Every box embedded: these tests are about the models and batching
+    # (appearance on demand has its own, tests/unit/test_detector_appearance.py).
+    return Analyzer.from_config(EVERY_BOX)
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +87,21 @@ def test_same_person_in_consecutive_frames_is_closest(
 
 
 def test_video_detections_cached(tmp_path: Path, analyzer: Analyzer) -> None:
-    first = video_detections(VIDEO, score_min=0.3, frames=3, cache_dir=tmp_path, analyzer=analyzer)
+    first = video_detections(
+        VIDEO, score_min=0.3, frames=3, config=EVERY_BOX, cache_dir=tmp_path, analyzer=analyzer
+    )
     assert (
         not first.from_cache and first.n_frames == 3 and (first.width, first.height) == (768, 576)
     )
     assert len(list(tmp_path.glob("*.npz"))) == 1
-    again = video_detections(VIDEO, score_min=0.3, frames=3, cache_dir=tmp_path)
+    again = video_detections(VIDEO, score_min=0.3, frames=3, config=EVERY_BOX, cache_dir=tmp_path)
     assert again.from_cache
     for a, b in zip(
         first.embeddings + first.boxes_xyxy, again.embeddings + again.boxes_xyxy, strict=True
     ):
         np.testing.assert_array_equal(a, b)
-    lower = video_detections(VIDEO, score_min=0.1, frames=3, cache_dir=tmp_path, analyzer=None)
+    lower = video_detections(
+        VIDEO, score_min=0.1, frames=3, config=EVERY_BOX, cache_dir=tmp_path, analyzer=None
+    )
     assert not lower.from_cache, "a different threshold is a different cache entry"
     assert sum(map(len, lower.scores)) >= sum(map(len, first.scores))

@@ -106,3 +106,16 @@ def test_every_topic_has_a_short_default_retention() -> None:
 def test_retention_limits_must_be_positive(field: str) -> None:
     with pytest.raises(ValueError):
         RetentionSettings(**{field: 0})
+
+
+def test_topic_limits_one_rule_kafka_entries_win() -> None:
+    """The retention job must not undo an explicit kafka.retention_ms entry."""
+    from reid.retention_job import topic_limits
+    from reid.settings import RetentionSettings
+    from service.settings import KafkaSettings
+
+    limits = topic_limits(RetentionSettings(frames_hours=2.0),
+                          KafkaSettings(retention_ms={"crosscam.frames.v1": 600_000}))  # fmt: skip
+    assert limits["crosscam.frames.v1"] == 600_000
+    assert limits["crosscam.detections.v1"] == 3_600_000
+    assert limits["crosscam.matches.v1"] == 30 * 24 * 3_600_000

@@ -1,0 +1,117 @@
+"""Appearance on demand: which boxes are embedded, and what carried vectors are worth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector.analyzer import Analyzer
+from detector.appearance import AppearanceGate
+from detector.config import AnalyzerConfig, AppearanceConfig
+from evaluation.video import video_frames
+from service.assets import models_dir, pets_dir
+
+# Two people far apart, 160 px tall.
+APART = np.array([[100, 100, 160, 260], [400, 100, 460, 260]], np.float32)
+SCORES = np.array([0.9, 0.9], np.float32)
+SHARP = np.array([200.0, 200.0], np.float32)
+
+
+def _step(gate: AppearanceGate, boxes: np.ndarray, scores: np.ndarray = SCORES) -> np.ndarray:
+    plan = gate.plan("cam", boxes, scores[: len(boxes)], SHARP[: len(boxes)])
+    fresh = np.eye(len(boxes), 4, dtype=np.float32)[plan.embed]
+    gate.resolve("cam", plan, fresh)
+    return plan.embed
+
+
+def test_first_frame_is_embedded_then_unambiguous_continuations_carry() -> None:
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
+    assert _step(gate, APART).all()
+    assert not _step(gate, APART + [3, 1, 3, 1]).any()
+
+
+def test_carried_vector_is_the_parent_box_s() -> None:
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
+    plan = gate.plan("cam", APART, SCORES, SHARP)
+    first = gate.resolve("cam", plan, np.array([[1, 0], [0, 1]], np.float32))
+    swapped = APART[::-1] + 2  # same people, listed in the other order
+    plan = gate.plan("cam", swapped, SCORES, SHARP)
+    assert not plan.embed.any() and plan.parent.tolist() == [1, 0]
+    got = gate.resolve("cam", plan, np.zeros((0, 2), np.float32))
+    np.testing.assert_array_equal(got, first[::-1])
+
+
+def test_people_touching_are_embedded() -> None:
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
+    close = np.array([[100, 100, 160, 260], [150, 100, 210, 260]], np.float32)
+    _step(gate, close)
+    assert _step(gate, close + 1).all()
+
+
+def test_a_box_that_jumped_is_embedded() -> None:
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
+    _step(gate, APART)
+    moved = APART.copy()
+    moved[0] += [45, 0, 45, 0]  # IoU with its old place < 0.5
+    assert _step(gate, moved).tolist() == [True, False]
+
+
+def test_vectors_are_refreshed_every_n_frames() -> None:
+    gate = AppearanceGate(AppearanceConfig(on_demand=True, refresh_frames=3))
+    embedded = [bool(_step(gate, APART + k)[0]) for k in range(7)]
+    assert embedded == [True, False, False, True, False, False, True]
+
+
+def test_a_better_crop_is_embedded() -> None:
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
+    _step(gate, APART)
+    better = np.array([0.95, 0.9], np.float32)
+    assert _step(gate, APART + 1, better).tolist() == [True, False]
+    assert not _step(gate, APART + 2, better).any(), "no better than the chain's best now"
+
+
+def test_off_reset_and_order_checks() -> None:
+    off = AppearanceGate(AppearanceConfig())  # the default: every box embedded
+    _step(off, APART)
+    assert _step(off, APART + 1).all()
+    gate = AppearanceGate(AppearanceConfig(on_demand=True))
+    _step(gate, APART)
+    gate.reset("cam")
+    assert _step(gate, APART + 1).all()
+    plan = gate.plan("cam", APART, SCORES, SHARP)
+    gate.plan("cam", APART, SCORES, SHARP)
+    with pytest.raises(RuntimeError, match="out of order"):
+        gate.resolve("other", plan, np.zeros((0, 4), np.float32))
+
+
+@pytest.fixture(scope="module")
+def pets_frames() -> list[np.ndarray]:
+    return [f for i, f in video_frames(pets_dir() / "vtest.avi", 100) if i >= 70]
+
+
+def test_on_pets_most_boxes_carry_and_carried_vectors_stay_the_person_s(
+    pets_frames: list[np.ndarray],
+) -> None:
+    """30 consecutive PETS09 frames (7 fps): fewer crops embedded; a carried vector is
+    nearest to its own person's fresh vector among the frame's people."""
+    on = Analyzer.from_config(
+        AnalyzerConfig(appearance={"on_demand": True}, models_dir=models_dir())
+    )
+    every = Analyzer(on.detector, on.embedder)  # no gate: every box embedded
+    boxes = embedded = own_nearest = 0
+    cos: list[float] = []
+    for frame in pets_frames:
+        got = on.analyze("pets", frame)
+        boxes += on.last_timing.boxes
+        embedded += on.last_timing.crops
+        ref = every.analyze("pets", frame)
+        np.testing.assert_array_equal(got.boxes_xyxy, ref.boxes_xyxy)
+        sims = got.embeddings @ ref.embeddings.T
+        carried = np.flatnonzero(np.diag(sims) < 0.99999)
+        cos.extend(np.diag(sims)[carried].tolist())
+        own_nearest += int((sims[carried].argmax(axis=1) == carried).sum())
+    assert boxes >= 150
+    assert embedded / boxes <= 0.75, (embedded, boxes)
+    assert len(cos) >= 0.3 * boxes
+    assert own_nearest >= 0.95 * len(cos), (own_nearest, len(cos))
+    assert np.median(cos) >= 0.85 and min(cos) >= 0.6, (np.median(cos), min(cos))

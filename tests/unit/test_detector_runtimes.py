@@ -1,0 +1,127 @@
+"""Runtimes agree and `auto` picks by measurement: real models on real PETS09 crops.
+
+Every runtime candidate on this machine (ONNX Runtime at each graph
+optimisation level, OpenVINO CPU) runs the same model files on the same
+inputs; their appearance vectors must agree (cosine >= 0.999) and their boxes
+too, since pre- and post-processing are shared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.boxes import box_iou
+from detector.analyzer import Analyzer
+from detector.backends import OnnxDetector
+from detector.checksum import resolve_model_path
+from detector.config import AnalyzerConfig, OnnxDetectorConfig, OnnxEmbedderConfig, RuntimeConfig
+from detector.embedder import OnnxEmbedder
+from detector.preprocess import crop_views
+from detector.runtime import candidates
+from evaluation.video import video_frames
+from service.assets import models_dir, pets_dir
+
+FRAMES = (60, 100, 160)
+MIN_COSINE = 0.999
+
+
+def _pinned(engine: str, level: str = "auto") -> RuntimeConfig:
+    return RuntimeConfig(
+        engine=engine,  # type: ignore[arg-type]
+        graph_optimization=level,  # type: ignore[arg-type]
+        openvino_devices=["CPU"],
+        intra_op_threads=2,
+    )
+
+
+def _all_pinned() -> list[RuntimeConfig]:
+    runtimes = [_pinned("onnxruntime", lv) for lv in ("basic", "extended", "all")]
+    if candidates(_pinned("openvino")):
+        runtimes.append(_pinned("openvino"))
+    return runtimes
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    last = max(FRAMES) + 1
+    return [f for i, f in video_frames(pets_dir() / "vtest.avi", last) if i in FRAMES]
+
+
+@pytest.fixture(scope="module")
+def crops(frames: list[np.ndarray]) -> list[np.ndarray]:
+    an = Analyzer.from_config(AnalyzerConfig(embedder={"type": "none"}, models_dir=models_dir()))
+    out = [c for f in frames for c in crop_views(f, an.detector.detect_batch([f])[0].boxes_xyxy)]
+    assert len(out) >= 12, "PETS09 frames 60/100/160 hold several people"
+    return out
+
+
+def _embedder(runtime: RuntimeConfig) -> OnnxEmbedder:
+    cfg = OnnxEmbedderConfig()
+    spec = cfg.spec()
+    return OnnxEmbedder(resolve_model_path(None, spec.filename, models_dir()), spec, runtime, 32)
+
+
+def _detector(runtime: RuntimeConfig) -> OnnxDetector:
+    spec = OnnxDetectorConfig().spec()
+    return OnnxDetector(resolve_model_path(None, spec.filename, models_dir()), spec, runtime)
+
+
+def test_openvino_is_a_candidate_here() -> None:
+    labels = [c.label for c in candidates(RuntimeConfig(openvino_devices=["CPU"]))]
+    assert "openvino:CPU:latency" in labels, labels
+    assert {"onnxruntime:cpu:extended", "onnxruntime:cpu:all"} <= set(labels)
+
+
+def test_vectors_agree_across_runtimes(crops: list[np.ndarray]) -> None:
+    ref = _embedder(_pinned("onnxruntime", "basic")).embed(crops)
+    for runtime in _all_pinned()[1:]:
+        emb = _embedder(runtime)
+        vecs = emb.embed(crops)
+        cos = np.sum(ref * vecs, axis=1)
+        assert cos.min() >= MIN_COSINE, (emb.choice.chosen, float(cos.min()))
+
+
+def test_boxes_agree_across_runtimes(frames: list[np.ndarray]) -> None:
+    ref = _detector(_pinned("onnxruntime", "basic")).detect_batch(frames)
+    for runtime in _all_pinned()[1:]:
+        det = _detector(runtime)
+        for a, b in zip(ref, det.detect_batch(frames), strict=True):
+            assert len(a.scores) == len(b.scores), det.choice.chosen
+            assert box_iou(a.boxes_xyxy, b.boxes_xyxy).max(axis=1).min() >= 0.99
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+
+
+def test_auto_keeps_the_fastest_it_timed() -> None:
+    emb = _embedder(RuntimeConfig(openvino_devices=["CPU"], auto_timing_s=0.2))
+    ms = emb.choice.ms_per_item
+    assert len(ms) >= 3, ms
+    assert emb.choice.chosen == min(ms, key=ms.__getitem__)
+    assert emb.provider == emb.runner.info.provider
+
+
+def test_a_pinned_runtime_is_not_timed() -> None:
+    emb = _embedder(_pinned("onnxruntime", "extended"))
+    assert emb.choice.chosen == "onnxruntime:cpu:extended"
+    assert emb.choice.reason == "only candidate" and not emb.choice.ms_per_item
+
+
+def test_openvino_without_a_device_is_a_clear_error() -> None:
+    runtime = RuntimeConfig(engine="openvino", openvino_devices=["NPU_THAT_IS_NOT_HERE"])
+    with pytest.raises(RuntimeError, match="OpenVINO devices"):
+        _embedder(runtime)
+
+
+def test_the_choice_is_exported_as_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from detector import metrics
+    from detector.runtime import RuntimeChoice
+
+    choice = RuntimeChoice(
+        "m.onnx", "openvino:CPU:latency", "fastest", {"openvino:CPU:latency": 2.5}
+    )
+    metrics.export_runtime_choice("embedder", choice)
+    labels = {"model": "embedder", "candidate": "openvino:CPU:latency"}
+    assert REGISTRY.get_sample_value("crosscam_detector_runtime_chosen", labels) == 1
+    assert REGISTRY.get_sample_value("crosscam_detector_runtime_ms_per_item", labels) == 2.5
