@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -88,94 +89,16 @@ def bench(
     threads: int | None,
     seconds_per_batch_size: float = 25.0,
 ) -> dict:
+    """The detector stage against bare ONNX inference on the same frames, per batch size."""
     load_start = os.getloadavg()[0]
     runtime = RuntimeConfig() if threads is None else RuntimeConfig(intra_op_threads=threads)
     analyzer = Analyzer.from_config(AnalyzerConfig(runtime=runtime, models_dir=models_dir()))
     det, emb = analyzer.detector, analyzer.embedder
     assert isinstance(det, OnnxDetector) and isinstance(emb, OnnxEmbedder)
     jpegs = _frames(video, frames)
-    results = []
-    for b in batches:
-        stage = DetectorStage(FrameProcessor(analyzer, CropConfig(), max_batch_frames=b))
-        groups = [jpegs[i : i + b] for i in range(0, len(jpegs) - b + 1, b)]
-        # Bare inputs, prepared once: detector tensors per frame, embedder tensor per batch
-        # holding exactly the crops the stage embeds for those frames.
-        bare_inputs = []
-        crops_per_frame = []
-        for g in groups:
-            imgs = [decode_jpeg(d) for d in g]
-            tensor, _ = det.prepare(imgs)  # type: ignore[arg-type]
-            found = det.detect_batch(imgs)  # type: ignore[arg-type]
-            crops = [
-                c
-                for img, fb in zip(imgs, found, strict=True)
-                for c in crop_views(img, fb.boxes_xyxy)  # type: ignore[arg-type]
-            ]
-            crops_per_frame.append(len(crops) / len(g))
-            bare_inputs.append((tensor, emb.prepare(crops)))
-        # seconds of each group, per repeat: [group][repeat]
-        stage_s: list[list[float]] = [[] for _ in groups]
-        bare_s: list[list[float]] = [[] for _ in groups]
-        stage_cpu = bare_cpu = 0.0
-        parts = {
-            k: 0.0
-            for k in (
-                "decode",
-                "analyze",
-                "detector_inference",
-                "embedder_inference",
-                "crops_encode",
-            )
-        }
-        timed_frames = 0
-        seq = 0
-        deadline = time.perf_counter() + seconds_per_batch_size
-        for rep in range(repeats):
-            if rep and time.perf_counter() > deadline:
-                break
-            for k, (g, (tensor, crop_tensor)) in enumerate(zip(groups, bare_inputs, strict=True)):
-                recs = _records(g, seq)
-                seq += len(g)
-                c0, t0 = time.process_time(), time.perf_counter()
-                out = stage.handle(recs)
-                stage_s[k].append(time.perf_counter() - t0)
-                stage_cpu += time.process_time() - c0
-                assert len(out) == len(g)
-                st = stage.processor.last_stats
-                for key in parts:
-                    parts[key] += getattr(st, key)
-                timed_frames += len(g)
-                c0, t0 = time.process_time(), time.perf_counter()
-                det.infer(tensor)
-                if len(crop_tensor):
-                    emb.infer(crop_tensor)
-                bare_s[k].append(time.perf_counter() - t0)
-                bare_cpu += time.process_time() - c0
-        n = sum(len(g) for g in groups)
-        # Per group, the fastest repeat (the one least disturbed by other load on the
-        # machine); then per frame over all groups. Stage and bare see the same groups.
-        stage_best = sum(min(t) for t in stage_s) / n
-        bare_best = sum(min(t) for t in bare_s) / n
-        stage_med = sum(statistics.median(t) for t in stage_s) / n
-        bare_med = sum(statistics.median(t) for t in bare_s) / n
-        results.append(
-            {
-                "batch": b,
-                "groups": len(groups),
-                "repeats": len(stage_s[0]),
-                "crops_per_frame": round(float(np.mean(crops_per_frame)), 2),
-                "stage_ms_per_frame": round(1000 * stage_best, 3),
-                "stage_fps": round(1 / stage_best, 2),
-                "bare_ms_per_frame": round(1000 * bare_best, 3),
-                "bare_fps": round(1 / bare_best, 2),
-                "overhead": round(stage_best / bare_best - 1, 4),
-                "overhead_of_medians": round(stage_med / bare_med - 1, 4),
-                "overhead_cpu_time": round(stage_cpu / bare_cpu - 1, 4),
-                "stage_ms_per_frame_by_part": {
-                    k: round(1000 * v / max(timed_frames, 1), 3) for k, v in parts.items()
-                },
-            }
-        )
+    results = [
+        _bench_batch_size(analyzer, jpegs, b, repeats, seconds_per_batch_size) for b in batches
+    ]
     return {
         "video": str(video),
         "frames": len(jpegs),
@@ -195,6 +118,94 @@ def bench(
         "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "cpu_count": os.cpu_count(),
         "results": results,
+    }
+
+
+_PARTS = ("decode", "analyze", "detector_inference", "embedder_inference", "crops_encode")
+
+
+def _bare_inputs(
+    det: OnnxDetector, emb: OnnxEmbedder, groups: list[list[bytes]]
+) -> tuple[list[tuple[Any, Any]], list[float]]:
+    """Bare inputs, prepared once: detector tensors per frame and an embedder tensor per
+    group holding exactly the crops the stage embeds for those frames; and crops per frame."""
+    bare_inputs = []
+    crops_per_frame = []
+    for g in groups:
+        imgs = [decode_jpeg(d) for d in g]
+        tensor, _ = det.prepare(imgs)  # type: ignore[arg-type]
+        found = det.detect_batch(imgs)  # type: ignore[arg-type]
+        crops = [
+            c
+            for img, fb in zip(imgs, found, strict=True)
+            for c in crop_views(img, fb.boxes_xyxy)  # type: ignore[arg-type]
+        ]
+        crops_per_frame.append(len(crops) / len(g))
+        bare_inputs.append((tensor, emb.prepare(crops)))
+    return bare_inputs, crops_per_frame
+
+
+def _bench_batch_size(
+    analyzer: Analyzer, jpegs: list[bytes], b: int, repeats: int, seconds: float
+) -> dict:
+    """Groups of ``b`` frames timed ``repeats`` times (within ``seconds``), alternating
+    the stage and bare inference; the figures of one batch size."""
+    det, emb = analyzer.detector, analyzer.embedder
+    assert isinstance(det, OnnxDetector) and isinstance(emb, OnnxEmbedder)
+    stage = DetectorStage(FrameProcessor(analyzer, CropConfig(), max_batch_frames=b))
+    groups = [jpegs[i : i + b] for i in range(0, len(jpegs) - b + 1, b)]
+    bare_inputs, crops_per_frame = _bare_inputs(det, emb, groups)
+    # seconds of each group, per repeat: [group][repeat]
+    stage_s: list[list[float]] = [[] for _ in groups]
+    bare_s: list[list[float]] = [[] for _ in groups]
+    stage_cpu = bare_cpu = 0.0
+    parts = dict.fromkeys(_PARTS, 0.0)
+    timed_frames = 0
+    seq = 0
+    deadline = time.perf_counter() + seconds
+    for rep in range(repeats):
+        if rep and time.perf_counter() > deadline:
+            break
+        for k, (g, (tensor, crop_tensor)) in enumerate(zip(groups, bare_inputs, strict=True)):
+            recs = _records(g, seq)
+            seq += len(g)
+            c0, t0 = time.process_time(), time.perf_counter()
+            out = stage.handle(recs)
+            stage_s[k].append(time.perf_counter() - t0)
+            stage_cpu += time.process_time() - c0
+            assert len(out) == len(g)
+            st = stage.processor.last_stats
+            for key in parts:
+                parts[key] += getattr(st, key)
+            timed_frames += len(g)
+            c0, t0 = time.process_time(), time.perf_counter()
+            det.infer(tensor)
+            if len(crop_tensor):
+                emb.infer(crop_tensor)
+            bare_s[k].append(time.perf_counter() - t0)
+            bare_cpu += time.process_time() - c0
+    n = sum(len(g) for g in groups)
+    # Per group, the fastest repeat (the one least disturbed by other load on the
+    # machine); then per frame over all groups. Stage and bare see the same groups.
+    stage_best = sum(min(t) for t in stage_s) / n
+    bare_best = sum(min(t) for t in bare_s) / n
+    stage_med = sum(statistics.median(t) for t in stage_s) / n
+    bare_med = sum(statistics.median(t) for t in bare_s) / n
+    return {
+        "batch": b,
+        "groups": len(groups),
+        "repeats": len(stage_s[0]),
+        "crops_per_frame": round(float(np.mean(crops_per_frame)), 2),
+        "stage_ms_per_frame": round(1000 * stage_best, 3),
+        "stage_fps": round(1 / stage_best, 2),
+        "bare_ms_per_frame": round(1000 * bare_best, 3),
+        "bare_fps": round(1 / bare_best, 2),
+        "overhead": round(stage_best / bare_best - 1, 4),
+        "overhead_of_medians": round(stage_med / bare_med - 1, 4),
+        "overhead_cpu_time": round(stage_cpu / bare_cpu - 1, 4),
+        "stage_ms_per_frame_by_part": {
+            k: round(1000 * v / max(timed_frames, 1), 3) for k, v in parts.items()
+        },
     }
 
 

@@ -21,12 +21,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from common.units import NS_PER_S
 from ingest.encode import FrameEncoder
 from ingest.sampler import FrameSampler
 from ingest.settings import IngestSettings
 from service.assets import pets_dir
 
-NS_PER_S = 1_000_000_000
 # Kafka's default largest message (broker message.max.bytes, ~1 MB): a frame
 # far below it can travel inline without touching topic settings.
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588

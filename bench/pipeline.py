@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.units import NS_PER_S
 from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
 from devstack import faults, stack
@@ -224,7 +225,7 @@ def _latencies_and_bytes(
                 continue
             total += len(rec.value) + len(rec.key or b"")
             if name in lat:
-                lat[name].append(max(0.0, rec.timestamp / 1e3 - captured / 1e9))
+                lat[name].append(max(0.0, rec.timestamp / 1e3 - captured / NS_PER_S))
         volume[name] = total
     per_cam = {
         f"{k}_bytes_per_s_per_camera": round(v / seconds / max(1, len(cams)))
@@ -233,7 +234,102 @@ def _latencies_and_bytes(
     return {f"capture_to_{k}": _percentiles(v) for k, v in lat.items()}, per_cam
 
 
+def _parse_replicas(text: str) -> dict[str, int]:
+    """``"detector=2,tracker=1"`` -> ``{"detector": 2, "tracker": 1}``."""
+    replicas = {}
+    for part in filter(None, text.split(",")):
+        stage, _, n = part.partition("=")
+        replicas[stage] = int(n)
+    return replicas
+
+
+def _cpu_per_stage(
+    cpu0: dict[str, float | None],
+    cpu1: dict[str, float | None],
+    per_frame_base: dict[str, int],
+    window: float,
+) -> dict[str, Any]:
+    """CPU seconds of each stage (replicas and cameras summed) between two snapshots,
+    per frame of ``per_frame_base`` and as cores kept busy over ``window`` seconds."""
+    by_stage: dict[str, float] = {}
+    for name, c1 in cpu1.items():
+        c0 = cpu0.get(name)
+        if c0 is None or c1 is None:
+            continue
+        stage = "ingest" if name.startswith("ingest-") else name.rsplit("-", 1)[0]
+        by_stage[stage] = by_stage.get(stage, 0.0) + (c1 - c0)
+    cpu: dict[str, Any] = {}
+    for stage, seconds in by_stage.items():
+        n = per_frame_base.get(stage, 0)
+        cpu[stage] = {
+            "cpu_seconds": round(seconds, 2),
+            "cpu_ms_per_frame": round(1000 * seconds / n, 2) if n else None,
+            "cores_busy": round(seconds / window, 2),
+        }
+    return cpu
+
+
+def _detector_wall_ms(d0: dict[str, float], d1: dict[str, float], n_det: int) -> dict[str, float]:
+    """Wall ms per frame of each detector histogram (its ``:sum`` growth over ``n_det`` frames)."""
+    return {
+        key.removesuffix(":sum"): round(1000 * (d1[key] - d0.get(key, 0.0)) / n_det, 2)
+        for key in d1
+        if key.endswith(":sum") and n_det
+    }
+
+
+def _warm_up(
+    out: Path,
+    stage_sup: Supervisor,
+    ingest_thread: threading.Thread,
+    cams: list[str],
+    bootstrap: str,
+    redis_url: str,
+    bound: float,
+) -> None:
+    """Wait for every stage to start, then start the cameras, wait for the first
+    detections and (at most ``WARMUP_SETTLE_S``) for the start-up backlog to clear."""
+
+    def stages_started() -> bool:
+        return all(
+            faults.log_events(out / "logs" / f"{name}.log", "stage_started")
+            for name in stage_sup.children
+        )
+
+    faults.wait_for(stages_started, WARMUP_TIMEOUT_S, "every stage started", period_s=1.0)
+    ingest_thread.start()
+
+    def first_detections() -> bool:
+        return all(faults.frames_published(redis_url, c) > 0 for c in cams) and (
+            asyncio.run(_committed_total(bootstrap, "crosscam-detector", FRAMES.name)) > 0
+        )
+
+    faults.wait_for(first_detections, WARMUP_TIMEOUT_S, "first detections", period_s=1.0)
+    try:
+        faults.wait_for(
+            lambda: (_lags(bootstrap)["detector"] or 0) <= bound,
+            WARMUP_SETTLE_S,
+            "start-up backlog cleared",
+            period_s=LAG_SAMPLE_S,
+        )
+    except faults.FaultTimeout:
+        log.warning("backlog_not_cleared_before_window")
+
+
+def _sample_lags(bootstrap: str, end_at: float) -> list[dict[str, int | None]]:
+    """Every group's lag, once per ``LAG_SAMPLE_S``, until ``end_at`` (monotonic)."""
+    samples: list[dict[str, int | None]] = []
+    while time.monotonic() < end_at:
+        sampled_at = time.monotonic()
+        samples.append(_lags(bootstrap))
+        # pacing the sampler (one sample per LAG_SAMPLE_S), not waiting for a condition
+        time.sleep(max(0.0, LAG_SAMPLE_S - (time.monotonic() - sampled_at)))
+    return samples
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """``crosscam bench pipeline``: the whole pipeline on the local stack for ``--seconds``;
+    throughput, lag, latency and CPU per stage."""
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.stack:
@@ -245,10 +341,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     cameras_file, cams = _cameras_file(out, args.cameras, args.fps)
     # ingest analyses every frame the camera sends (the default samples to 7 fps)
     os.environ["CROSSCAM_INGEST__ANALYSIS_FPS"] = str(args.fps)
-    replicas = {}
-    for part in filter(None, args.replicas.split(",")):
-        stage, _, n = part.partition("=")
-        replicas[stage] = int(n)
+    replicas = _parse_replicas(args.replicas)
     base = args.metrics_base_port or faults.free_port_range(METRICS_PORTS)
     specs = build_specs(
         cameras_file,
@@ -267,42 +360,12 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     ]
     t_start = time.monotonic()
     threads[0].start()
+    bound = args.cameras * args.fps * MAX_LAG_S
     try:
-
-        def stages_started() -> bool:
-            return all(
-                faults.log_events(out / "logs" / f"{name}.log", "stage_started")
-                for name in stage_sup.children
-            )
-
-        faults.wait_for(stages_started, WARMUP_TIMEOUT_S, "every stage started", period_s=1.0)
-        threads[1].start()
-
-        def first_detections() -> bool:
-            return all(faults.frames_published(redis_url, c) > 0 for c in cams) and (
-                asyncio.run(_committed_total(bootstrap, "crosscam-detector", FRAMES.name)) > 0
-            )
-
-        faults.wait_for(first_detections, WARMUP_TIMEOUT_S, "first detections", period_s=1.0)
-        bound = args.cameras * args.fps * MAX_LAG_S
-        try:
-            faults.wait_for(
-                lambda: (_lags(bootstrap)["detector"] or 0) <= bound,
-                WARMUP_SETTLE_S,
-                "start-up backlog cleared",
-                period_s=LAG_SAMPLE_S,
-            )
-        except faults.FaultTimeout:
-            log.warning("backlog_not_cleared_before_window")
+        _warm_up(out, stage_sup, threads[1], cams, bootstrap, redis_url, bound)
         warmup_s = time.monotonic() - t_start
         first = _snapshot(bootstrap, stage_sup, ingest_sup)
-        samples: list[dict[str, int | None]] = []
-        end_at = first["t"] + args.seconds
-        while time.monotonic() < end_at:
-            sampled_at = time.monotonic()
-            samples.append(_lags(bootstrap))
-            # pacing the sampler (one sample per LAG_SAMPLE_S), not waiting for a condition
-            time.sleep(max(0.0, LAG_SAMPLE_S - (time.monotonic() - sampled_at)))
+        samples = _sample_lags(bootstrap, first["t"] + args.seconds)
         last = _snapshot(bootstrap, stage_sup, ingest_sup)
         end_lags = _lags(bootstrap)
         restarts = {**stage_sup.restarts(), **ingest_sup.restarts()}
@@ -320,28 +383,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "tracker": consumed["tracker"],
         "reid": consumed["detector"],  # reid's cost per frame of video, not per tracklet
     }
-    cpu: dict[str, Any] = {}
-    by_stage: dict[str, float] = {}
-    for name, c1 in last["cpu"].items():
-        c0 = first["cpu"].get(name)
-        if c0 is None or c1 is None:
-            continue
-        stage = "ingest" if name.startswith("ingest-") else name.rsplit("-", 1)[0]
-        by_stage[stage] = by_stage.get(stage, 0.0) + (c1 - c0)
-    for stage, seconds in by_stage.items():
-        n = per_frame_base.get(stage, 0)
-        cpu[stage] = {
-            "cpu_seconds": round(seconds, 2),
-            "cpu_ms_per_frame": round(1000 * seconds / n, 2) if n else None,
-            "cores_busy": round(seconds / window, 2),
-        }
-    d0, d1 = first["detector_seconds"], last["detector_seconds"]
-    n_det = consumed["detector"]
-    detector_ms = {
-        key.removesuffix(":sum"): round(1000 * (d1[key] - d0.get(key, 0.0)) / n_det, 2)
-        for key in d1
-        if key.endswith(":sum") and n_det
-    }
+    cpu = _cpu_per_stage(first["cpu"], last["cpu"], per_frame_base, window)
+    detector_ms = _detector_wall_ms(
+        first["detector_seconds"], last["detector_seconds"], consumed["detector"]
+    )
     max_lag = {s: max((x[s] or 0) for x in samples) if samples else None for s in GROUPS}
     latency, volume = _latencies_and_bytes(
         bootstrap, first["wall_ns"], last["wall_ns"], cams, window

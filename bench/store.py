@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.units import NS_PER_S
+from common.vectors import l2_normalise
 from reid.qdrant_store import open_store
 from reid.store import Scope, StoredTracklet
 
-NS = 1_000_000_000
 PEOPLE_PER_POINT = 0.05
 """Distinct people per stored tracklet (about 20 tracklets each)."""
 UPSERT_BATCH = 1000
@@ -33,14 +34,14 @@ def synthetic(
     people = rng.normal(size=(max(int(n * PEOPLE_PER_POINT), 1), dim)).astype(np.float32)
     who = rng.integers(0, len(people), size=n)
     vecs = people[who] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = l2_normalise(vecs)
     t = np.sort(rng.uniform(0, 86_400, size=n))  # one day
     recs = [
         StoredTracklet(
-            f"cam{i % cameras}:{i}:{int(t[i] * NS)}",
+            f"cam{i % cameras}:{i}:{int(t[i] * NS_PER_S)}",
             f"cam{i % cameras}",
-            int(t[i] * NS),
-            int((t[i] + 5) * NS),
+            int(t[i] * NS_PER_S),
+            int((t[i] + 5) * NS_PER_S),
             f"g{who[i]}",
             vecs[i],
         )  # fmt: skip
@@ -68,7 +69,9 @@ def bench_one(
                     t = float(rng.uniform(0, 86_400))
                     cams = frozenset(f"cam{c}" for c in rng.choice(cameras, size=3, replace=False))
                     scope = Scope(
-                        cameras=cams, ts_from_ns=int((t - 300) * NS), ts_to_ns=int((t + 300) * NS)
+                        cameras=cams,
+                        ts_from_ns=int((t - 300) * NS_PER_S),
+                        ts_to_ns=int((t + 300) * NS_PER_S),
                     )
                 t0 = time.perf_counter()
                 store.search(q, scope, limit=k)

@@ -8,6 +8,10 @@ _NORM_EPS = 1e-12
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows of (N, D) divided by their L2 norm (zero rows stay zero)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, _NORM_EPS)).astype(np.float32, copy=False)
+    """Rows of (N, D) (or one (D,) vector) divided by their L2 norm, as float32.
+
+    Zero rows stay zero. The division happens in float32, the precision every
+    stored and published appearance vector has.
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), _NORM_EPS)

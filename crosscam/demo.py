@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from common.units import NS_PER_S
 from crosscam.run import build_specs
 from crosscam.supervisor import Supervisor
 from devstack import stack
@@ -154,7 +155,7 @@ async def _follow_matches(
 
 
 def _describe(m: Match) -> str:
-    span = f"{(m.ts_end_ns - m.ts_start_ns) / 1e9:.1f}s" if m.ts_end_ns else ""
+    span = f"{(m.ts_end_ns - m.ts_start_ns) / NS_PER_S:.1f}s" if m.ts_end_ns else ""
     if m.kind == "link":
         near = ", ".join(
             f"{x.camera_id}:{x.tracklet_id.split(':')[1]} d={x.distance:.2f}" for x in m.matched[:3]
@@ -224,17 +225,12 @@ class LiveResult:
         self.thread.join(120)
 
 
-def run_live(run: LiveRun) -> LiveResult:
-    """Stack up, scenario as live RTSP cameras, every stage supervised, one pass, drain, summary.
-
-    Unless ``keep_serving``, every child has been stopped on return; with it,
-    the ReID API and gallery are still up until :meth:`LiveResult.stop`.
-    """
-    out = run.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.monotonic()
-    stack.up(prometheus=True)
-    bootstrap, redis_url = stack.kafka_bootstrap(), stack.redis_url()
+def _prepare_live(
+    run: LiveRun, out: Path, bootstrap: str, redis_url: str
+) -> tuple[Path, int, Path, dict[str, str]]:
+    """The scenario, a clean bus and store, no camera published yet, the live cameras
+    file and the environment the children inherit. Returns ``(scenario folder, its
+    frame count, cameras file, RTSP URL per camera)``."""
     scn = _scenario(out, run.cameras, run.frames)
     meta = json.loads((scn / "scenario.json").read_text())
     n_frames = int(meta["frames"])
@@ -254,7 +250,41 @@ def run_live(run: LiveRun) -> LiveResult:
     for old in targets.glob("*.json"):
         old.unlink(missing_ok=True)
     os.environ.setdefault("CROSSCAM_METRICS_TARGETS_DIR", str(targets))
+    return scn, n_frames, cameras_file, urls
 
+
+def _wait_drained(bootstrap: str, deadline: float) -> bool:
+    """Wait (until ``deadline``, monotonic) for every stage's lag to stay 0 for
+    ``DRAIN_STABLE_S``; False if it did not."""
+    groups = {"detector": FRAMES.name, "tracker": DETECTIONS.name, "reid": TRACKLETS.name}
+    stable_since: list[float] = []
+
+    def drained_and_stable() -> bool:
+        lags = [
+            asyncio.run(pipeline.group_lag(bootstrap, f"crosscam-{g}", t))
+            for g, t in groups.items()
+        ]
+        if not all(lag == 0 for lag in lags):
+            stable_since.clear()
+            return False
+        stable_since.append(time.monotonic())
+        return stable_since[-1] - stable_since[0] >= DRAIN_STABLE_S
+
+    return _wait(drained_and_stable, max(1.0, deadline - time.monotonic()))
+
+
+def run_live(run: LiveRun) -> LiveResult:
+    """Stack up, scenario as live RTSP cameras, every stage supervised, one pass, drain, summary.
+
+    Unless ``keep_serving``, every child has been stopped on return; with it,
+    the ReID API and gallery are still up until :meth:`LiveResult.stop`.
+    """
+    out = run.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    stack.up(prometheus=True)
+    bootstrap, redis_url = stack.kafka_bootstrap(), stack.redis_url()
+    scn, n_frames, cameras_file, urls = _prepare_live(run, out, bootstrap, redis_url)
     specs = build_specs(
         cameras_file,
         replicas=run.replicas,
@@ -299,21 +329,7 @@ def run_live(run: LiveRun) -> LiveResult:
     camera_status = _camera_status(redis_url, cams)
     # SIGTERM: each camera ends its stream (eos) and the tracker closes its tracks.
     sup.stop(ingest)
-    groups = {"detector": FRAMES.name, "tracker": DETECTIONS.name, "reid": TRACKLETS.name}
-    stable_since: list[float] = []
-
-    def drained_and_stable() -> bool:
-        lags = [
-            asyncio.run(pipeline.group_lag(bootstrap, f"crosscam-{g}", t))
-            for g, t in groups.items()
-        ]
-        if not all(lag == 0 for lag in lags):
-            stable_since.clear()
-            return False
-        stable_since.append(time.monotonic())
-        return stable_since[-1] - stable_since[0] >= DRAIN_STABLE_S
-
-    drained = _wait(drained_and_stable, max(1.0, deadline - time.monotonic()))
+    drained = _wait_drained(bootstrap, deadline)
     stop_printer.set()
     printer.join(5)
     summary = _summarise(

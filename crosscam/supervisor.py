@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +46,7 @@ class _Child:
     started_at: float = 0.0
     restarts: int = 0
     next_start_at: float = 0.0
-    backoff_s: float = 0.0
+    backoff: Backoff = field(default_factory=Backoff)
     log_file: object = None
     enabled: bool = True
 
@@ -62,10 +64,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def next_backoff(previous_s: float, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential backoff with ±25 % jitter: 0 → initial, then doubling up to ``max_s``."""
-    base = initial_s if previous_s <= 0 else min(previous_s * 2, max_s)
-    return min(max_s, base * rng.uniform(0.75, 1.25))
+SUPERVISOR_JITTER = 0.25
+"""Random spread (±) of each restart delay, so children that crashed together do not
+restart in the same instant."""
 
 
 class Supervisor:
@@ -84,13 +85,18 @@ class Supervisor:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate process names: {names}")
-        self.children = {s.name: _Child(s) for s in specs}
         self.log_dir = log_dir
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.stable_after_s = stable_after_s
         self.grace_s = grace_s
         self._rng = random.Random(seed)
+        self.children = {
+            s.name: _Child(
+                s, backoff=Backoff(backoff_initial_s, backoff_max_s, SUPERVISOR_JITTER, self._rng)
+            )
+            for s in specs
+        }
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -129,7 +135,7 @@ class Supervisor:
                     continue
                 if proc is not None and proc.poll() is None:
                     if now - child.started_at > self.stable_after_s:
-                        child.backoff_s = 0.0
+                        child.backoff.reset()
                     continue
                 if proc is not None:
                     code = proc.returncode
@@ -140,16 +146,14 @@ class Supervisor:
                         child.enabled = False
                         log.info("process_finished", extra={"child": child.spec.name})
                         continue
-                    child.backoff_s = next_backoff(
-                        child.backoff_s, self.backoff_initial_s, self.backoff_max_s, self._rng
-                    )
-                    child.next_start_at = now + child.backoff_s
+                    delay_s = child.backoff.next_delay_s()
+                    child.next_start_at = now + delay_s
                     log.warning(
                         "process_exited",
                         extra={
                             "child": child.spec.name,
                             "code": code,
-                            "restart_in_s": round(child.backoff_s, 2),
+                            "restart_in_s": round(delay_s, 2),
                         },
                     )
                 if now >= child.next_start_at:

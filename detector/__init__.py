@@ -12,9 +12,9 @@ Pure core (no Kafka, Redis, Prometheus or asyncio):
 * :mod:`detector.embedder` — the ``Embedder`` protocol and the ONNX appearance embedder.
 * :mod:`detector.background` — per-camera background subtraction (MOG2 / KNN).
 * :mod:`detector.analyzer` — detector + embedder for one frame or a batch.
-* :mod:`evaluation.precompute` — cached whole-video detections for evaluations and benches.
+* :mod:`detector.core` — frames in, :class:`schemas.Detections` out.
 
-Service side: :mod:`detector.stage` (frames -> detections), :mod:`detector.service`
-(``crosscam detector``), :mod:`detector.metrics`; commands :mod:`evaluation.detect`,
-:mod:`evaluation.appearance`, :mod:`bench.detector`.
+Service side: :mod:`detector.stage` (frames -> detections over Kafka),
+:mod:`detector.service` (``crosscam detector``), :mod:`detector.settings`,
+:mod:`detector.metrics`.
 """

@@ -112,6 +112,7 @@ class Analyzer:
 
     @property
     def embedding_dim(self) -> int:
+        """Length of the appearance vectors (0 without an embedder)."""
         return self.embedder.dim
 
     def reset_camera(self, camera_id: str) -> None:

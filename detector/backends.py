@@ -124,6 +124,7 @@ class OnnxDetector:
         return self.session.run([out_name], {self.info.input_name: tensor})[0]
 
     def detect_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[FrameBoxes]:
+        """Person boxes of each BGR frame, in one batched inference."""
         if not frames_bgr:
             return []
         tensor, placements = self.prepare(frames_bgr)
@@ -137,6 +138,7 @@ class OnnxDetector:
         return results
 
     def warmup(self) -> None:
+        """One inference on a blank input, so the first real frame pays no start-up cost."""
         h, w = self.spec.input_hw
         self.detect_batch([np.full((h, w, 3), self.spec.pad_value, np.uint8)])
 
@@ -200,12 +202,14 @@ class HogDetector:
         return FrameBoxes(boxes[keep], scores[keep])
 
     def detect_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[FrameBoxes]:
+        """Person boxes of each BGR frame (OpenCV HOG, frame by frame)."""
         t0 = time.perf_counter()
         out = [self._detect(f) for f in frames_bgr]
         self.last_inference_seconds = time.perf_counter() - t0
         return out
 
     def warmup(self) -> None:
+        """One detection on a blank image."""
         self.detect_batch([np.zeros((128, 64, 3), np.uint8)])
 
 

@@ -178,6 +178,7 @@ class OnnxEmbedderConfig(_Strict):
         return self
 
     def spec(self) -> EmbedderModelSpec:
+        """The model's spec: the custom one if given, else the zoo entry."""
         return self.custom or EMBEDDER_ZOO[self.model]
 
 

@@ -39,7 +39,8 @@ class Embedder(Protocol):
         """(N, dim) float32 L2-normalised vectors for N BGR crops of any size."""
         ...
 
-    def warmup(self) -> None: ...
+    def warmup(self) -> None:
+        """Run once on a blank input, so the first real crop pays no start-up cost."""
 
 
 class OnnxEmbedder:
@@ -84,6 +85,7 @@ class OnnxEmbedder:
         return np.concatenate(outs).reshape(len(tensor), -1)
 
     def embed(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, D) L2-normalised float32 vectors of N BGR crops."""
         if not crops_bgr:
             self.last_inference_seconds = 0.0
             return np.zeros((0, self.dim), np.float32)
@@ -96,6 +98,7 @@ class OnnxEmbedder:
         return l2_normalise(raw)
 
     def warmup(self) -> None:
+        """One inference on a blank crop."""
         h, w = self.spec.input_hw
         self.embed([np.zeros((h, w, 3), np.uint8)])
 
@@ -109,9 +112,11 @@ class NullEmbedder:
     last_inference_seconds = 0.0
 
     def embed(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 0) vectors: no appearance (motion-only tracking)."""
         return np.zeros((len(crops_bgr), 0), np.float32)
 
     def warmup(self) -> None:
+        """Nothing to warm up."""
         return None
 
 

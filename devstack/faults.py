@@ -12,9 +12,11 @@ Small blocking helpers meant to run in :attr:`crosscam.demo.LiveRun.during`
 * :func:`log_events` — the structured events of a child's log;
 * :func:`stored_tracklet_ids` — what the ReID store holds, after the run;
 * :func:`free_port_range` — consecutive free ports for a run's metrics;
-* :class:`Topics`, :func:`check_accounting`, :func:`check_tracklets_and_identities`
-  — what a run left on the topics, and the no-loss checks every live test makes
-  (they raise :class:`LossError`, so they hold under ``python -O`` too).
+* :class:`Topics`, :func:`check_accounting`, :func:`check_detections_tracked`,
+  :func:`check_tracklets_and_identities` — what a run left on the topics, and the
+  no-loss checks every live test makes (they raise :class:`LossError`, so they hold
+  under ``python -O`` too); :func:`merged_link_precision` — the precision a linker
+  merging everyone would score on a run, for judging a precision floor.
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 from aiokafka import AIOKafkaProducer
 
+from common.boxes import box_iou
 from crosscam.supervisor import Supervisor
 from evaluation import live_scoring as pipeline
-from schemas.codec import encode
+from schemas.codec import DecodeError, decode, encode
 from schemas.keys import camera_status_key
 from schemas.messages import SCHEMA_VERSION, DeadLetter, Detections, Frame, Match, Tracklet
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS, Topic
+from service.settings import KafkaSettings
+from tracker.core import TrackerParams
 
 POLL_S = 0.25
 """How often :func:`wait_for` looks again: fast enough for second-scale faults,
@@ -287,23 +293,136 @@ class Topics:
         )
 
 
-def check_accounting(summary: dict[str, Any]) -> None:
-    """Every frame record is detected or dead-lettered, and the topic holds at least
-    what ingest said it published (its status, snapshot before the end of the pass).
+def ingest_final_counts(log_dir: Path, cameras: list[str]) -> dict[str, int]:
+    """Frames each camera's ingest says it published, from its ``ingest_stopped`` log event
+    (the producer's own final count, eos excluded; summed over restarts).
 
     Raises:
-        LossError: a frame record is unaccounted for, or a camera's frames are missing.
+        LossError: a camera's ingest logged no final count (it did not stop cleanly).
+    """
+    out: dict[str, int] = {}
+    for cam in cameras:
+        events = log_events(log_dir / f"ingest-{cam}.log", "ingest_stopped")
+        if not events:
+            raise LossError(f"{cam}: ingest logged no final count (ingest_stopped)")
+        out[cam] = sum(int(e["frames_published"]) for e in events)
+    return out
+
+
+def _accounted_seqs(topics: Topics) -> dict[str, set[int]]:
+    """Per camera, the frame seqs detected or dead-lettered as a readable frame (eos excluded)."""
+    out: dict[str, set[int]] = {}
+    for d in topics.detections:
+        if not d.eos:
+            out.setdefault(d.camera_id, set()).add(d.seq)
+    for dl in topics.dead_letters:
+        if dl.topic == FRAMES.name:
+            with contextlib.suppress(DecodeError):
+                f = decode(Frame, dl.value)
+                if not f.eos:
+                    out.setdefault(f.camera_id, set()).add(f.seq)
+    return out
+
+
+def check_accounting(summary: dict[str, Any], topics: Topics, redeliveries: int = 0) -> None:
+    """Every frame ingest published reached the topic and was detected or dead-lettered,
+    checked against ingest's own count, not against the records found on the topic.
+
+    * no frame record is unaccounted for (:func:`crosscam.demo.frame_accounting`);
+    * per camera, the distinct frames on the topic are exactly the ``frames_published``
+      of ingest's final log event, and at least its last status snapshot;
+    * per camera, the seqs detected (or dead-lettered) are exactly ``0 .. published-1``:
+      ingest numbers frames as it publishes them, so a hole is a lost frame and a seq
+      past the end an invented one;
+    * detections repeated (same camera and seq twice) stay within what at-least-once
+      allows: a frame record the producer repeated is detected again, and each time the
+      detector's partitions are handed over before it committed (``redeliveries``, e.g.
+      after a broker outage) at most one uncommitted batch (``kafka.max_batch_records``)
+      is detected again. A fault-free run has none.
+
+    Raises:
+        LossError: naming the camera and the count that is off.
     """
     acc = summary["accounting"]
     if acc["frames_unaccounted"]:
         raise LossError(f"frames unaccounted for: {acc}")
-    parts = acc["frames_detected"] + acc["frames_dead_lettered"] + acc["frame_records_repeated"]
-    if acc["frame_records"] != parts:
-        raise LossError(f"frame records != detected + dead-lettered + repeated: {acc}")
-    for cam, st in summary["cameras"].items():
+    cams = sorted(summary["cameras"])
+    final = ingest_final_counts(Path(summary["results"]["logs"]), cams)
+    seqs = _accounted_seqs(topics)
+    for cam in cams:
         on_topic = acc["frames_on_topic_per_camera"].get(cam, 0)
-        if on_topic < int(st.get("frames_published") or 0):
-            raise LossError(f"{cam}: {on_topic} frames on the topic, ingest published {st}")
+        snapshot = int(summary["cameras"][cam].get("frames_published") or 0)
+        if on_topic != final[cam] or on_topic < snapshot:
+            raise LossError(
+                f"{cam}: {on_topic} frames on the topic, ingest published {final[cam]} "
+                f"(status snapshot {snapshot})"
+            )
+        got, want = seqs.get(cam, set()), set(range(final[cam]))
+        if got != want:
+            raise LossError(
+                f"{cam}: seqs missing {sorted(want - got)[:20]}, unexpected {sorted(got - want)[:20]}"
+            )
+    allowed = acc["frame_records_repeated"] + redeliveries * KafkaSettings().max_batch_records
+    if acc["duplicate_detections"] > allowed:
+        raise LossError(
+            f"{acc['duplicate_detections']} frames detected twice, at-least-once allows "
+            f"{allowed} ({redeliveries} redeliveries): {acc}"
+        )
+
+
+def detections_tracked(topics: Topics, min_score: float | None = None) -> dict[str, float]:
+    """Per camera, the share of confident detection boxes that ended in a tracklet.
+
+    A detection box (score ≥ ``min_score``, by default the tracker's ``high_score``: the
+    boxes that start and carry tracks) counts as tracked when a tracklet of its camera
+    has a box at IoU ≥ 0.5 in the same frame. Tracklets are taken once each.
+    """
+    threshold = TrackerParams().high_score if min_score is None else min_score
+    tracked: dict[tuple[str, int], list[np.ndarray]] = {}
+    for t in pipeline.latest_tracklets(topics.tracklets):
+        for seq, box in zip(t.frame_seqs, t.boxes_array(), strict=True):
+            tracked.setdefault((t.camera_id, seq), []).append(box)
+    hits: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for d in {(d.camera_id, d.seq): d for d in topics.detections if not d.eos}.values():
+        boxes = d.boxes_array().reshape(-1, 4)[d.scores_array() >= threshold]
+        total[d.camera_id] += len(boxes)
+        mine = tracked.get((d.camera_id, d.seq))
+        if len(boxes) and mine:
+            hits[d.camera_id] += int((box_iou(boxes, np.stack(mine)).max(axis=1) >= 0.5).sum())
+    return {cam: round(hits[cam] / n, 3) for cam, n in sorted(total.items()) if n}
+
+
+def check_detections_tracked(topics: Topics, min_share: float) -> dict[str, float]:
+    """Every camera's confident detections mostly end in tracklets (see
+    :func:`detections_tracked`), and every tracklet frame is a frame that was detected.
+
+    Returns the shares per camera.
+
+    Raises:
+        LossError: a camera below ``min_share``, or a tracklet on frames never detected.
+    """
+    detected = {(d.camera_id, d.seq) for d in topics.detections if not d.eos}
+    for t in pipeline.latest_tracklets(topics.tracklets):
+        invented = [q for q in t.frame_seqs if (t.camera_id, q) not in detected]
+        if invented:
+            raise LossError(f"{t.tracklet_id}: frames never detected {invented[:10]}")
+    shares = detections_tracked(topics)
+    cams = {d.camera_id for d in topics.detections if not d.eos and len(d.scores_array())}
+    low = {c: shares.get(c, 0.0) for c in cams if shares.get(c, 0.0) < min_share}
+    if low:
+        raise LossError(
+            f"detections not ending in tracklets (floor {min_share}): {low} of {shares}"
+        )
+    return shares
+
+
+def merged_link_precision(summary: dict[str, Any], tracklets: list[Tracklet]) -> float:
+    """Link precision the run's own tracklets would score if every one had one identity:
+    the precision a linker merging everyone reaches, so a floor must sit above it."""
+    scn = Path(summary["results"]["scenario"])
+    one = dict.fromkeys((t.tracklet_id for t in tracklets), "everyone")
+    return float(pipeline.score_live(scn, tracklets, one)["link_precision"])
 
 
 def check_tracklets_and_identities(topics: Topics, reid_dir: Path) -> list[Tracklet]:

@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,18 @@ def _scores(vectors: np.ndarray, ids: np.ndarray, frames: np.ndarray, exclude: i
     return {"auc": auc, "rank1": r1, "queries": n_q, "pairs_same": n_pos, "pairs_different": n_neg}
 
 
+@dataclass
+class _Crops:
+    """Sampled GT crops, plain and background-masked, with their identity, frame and phase."""
+
+    plain: list[np.ndarray] = field(default_factory=list)
+    masked: list[np.ndarray] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    frame_of: list[int] = field(default_factory=list)
+    phase_of: list[int] = field(default_factory=list)
+    frames_read: int = 0
+
+
 def evaluate_reid(
     video: Path,
     gt_path: Path,
@@ -79,63 +92,19 @@ def evaluate_reid(
     numbers are the mean over phases: one phase of ~220 crops moves rank-1 by
     +-0.05 from one offset to the next.
     """
-    gt = load_mot_gt(gt_path)
     emb = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
     assert isinstance(emb, OnnxEmbedder)
     bg_cfg = (background or BackgroundConfig()).model_copy(update={"enabled": True})
     masker = BackgroundMasker(bg_cfg, _fill_bgr(emb))
     offsets = _phase_offsets(every, phases)
-    plain: list[np.ndarray] = []
-    masked: list[np.ndarray] = []
-    ids: list[int] = []
-    frame_of: list[int] = []
-    phase_of: list[int] = []
-    n_frames = 0
-    for index, frame in video_frames(video, frames):
-        n_frames += 1
-        fg = masker.foreground(CAMERA, frame)  # every frame: the model needs the history
-        if index % every not in offsets:
-            continue
-        boxes, pids, ignore = gt.frame(index)
-        boxes, pids = boxes[~ignore], pids[~ignore]
-        if not len(boxes):
-            continue
-        h, w = frame.shape[:2]
-        clipped = np.clip(boxes, 0, [w, h, w, h])
-        ok = ((clipped[:, 2] - clipped[:, 0]) >= MIN_CROP_SIDE_PX) & (
-            (clipped[:, 3] - clipped[:, 1]) >= MIN_CROP_SIDE_PX
-        )
-        boxes, pids = clipped[ok], pids[ok]
-        crops = crop_views(frame, boxes)
-        plain.extend(c.copy() for c in crops)
-        masked.extend(c.copy() for c in masker.mask_crops(fg, (h, w), boxes, crops))
-        ids.extend(int(p) for p in pids)
-        frame_of.extend([index] * len(pids))
-        phase_of.extend([index % every] * len(pids))
-    id_arr, frame_arr, phase_arr = np.asarray(ids), np.asarray(frame_of), np.asarray(phase_of)
+    crops = _sample_crops(video, gt_path, frames, every, offsets, masker)
     exclude = every - 1 if exclude_frames is None else exclude_frames
     t0 = time.perf_counter()
-    v_plain = emb.embed(plain)
+    v_plain = emb.embed(crops.plain)
     seconds = time.perf_counter() - t0
-    v_masked = emb.embed(masked)
-    changed = sum(not np.array_equal(a, b) for a, b in zip(plain, masked, strict=True))
-
-    per_phase = []
-    for off in offsets:
-        sel = phase_arr == off
-        base = _scores(v_plain[sel], id_arr[sel], frame_arr[sel], exclude)
-        bg = _scores(v_masked[sel], id_arr[sel], frame_arr[sel], exclude)
-        per_phase.append(
-            {
-                "offset": off,
-                "crops": int(sel.sum()),
-                "auc": round(base["auc"], 4),
-                "rank1": round(base["rank1"], 4),
-                "queries": base["queries"],
-                "masked_auc": round(bg["auc"], 4),
-                "masked_rank1": round(bg["rank1"], 4),
-            }
-        )
+    v_masked = emb.embed(crops.masked)
+    changed = sum(not np.array_equal(a, b) for a, b in zip(crops.plain, crops.masked, strict=True))
+    per_phase = _score_phases(crops, v_plain, v_masked, offsets, exclude)
 
     def mean(key: str) -> float:
         return round(float(np.mean([p[key] for p in per_phase])), 4)
@@ -144,11 +113,11 @@ def evaluate_reid(
     return {
         "video": str(video),
         "gt": str(gt_path),
-        "frames_read": n_frames,
+        "frames_read": crops.frames_read,
         "every": every,
         "phases": offsets,
-        "crops": len(ids),
-        "identities": len(set(ids)),
+        "crops": len(crops.ids),
+        "identities": len(set(crops.ids)),
         "embedder": emb.name,
         "provider": emb.provider,
         "auc": auc,
@@ -172,8 +141,69 @@ def evaluate_reid(
         },
         "masking_helps": bool(m_auc > auc and m_r1 >= r1),
         "per_phase": per_phase,
-        "embed_ms_per_crop": round(1000 * seconds / max(len(ids), 1), 3),
+        "embed_ms_per_crop": round(1000 * seconds / max(len(crops.ids), 1), 3),
     }
+
+
+def _sample_crops(
+    video: Path,
+    gt_path: Path,
+    frames: int | None,
+    every: int,
+    offsets: list[int],
+    masker: BackgroundMasker,
+) -> _Crops:
+    """The GT crops (conf-0 rows and slivers skipped) of the sampled frames, plain and
+    masked; every frame goes through the background model, which needs the history."""
+    gt = load_mot_gt(gt_path)
+    out = _Crops()
+    for index, frame in video_frames(video, frames):
+        out.frames_read += 1
+        fg = masker.foreground(CAMERA, frame)  # every frame: the model needs the history
+        if index % every not in offsets:
+            continue
+        boxes, pids, ignore = gt.frame(index)
+        boxes, pids = boxes[~ignore], pids[~ignore]
+        if not len(boxes):
+            continue
+        h, w = frame.shape[:2]
+        clipped = np.clip(boxes, 0, [w, h, w, h])
+        ok = ((clipped[:, 2] - clipped[:, 0]) >= MIN_CROP_SIDE_PX) & (
+            (clipped[:, 3] - clipped[:, 1]) >= MIN_CROP_SIDE_PX
+        )
+        boxes, pids = clipped[ok], pids[ok]
+        crops = crop_views(frame, boxes)
+        out.plain.extend(c.copy() for c in crops)
+        out.masked.extend(c.copy() for c in masker.mask_crops(fg, (h, w), boxes, crops))
+        out.ids.extend(int(p) for p in pids)
+        out.frame_of.extend([index] * len(pids))
+        out.phase_of.extend([index % every] * len(pids))
+    return out
+
+
+def _score_phases(
+    crops: _Crops, v_plain: np.ndarray, v_masked: np.ndarray, offsets: list[int], exclude: int
+) -> list[dict]:
+    """AUC and rank-1 of each sampling phase on its own, plain and masked."""
+    id_arr, frame_arr = np.asarray(crops.ids), np.asarray(crops.frame_of)
+    phase_arr = np.asarray(crops.phase_of)
+    per_phase = []
+    for off in offsets:
+        sel = phase_arr == off
+        base = _scores(v_plain[sel], id_arr[sel], frame_arr[sel], exclude)
+        bg = _scores(v_masked[sel], id_arr[sel], frame_arr[sel], exclude)
+        per_phase.append(
+            {
+                "offset": off,
+                "crops": int(sel.sum()),
+                "auc": round(base["auc"], 4),
+                "rank1": round(base["rank1"], 4),
+                "queries": base["queries"],
+                "masked_auc": round(bg["auc"], 4),
+                "masked_rank1": round(bg["rank1"], 4),
+            }
+        )
+    return per_phase
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

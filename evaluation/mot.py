@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from common.units import NS_PER_S
 from service.assets import REPO_ROOT, pets_dir
 from tracker.core import CameraTracker, TrackerParams
 
 log = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
 # An arbitrary fixed epoch for the replayed sequence's capture times (2009-01-01,
 # the year PETS09 was filmed), so runs are reproducible.
 EVAL_EPOCH_NS = 1_230_768_000 * NS_PER_S
@@ -145,111 +146,131 @@ def score_mot(
 
     Returns ``{tracker: {idf1, idp, idr, mota, motp, hota, deta, assa, id_switches, ...}}``.
     """
+    with tempfile.TemporaryDirectory(prefix="crosscam-eval-") as tmp:
+        root = Path(tmp)
+        _write_trackeval_tree(root, gt_path, results, n_frames, seq_name)
+        out = _run_trackeval(root, list(results), n_frames, seq_name)
+    return {
+        name: _score_row(out["MotChallenge2DBox"][name][seq_name]["pedestrian"], res)
+        for name, res in results.items()
+    }
+
+
+def _write_trackeval_tree(
+    root: Path, gt_path: Path, results: dict[str, Path], n_frames: int, seq_name: str
+) -> None:
+    """TrackEval's folder layout: the GT cut to ``n_frames`` and each result file."""
+    gt_dir = root / "gt" / seq_name / "gt"
+    gt_dir.mkdir(parents=True)
+    with gt_path.open() as src, (gt_dir / "gt.txt").open("w") as dst:
+        for line in src:
+            if line.strip() and int(float(line.split(",")[0])) <= n_frames:
+                dst.write(line)
+    for name, res in results.items():
+        d = root / "trackers" / name / "data"
+        d.mkdir(parents=True)
+        (d / f"{seq_name}.txt").write_bytes(res.read_bytes())
+
+
+def _run_trackeval(root: Path, trackers: list[str], n_frames: int, seq_name: str) -> Any:
+    """TrackEval over the tree under ``root`` (MOT15, IoU 0.5), its chatter sent to stderr."""
     with contextlib.redirect_stdout(sys.stderr):  # it prints on import and while it works
         import trackeval
 
-    with tempfile.TemporaryDirectory(prefix="crosscam-eval-") as tmp:
-        root = Path(tmp)
-        gt_dir = root / "gt" / seq_name / "gt"
-        gt_dir.mkdir(parents=True)
-        with gt_path.open() as src, (gt_dir / "gt.txt").open("w") as dst:
-            for line in src:
-                if line.strip() and int(float(line.split(",")[0])) <= n_frames:
-                    dst.write(line)
-        for name, res in results.items():
-            d = root / "trackers" / name / "data"
-            d.mkdir(parents=True)
-            (d / f"{seq_name}.txt").write_bytes(res.read_bytes())
-        eval_cfg = trackeval.Evaluator.get_default_eval_config()
-        eval_cfg.update(
-            USE_PARALLEL=False,
-            PRINT_RESULTS=False,
-            PRINT_CONFIG=False,
-            TIME_PROGRESS=False,
-            OUTPUT_SUMMARY=False,
-            OUTPUT_DETAILED=False,
-            PLOT_CURVES=False,
-            OUTPUT_EMPTY_CLASSES=False,
-            LOG_ON_ERROR=None,
+    eval_cfg = trackeval.Evaluator.get_default_eval_config()
+    eval_cfg.update(
+        USE_PARALLEL=False,
+        PRINT_RESULTS=False,
+        PRINT_CONFIG=False,
+        TIME_PROGRESS=False,
+        OUTPUT_SUMMARY=False,
+        OUTPUT_DETAILED=False,
+        PLOT_CURVES=False,
+        OUTPUT_EMPTY_CLASSES=False,
+        LOG_ON_ERROR=None,
+    )
+    ds_cfg = trackeval.datasets.MotChallenge2DBox.get_default_dataset_config()
+    ds_cfg.update(
+        GT_FOLDER=str(root / "gt"),
+        TRACKERS_FOLDER=str(root / "trackers"),
+        TRACKERS_TO_EVAL=trackers,
+        BENCHMARK="MOT15",
+        SKIP_SPLIT_FOL=True,
+        SEQ_INFO={seq_name: n_frames},
+        PRINT_CONFIG=False,
+    )
+    metrics_cfg = {
+        "METRICS": ["HOTA", "CLEAR", "Identity"],
+        "THRESHOLD": 0.5,
+        "PRINT_CONFIG": False,
+    }
+    metrics = [
+        trackeval.metrics.HOTA(metrics_cfg),
+        trackeval.metrics.CLEAR(metrics_cfg),
+        trackeval.metrics.Identity(metrics_cfg),
+    ]
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON
+        out, _ = trackeval.Evaluator(eval_cfg).evaluate(
+            [trackeval.datasets.MotChallenge2DBox(ds_cfg)], metrics
         )
-        ds_cfg = trackeval.datasets.MotChallenge2DBox.get_default_dataset_config()
-        ds_cfg.update(
-            GT_FOLDER=str(root / "gt"),
-            TRACKERS_FOLDER=str(root / "trackers"),
-            TRACKERS_TO_EVAL=list(results),
-            BENCHMARK="MOT15",
-            SKIP_SPLIT_FOL=True,
-            SEQ_INFO={seq_name: n_frames},
-            PRINT_CONFIG=False,
-        )
-        metrics_cfg = {
-            "METRICS": ["HOTA", "CLEAR", "Identity"],
-            "THRESHOLD": 0.5,
-            "PRINT_CONFIG": False,
-        }
-        metrics = [
-            trackeval.metrics.HOTA(metrics_cfg),
-            trackeval.metrics.CLEAR(metrics_cfg),
-            trackeval.metrics.Identity(metrics_cfg),
-        ]
-        stdout = sys.stdout
-        sys.stdout = sys.stderr  # TrackEval prints progress; keep stdout for the JSON
-        try:
-            out, _ = trackeval.Evaluator(eval_cfg).evaluate(
-                [trackeval.datasets.MotChallenge2DBox(ds_cfg)], metrics
-            )
-        finally:
-            sys.stdout = stdout
-    scores: dict[str, dict[str, float]] = {}
-    for name in results:
-        r = out["MotChallenge2DBox"][name][seq_name]["pedestrian"]
-        hota, clear, ident = r["HOTA"], r["CLEAR"], r["Identity"]
-        scores[name] = {
-            "idf1": round(float(ident["IDF1"]), 4),
-            "idp": round(float(ident["IDP"]), 4),
-            "idr": round(float(ident["IDR"]), 4),
-            "mota": round(float(clear["MOTA"]), 4),
-            "motp": round(float(clear["MOTP"]), 4),
-            "hota": round(float(np.mean(hota["HOTA"])), 4),
-            "deta": round(float(np.mean(hota["DetA"])), 4),
-            "assa": round(float(np.mean(hota["AssA"])), 4),
-            "id_switches": int(clear["IDSW"]),
-            "fragmentations": int(clear["Frag"]),
-            "false_positives": int(clear["CLR_FP"]),
-            "misses": int(clear["CLR_FN"]),
-            "mostly_tracked": int(clear["MT"]),
-            "track_ids": len({row.split(",")[1] for row in results[name].read_text().splitlines()}),
-        }
-    return scores
+    return out
+
+
+def _score_row(r: dict[str, Any], result_path: Path) -> dict[str, float]:
+    """The figures we report from one tracker's TrackEval result."""
+    hota, clear, ident = r["HOTA"], r["CLEAR"], r["Identity"]
+    return {
+        "idf1": round(float(ident["IDF1"]), 4),
+        "idp": round(float(ident["IDP"]), 4),
+        "idr": round(float(ident["IDR"]), 4),
+        "mota": round(float(clear["MOTA"]), 4),
+        "motp": round(float(clear["MOTP"]), 4),
+        "hota": round(float(np.mean(hota["HOTA"])), 4),
+        "deta": round(float(np.mean(hota["DetA"])), 4),
+        "assa": round(float(np.mean(hota["AssA"])), 4),
+        "id_switches": int(clear["IDSW"]),
+        "fragmentations": int(clear["Frag"]),
+        "false_positives": int(clear["CLR_FP"]),
+        "misses": int(clear["CLR_FN"]),
+        "mostly_tracked": int(clear["MT"]),
+        "track_ids": len({row.split(",")[1] for row in result_path.read_text().splitlines()}),
+    }
 
 
 def params_with(overrides: Sequence[str], base: TrackerParams | None = None) -> TrackerParams:
-    """``TrackerParams`` with ``name=value`` overrides (``kalman.name=value`` for the filter)."""
-    params = base or TrackerParams()
+    """``TrackerParams`` with ``name=value`` overrides (``kalman.name=value`` for the filter).
+
+    Values are checked against the parameters' bounds; a bad name or value ends
+    the command with a message naming it.
+    """
+    values = dict(base or TrackerParams())
+    kalman: dict[str, Any] = {}
     for item in overrides:
         key, _, raw = item.partition("=")
-        target: Any = params.kalman if key.startswith("kalman.") else params
         name = key.removeprefix("kalman.")
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        if name not in fields:
+        target: Any = values["kalman"] if key.startswith("kalman.") else TrackerParams()
+        if name == "kalman" or not hasattr(target, name):
             raise SystemExit(f"unknown tracker parameter {key!r}")
-        current = getattr(target, name)
-        value: Any
-        if isinstance(current, bool):
-            value = raw.lower() in ("1", "true", "yes")
-        elif isinstance(current, int):
-            value = int(raw)
-        elif isinstance(current, float):
-            value = float(raw)
-        else:
-            value = raw
-        if target is params:
-            params = dataclasses.replace(params, **{name: value})
-        else:
-            params = dataclasses.replace(
-                params, kalman=dataclasses.replace(params.kalman, **{name: value})
-            )
-    return params
+        (kalman if key.startswith("kalman.") else values)[name] = _parse_like(
+            getattr(target, name), raw
+        )
+    if kalman:
+        values["kalman"] = dataclasses.replace(values["kalman"], **kalman)
+    try:
+        return TrackerParams(**values)
+    except ValidationError as exc:
+        raise SystemExit(f"bad tracker parameter: {exc}") from exc
+
+
+def _parse_like(current: Any, raw: str) -> Any:
+    """``raw`` as the type of ``current`` (bool, int, float, else the string)."""
+    if isinstance(current, bool):
+        return raw.lower() in ("1", "true", "yes")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    return raw
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -335,7 +356,7 @@ def main(args: argparse.Namespace) -> int:
         "tracker_seconds": ours_info["seconds"],
         "result_file": str(results["crosscam"]),
         "evaluator": "trackeval (MOT15: gt conf 0 rows removed), IoU 0.5",
-        "params": dataclasses.asdict(params),
+        "params": params.model_dump(mode="json"),
     }
     if "peer" in results:
         report["peer"] = {

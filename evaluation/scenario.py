@@ -37,6 +37,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.units import NS_PER_S
+from common.vectors import l2_normalise
 from schemas.cameras import Camera, CamerasFile, Link, Location, dump_cameras_toml
 from service.assets import models_dir, pets_dir
 
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 SEQUENCE_FPS = 7.0
 """PETS09-S2L1's frame rate (seqinfo.ini); the AVI header says 10, the sequence was shot at 7."""
 
-T0_NS = 1_230_768_000 * 1_000_000_000
+T0_NS = 1_230_768_000 * NS_PER_S
 """Capture time of frame 0 (2009-01-01 00:00 UTC): a fixed epoch so replays give the same ids."""
 
 SOURCE_W, SOURCE_H = 768, 576
@@ -223,12 +225,48 @@ def build_scenario(
     (out / "gt").mkdir(exist_ok=True)
     gt = load_pets_gt(pets / "gt.txt")
     views = make_views(cameras, gap_px)
-    cap = cv2.VideoCapture(str(pets / "vtest.avi"))
+    ext = "mp4" if fmt == "mp4" else "avi"
+    n = _write_views(out, pets / "vtest.avi", views, gt, fmt, ext, max_frames)
+    speeds = _walk_speeds_px_s(gt)
+    fast = float(np.percentile(speeds, FAST_WALK_PERCENTILE)) if speeds.size else 100.0
+    (out / "cameras.toml").write_text(dump_cameras_toml(_cameras_spec(views, gap_px, fast, ext)))
+    ids = sorted({int(i) for i in gt[:, 1]})
+    (out / "identities.json").write_text(
+        json.dumps({str(i): global_id_of(i) for i in ids}, indent=1)
+    )
+    meta = {
+        "source": "PETS09-S2L1 view 1",
+        "fps": SEQUENCE_FPS,
+        "t0_ns": T0_NS,
+        "frames": n,
+        "gap_px": gap_px,
+        "min_visible_fraction": MIN_VISIBLE_FRACTION,
+        "fast_walk_px_s": round(fast, 1),
+        "views": [
+            {"camera_id": v.camera_id, "x0": v.x0, "x1": v.x1, "look": asdict(v.look)}
+            for v in views
+        ],
+    }
+    (out / "scenario.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _write_views(
+    out: Path,
+    video: Path,
+    views: list[View],
+    gt: np.ndarray,
+    fmt: str,
+    ext: str,
+    max_frames: int | None,
+) -> int:
+    """Each view's video and MOT ground truth (people at least ``MIN_VISIBLE_FRACTION``
+    inside it) under ``out``; returns the number of frames written."""
+    cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise FileNotFoundError(f"cannot open {pets / 'vtest.avi'}")
+        raise FileNotFoundError(f"cannot open {video}")
     writers: dict[str, _Writer] = {}
     gt_lines: dict[str, list[str]] = {v.camera_id: [] for v in views}
-    ext = "mp4" if fmt == "mp4" else "avi"
     n = 0
     while max_frames is None or n < max_frames:
         ok, frame = cap.read()
@@ -254,11 +292,14 @@ def build_scenario(
         w.close()
     for cam, lines in gt_lines.items():
         (out / "gt" / f"{cam}.txt").write_text("\n".join(lines) + "\n")
+    return n
 
-    speeds = _walk_speeds_px_s(gt)
-    fast = float(np.percentile(speeds, FAST_WALK_PERCENTILE)) if speeds.size else 100.0
-    min_transit = round(gap_px / fast, 2)
-    spec = CamerasFile(
+
+def _cameras_spec(views: list[View], gap_px: int, fast_px_s: float, ext: str) -> CamerasFile:
+    """The cameras file: one camera per view, neighbours linked with a minimum transit
+    of the gap crossed at a fast walk."""
+    min_transit = round(gap_px / fast_px_s, 2)
+    return CamerasFile(
         window_s=120.0,
         cameras=[
             Camera(
@@ -276,31 +317,11 @@ def build_scenario(
             for a, b in zip(views, views[1:], strict=False)
         ],
     )
-    (out / "cameras.toml").write_text(dump_cameras_toml(spec))
-    ids = sorted({int(i) for i in gt[:, 1]})
-    (out / "identities.json").write_text(
-        json.dumps({str(i): global_id_of(i) for i in ids}, indent=1)
-    )
-    meta = {
-        "source": "PETS09-S2L1 view 1",
-        "fps": SEQUENCE_FPS,
-        "t0_ns": T0_NS,
-        "frames": n,
-        "gap_px": gap_px,
-        "min_visible_fraction": MIN_VISIBLE_FRACTION,
-        "fast_walk_px_s": round(fast, 1),
-        "views": [
-            {"camera_id": v.camera_id, "x0": v.x0, "x1": v.x1, "look": asdict(v.look)}
-            for v in views
-        ],
-    }
-    (out / "scenario.json").write_text(json.dumps(meta, indent=1))
-    return meta
 
 
 def frame_ts_ns(frame_index: int, fps: float = SEQUENCE_FPS, t0_ns: int = T0_NS) -> int:
     """Capture time of a 0-based frame index."""
-    return t0_ns + round(frame_index * 1e9 / fps)
+    return t0_ns + round(frame_index * NS_PER_S / fps)
 
 
 # --- identity check -----------------------------------------------------------------------
@@ -352,7 +373,7 @@ def identity_check(out: Path, pets: Path | None = None) -> dict:
     for pid, cs in crops.items():
         v = embedder.embed(cs)
         m = v.mean(axis=0)
-        means[pid] = m / np.linalg.norm(m)
+        means[pid] = l2_normalise(m)
     pids = sorted(means)
     mat = np.stack([means[p] for p in pids])
     dist = 1.0 - mat @ mat.T

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.units import NS_PER_S
+from common.vectors import l2_normalise
+
 FPS = 7.0
-NS_PER_S = 1_000_000_000
 EPOCH_NS = 1_700_000_000 * NS_PER_S
 DIM = 16
 
@@ -63,7 +65,7 @@ def frame_detections(
         boxes.append(w.box(frame) + rng.normal(0, jitter_px, 4).astype(np.float32))
         scores.append(w.score)
         e = w.look + rng.normal(0, noise, DIM).astype(np.float32)
-        embs.append(e / np.linalg.norm(e))
+        embs.append(l2_normalise(e))
         who.append(k)
     if not boxes:
         return (

@@ -33,12 +33,12 @@ import cv2
 import numpy as np
 
 from common.backoff import Backoff
+from common.units import NS_PER_S
 from ingest.rate import RateMeter
 from ingest.sampler import FrameSampler
 
 log = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
 # How often the supervisor looks at a session (watchdog resolution).
 WATCH_INTERVAL_S = 0.05
 # Extra time over OpenCV's own open timeout before the supervisor gives up on
@@ -63,11 +63,20 @@ T = TypeVar("T")
 class Capture(Protocol):
     """The part of ``cv2.VideoCapture`` a session uses."""
 
-    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
-    def grab(self) -> bool: ...
-    def retrieve(self) -> tuple[bool, Any]: ...
-    def get(self, prop_id: int) -> float: ...
-    def release(self) -> None: ...
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        """True once the source is open (OpenCV's name)."""
+
+    def grab(self) -> bool:
+        """Grab the next frame without decoding it; False at the end or on an error."""
+
+    def retrieve(self) -> tuple[bool, Any]:
+        """Decode the grabbed frame: ``(ok, BGR image)``."""
+
+    def get(self, prop_id: int) -> float:
+        """A capture property (``cv2.CAP_PROP_*``), e.g. the file's frame rate."""
+
+    def release(self) -> None:
+        """Close the source."""
 
 
 Opener = Callable[[str], Capture]
@@ -161,6 +170,7 @@ class LatestSlot(Generic[T]):
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
 
@@ -189,6 +199,8 @@ class SourceState(StrEnum):
 
 
 class DropReason(StrEnum):
+    """Why a captured frame was not handed on (a label of the dropped-frames metric)."""
+
     BEHIND = "behind"  # a newer frame replaced it before the consumer took it
     BAD_FRAME = "bad_frame"  # grabbed but would not decode
 
@@ -360,6 +372,7 @@ class FrameSource:
 
     # -- consumer side --------------------------------------------------------
     def start(self) -> FrameSource:
+        """Start the reader thread; returns self."""
         self._thread.start()
         return self
 
@@ -398,6 +411,7 @@ class FrameSource:
         return clean
 
     def stats(self) -> SourceStats:
+        """A consistent snapshot of the counters and the connection state."""
         with self._lock:
             return SourceStats(
                 state=self._state,

@@ -62,6 +62,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``crosscam ingest``."""
     add_common_arguments(parser)
     parser.add_argument("--source", required=True, help="rtsp:// URL or a video file")
     parser.add_argument("--analysis-fps", type=float, help="frames per second analysed (0 = all)")
@@ -96,6 +97,7 @@ def build_settings(args: argparse.Namespace, **ingest_overrides: Any) -> IngestS
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run ``crosscam ingest``: one camera until SIGTERM or the file's end; the exit status."""
     setup_logging()
     try:
         settings = build_settings(args)

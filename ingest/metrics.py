@@ -60,16 +60,21 @@ class PrometheusObserver(SourceObserver):
         self._online.set(0)
 
     def on_captured(self) -> None:
+        """A frame was read from the source."""
         self._captured.inc()
 
     def on_sampled_out(self) -> None:
+        """A frame was skipped to hold the analysis rate."""
         self._sampled_out.inc()
 
     def on_dropped(self, reason: DropReason) -> None:
+        """A frame was dropped, for ``reason``."""
         FRAMES_DROPPED.labels(self.camera_id, str(reason)).inc()
 
     def on_reconnect(self) -> None:
+        """The source is being reopened."""
         self._reconnects.inc()
 
     def on_state(self, state: SourceState) -> None:
+        """The connection state changed: the camera-online gauge follows."""
         self._online.set(1 if state == SourceState.ONLINE else 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from common.backoff import Backoff
 from schemas.codec import encode
 from schemas.keys import claim_check_key
 from schemas.messages import Frame
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 STAGE = "ingest"
 # First retry delay after a failed Kafka send or claim-check write; doubles up to the cap.
 RETRY_INITIAL_S = 0.2
+# Random spread (±) of each retry delay, so cameras that lost the broker together
+# do not all retry in the same instant.
+RETRY_JITTER = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,10 @@ class FramePublisher:
         self._key = camera_id.encode()
         self.retry_initial_s = min(RETRY_INITIAL_S, retry_cap_s)
 
+    def _retry_backoff(self) -> Backoff:
+        """A fresh delay sequence for one send or claim-check write that keeps failing."""
+        return Backoff(self.retry_initial_s, self.retry_cap_s, RETRY_JITTER)
+
     def _number(self, pending: PendingFrame) -> Frame:
         seq = self.next_seq
         self.next_seq += 1
@@ -174,18 +181,18 @@ class FramePublisher:
                 out.append(frame)
                 continue
             key = claim_check_key(self.camera_id, frame.seq)
-            delay = self.retry_initial_s
+            backoff = self._retry_backoff()
             while True:
                 try:
                     await self.claim_store(key, frame.jpeg)
                     break
                 except Exception as exc:  # noqa: BLE001 - Redis down: retry, keep the number
+                    delay = backoff.next_delay_s()
                     log.warning(
                         "claim_check_failed",
                         extra={"key": key, "error": repr(exc), "retry_s": round(delay, 2)},
                     )
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, self.retry_cap_s)
+                    await asyncio.sleep(delay)
             out.append(
                 Frame(
                     camera_id=frame.camera_id,
@@ -219,7 +226,7 @@ class FramePublisher:
         consumer can see a repeated ``seq`` after an outage (at-least-once):
         it keeps the first and skips ``seq`` it has passed.
         """
-        delay = self.retry_initial_s
+        backoff = self._retry_backoff()
         start = 0
         while start < len(values):
             futures = []
@@ -243,6 +250,7 @@ class FramePublisher:
             if error is not None and not isinstance(error, KafkaError):
                 raise error
             metrics.KAFKA_ERRORS.labels(STAGE, "produce").inc()
+            delay = backoff.next_delay_s()
             log.warning(
                 "produce_failed",
                 extra={
@@ -252,8 +260,7 @@ class FramePublisher:
                     "retry_s": round(delay, 2),
                 },
             )
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.retry_cap_s)
+            await asyncio.sleep(delay)
 
     async def run(self, outbox: Outbox) -> None:
         """Send what the outbox holds until it is closed and empty."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-NS_PER_S = 1_000_000_000
+from common.units import NS_PER_S
 
 
 class RateMeter:

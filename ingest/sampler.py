@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-NS_PER_S = 1_000_000_000
+from common.units import NS_PER_S
+
 # A frame up to this fraction of a period early still counts as due. Live
 # cameras deliver with jitter: a 7 fps camera analysed at 7 fps must keep every
 # frame even when one arrives 35 ms early. Raising it tolerates more jitter but

@@ -11,37 +11,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from common.vectors import l2_normalise
 from schemas.messages import Tracklet, unpack_f32
 
 _EPS = 1e-12
 
 
-@dataclass(frozen=True)
-class AggregationParams:
-    """How a tracklet's crop vectors become one vector.
+class AggregationParams(BaseModel):
+    """How a tracklet's crop vectors become one vector: the one definition of each
+    setting's default, bounds and description (the attribute docstring);
+    ``crosscam reid``'s settings inherit these fields."""
 
-    Attributes:
-        outlier_mad_factor: a crop is an outlier when its distance to the
-            medoid exceeds the median distance plus this many median absolute
-            deviations. Raising it keeps more crops (fewer false drops, more
-            contamination from occluded or wrong crops).
-        min_outlier_distance: a crop closer to the medoid than this cosine
-            distance is never an outlier, however tight the rest are (OSNet
-            vectors of one person on one camera lie within about 0.1–0.2 of
-            each other). Raising it drops fewer crops.
-        max_shots: per-crop vectors kept for multi-shot matching (highest
-            quality first); raising it costs memory and payload size per
-            tracklet.
-        frame_vector_quality: quality given to per-frame vectors (the
-            tracklet's ``embeddings``), which carry no quality of their own,
-            relative to the ``crops``' quality values scaled to [0, 1].
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    outlier_mad_factor: float = 3.0
-    min_outlier_distance: float = 0.2
-    max_shots: int = 8
-    frame_vector_quality: float = 0.5
+    outlier_mad_factor: float = Field(3.0, gt=0.0)
+    """A crop is an outlier when its distance to the medoid exceeds the median
+    distance plus this many median absolute deviations. Raising it keeps more
+    crops (fewer false drops, more contamination from occluded or wrong crops)."""
+
+    min_outlier_distance: float = Field(0.2, ge=0.0, le=2.0)
+    """A crop closer to the medoid than this cosine distance is never an outlier,
+    however tight the rest are (OSNet vectors of one person on one camera lie
+    within about 0.1-0.2 of each other). Raising it drops fewer crops."""
+
+    max_shots: int = Field(8, ge=0, le=1000)
+    """Per-crop vectors kept for multi-shot matching (highest quality first);
+    raising it costs memory and payload size per tracklet."""
+
+    frame_vector_quality: float = Field(0.5, ge=0.0, le=1.0)
+    """Quality given to per-frame vectors (the tracklet's ``embeddings``), which
+    carry no quality of their own, relative to the ``crops``' quality values
+    scaled to [0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,6 @@ class TrackletVector:
     mean: np.ndarray
     shots: np.ndarray
     kept: np.ndarray
-
-
-def normalise_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero). (N, D) float32."""
-    v = np.asarray(vectors, dtype=np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), _EPS)
 
 
 def aggregate(
@@ -70,7 +66,7 @@ def aggregate(
         params: outlier and shot settings.
     """
     p = params or AggregationParams()
-    v = normalise_rows(vectors)
+    v = l2_normalise(vectors)
     if v.ndim != 2 or v.shape[0] == 0:
         raise ValueError("aggregate needs at least one vector")
     q = np.clip(np.asarray(quality, dtype=np.float64).reshape(-1), 0.0, None)
@@ -85,10 +81,9 @@ def aggregate(
     kept = d <= cutoff
     w = q[kept] + _EPS if q[kept].sum() > 0 else np.ones(int(kept.sum()))
     mean = (v[kept] * w[:, None]).sum(axis=0)
-    mean = mean / max(float(np.linalg.norm(mean)), _EPS)
     idx = np.flatnonzero(kept)
     order = idx[np.argsort(-q[kept], kind="stable")][: p.max_shots]
-    return TrackletVector(mean=mean.astype(np.float32), shots=v[order], kept=kept)
+    return TrackletVector(mean=l2_normalise(mean), shots=v[order], kept=kept)
 
 
 def tracklet_vectors(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.units import NS_PER_S
 from reid.aggregate import AggregationParams, aggregate, tracklet_vectors
 from reid.linker import Linker, LinkerParams, LinkResult, Neighbour, Sighting
 from reid.store import Scope, StoredTracklet, VectorStore
@@ -80,7 +81,7 @@ class Engine:
         latest = max((t.ts_end_ns for t in self.store.scroll(Scope())), default=None)
         if latest is None:
             return 0
-        horizon = latest - int(self.params.linker.window_s * 1e9)
+        horizon = latest - int(self.params.linker.revisit_window_s * NS_PER_S)
         n = 0
         for t in sorted(self.store.scroll(Scope(ts_from_ns=horizon)), key=lambda t: t.ts_end_ns):
             if t.global_id:

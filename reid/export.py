@@ -66,6 +66,7 @@ def export_osnet(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the OSNet export command."""
     parser.add_argument("--arch", default="osnet_x0_25", help="torchreid model name")
     parser.add_argument(
         "--weights", type=Path, default=None, help="torchreid checkpoint (default: random init)"
@@ -81,6 +82,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Export OSNet to ONNX and print the report; the exit status."""
     try:
         report = export_osnet(args.arch, args.weights, args.out, args.opset, args.tolerance)
     except ImportError as exc:

@@ -16,7 +16,7 @@ through the middle one, because clusters, not pairs, are compared.
 
 Live and revisited. Each new tracklet re-runs that agglomeration over its
 connected component of recent tracklets (the sliding window,
-:attr:`LinkerParams.window_s`), so earlier decisions are revisited as evidence
+:attr:`LinkerParams.revisit_window_s`), so earlier decisions are revisited as evidence
 comes in: identities merge when a bridging tracklet shows they are one
 person, and a tracklet moves out of an identity (a split) when a better,
 consistent explanation appears. Tracklets older than the window are frozen:
@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from common.units import NS_PER_S
 from reid.topology import Topology
 from schemas.messages import Match, MatchedTracklet
-
-NS = 1_000_000_000
 
 
 @dataclass
@@ -74,51 +74,57 @@ class _Span:
     ts_end_ns: int
 
 
-@dataclass(frozen=True)
-class LinkerParams:
-    """Linking settings.
+class LinkerParams(BaseModel):
+    """Linking settings: the one definition of each one's default, bounds and description
+    (the attribute docstring); ``crosscam reid``'s settings inherit these fields."""
 
-    Attributes:
-        link_distance: largest distance of an edge (cosine distance of the
-            tracklets' vectors, blended with the shots'). Raising it links
-            more (recall up) and joins more different people (precision down).
-        shot_weight: share of the multi-shot distance (mean over each shot of
-            its nearest shot on the other tracklet) in the edge distance; 0
-            uses the mean vectors only. Raising it favours tracklets that share
-            one very similar view (e.g. the same side of a person).
-        overlap_tolerance_s: on different cameras, a time overlap up to this
-            is tolerated (tracklet ends are only as exact as the tracker's
-            last matched frame). On one camera no overlap is ever tolerated.
-        window_s: how far back (from the latest tracklet end) decisions are
-            revisited; older tracklets are frozen. Raising it fixes more late
-            evidence and costs memory and CPU per tracklet.
-        max_live_tracklets: cap on tracklets in the window (bounded memory
-            whatever the traffic); beyond it the oldest are frozen early.
-        max_anchors: cap on frozen tracklets kept as anchors (camera, time and
-            identity only, no vectors).
-        search_limit: neighbours to ask the store for per new tracklet.
-        link_same_camera: also link tracklets on one camera directly (a
-            person who leaves the view and re-enters, or a track the tracker
-            broke). Off by default: on the PETS scenario it lowered live link
-            F1 at every same-camera threshold tried (0.1-0.3); one camera's
-            tracklets still join one identity through other cameras.
-        same_camera_link_distance: largest distance of a link between two
-            tracklets of one camera. Stricter than ``link_distance`` because
-            one camera's lighting and angle make different people look closer
-            to each other than across cameras (measured on the PETS scenario:
-            same-camera links at the cross-camera threshold cost more
-            precision than they gave recall).
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    link_distance: float = 0.25
-    shot_weight: float = 0.0
-    overlap_tolerance_s: float = 0.5
-    window_s: float = 300.0
-    max_live_tracklets: int = 2000
-    max_anchors: int = 20000
-    search_limit: int = 30
+    link_distance: float = Field(0.25, gt=0.0, le=2.0)
+    """Largest distance of an edge (cosine distance of the tracklets' vectors,
+    blended with the shots'). Raising it links more (recall up) and joins more
+    different people (precision down)."""
+
+    shot_weight: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of the multi-shot distance (mean over each shot of its nearest shot
+    on the other tracklet) in the edge distance; 0 uses the mean vectors only.
+    Raising it favours tracklets that share one very similar view (e.g. the same
+    side of a person)."""
+
+    overlap_tolerance_s: float = Field(0.5, ge=0.0, le=10.0)
+    """On different cameras, a time overlap up to this is tolerated (tracklet ends
+    are only as exact as the tracker's last matched frame). On one camera no
+    overlap is ever tolerated."""
+
+    revisit_window_s: float = Field(300.0, gt=0.0)
+    """How far back (from the latest tracklet end) decisions are revisited; older
+    tracklets are frozen. Raising it fixes more late evidence and costs memory
+    and CPU per tracklet."""
+
+    max_live_tracklets: int = Field(2000, ge=10, le=1_000_000)
+    """Cap on tracklets in the window (bounded memory whatever the traffic);
+    beyond it the oldest are frozen early."""
+
+    max_anchors: int = Field(20000, ge=10, le=10_000_000)
+    """Cap on frozen tracklets kept as anchors (camera, time and identity only,
+    no vectors)."""
+
+    search_limit: int = Field(30, ge=1, le=1000)
+    """Neighbours to ask the store for per new tracklet."""
+
     link_same_camera: bool = False
-    same_camera_link_distance: float = 0.15
+    """Also link tracklets on one camera directly (a person who leaves the view
+    and re-enters, or a track the tracker broke). Off by default: on the PETS
+    scenario it lowered live link F1 at every same-camera threshold tried
+    (0.1-0.3); one camera's tracklets still join one identity through other
+    cameras."""
+
+    same_camera_link_distance: float = Field(0.15, ge=0.0, le=2.0)
+    """Largest distance of a link between two tracklets of one camera. Stricter
+    than ``link_distance`` because one camera's lighting and angle make different
+    people look closer to each other than across cameras (measured on the PETS
+    scenario: same-camera links at the cross-camera threshold cost more precision
+    than they gave recall)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,32 @@ def shot_distance(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(0.5 * (d.min(axis=1).mean() + d.min(axis=0).mean()))
 
 
+class _UnionFind:
+    """Disjoint sets of tracklet ids with their member lists (path halving, union by size)."""
+
+    def __init__(self, items: list[str]) -> None:
+        self.parent = {t: t for t in items}
+        self.members: dict[str, list[str]] = {t: [t] for t in items}
+
+    def find(self, t: str) -> str:
+        """The root of ``t``'s set."""
+        parent = self.parent
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    def union(self, a: str, b: str) -> None:
+        """Join the sets of ``a`` and ``b`` (the larger one's root stays)."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if len(self.members[ra]) < len(self.members[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.members[ra].extend(self.members.pop(rb))
+
+
 class Linker:
     """Assigns global identities to tracklets as they finish (see the module docstring).
 
@@ -182,9 +214,11 @@ class Linker:
         return self._gid.get(tracklet_id)
 
     def live_count(self) -> int:
+        """Tracklets inside the revisit window."""
         return len(self._live)
 
     def anchor_count(self) -> int:
+        """Frozen tracklets kept as anchors."""
         return len(self._anchors)
 
     def identities(self) -> dict[str, str]:
@@ -196,7 +230,7 @@ class Linker:
         cams = self.topology.reachable(sighting.camera_id)
         if cams is not None and not self.params.link_same_camera:
             cams.discard(sighting.camera_id)
-        gap_ns = int(self.topology.max_gap_s() * NS)
+        gap_ns = int(self.topology.max_gap_s() * NS_PER_S)
         return SearchScope(
             cameras=None if cams is None else frozenset(cams),
             ts_from_ns=sighting.ts_start_ns - gap_ns,
@@ -210,7 +244,7 @@ class Linker:
     def compatible(self, a: _Span | Sighting, b: _Span | Sighting, check_max: bool = False) -> bool:
         """Can one person be both sightings? ``check_max``: also within the longest transit."""
         first, second = (a, b) if a.ts_start_ns <= b.ts_start_ns else (b, a)
-        gap_s = (second.ts_start_ns - first.ts_end_ns) / NS
+        gap_s = (second.ts_start_ns - first.ts_end_ns) / NS_PER_S
         if first.camera_id == second.camera_id:
             if gap_s <= 0:
                 return False
@@ -330,32 +364,30 @@ class Linker:
         return sorted(seen, key=lambda t: (self._span(t).ts_start_ns, t))
 
     def _recluster(self, new_tid: str) -> LinkResult:
+        """Re-run the constrained agglomeration over ``new_tid``'s component and name
+        its clusters; the events and the changed global ids that follow."""
         nodes = self._component(new_tid)
-        parent = {t: t for t in nodes}
-        members: dict[str, list[str]] = {t: [t] for t in nodes}
+        clusters = self._agglomerate(nodes)
+        old = {t: self._gid.get(t) for t in nodes}
+        new = self._name_clusters(clusters, old, len(nodes))
+        for t, g in new.items():
+            self._gid[t] = g
+        return LinkResult(
+            events=self._events(new_tid, old, new),
+            assigned={t: g for t, g in new.items() if old[t] != g},
+        )
 
-        def find(t: str) -> str:
-            while parent[t] != t:
-                parent[t] = parent[parent[t]]
-                t = parent[t]
-            return t
-
-        def union(a: str, b: str) -> None:
-            ra, rb = find(a), find(b)
-            if ra == rb:
-                return
-            if len(members[ra]) < len(members[rb]):
-                ra, rb = rb, ra
-            parent[rb] = ra
-            members[ra].extend(members.pop(rb))
-
-        # frozen anchors of one identity start as one cluster
+    def _agglomerate(self, nodes: list[str]) -> list[list[str]]:
+        """Best-first, constrained agglomeration of ``nodes`` over their edges: the
+        closest pair first; two clusters join only if every pair of members is
+        compatible. Frozen anchors of one identity start as one cluster."""
+        clusters = _UnionFind(nodes)
         first_anchor: dict[str, str] = {}
         for t in nodes:
             if t in self._anchors:
                 g = self._gid[t]
                 if g in first_anchor:
-                    union(first_anchor[g], t)
+                    clusters.union(first_anchor[g], t)
                 else:
                     first_anchor[g] = t
         node_set = set(nodes)
@@ -366,27 +398,29 @@ class Linker:
             if a < b and b in node_set and not (a in self._anchors and b in self._anchors)
         )
         for _, a, b in edge_list:
-            ra, rb = find(a), find(b)
+            ra, rb = clusters.find(a), clusters.find(b)
             if ra == rb:
                 continue
             if all(
                 self.compatible(self._span(x), self._span(y))
-                for x in members[ra]
-                for y in members[rb]
+                for x in clusters.members[ra]
+                for y in clusters.members[rb]
             ):
-                union(a, b)
+                clusters.union(a, b)
+        return list(clusters.members.values())
 
-        # the cluster holding an identity's earliest sighting keeps its id (ids stay with founders)
-        clusters = sorted(
-            members.values(), key=lambda m: min((self._span(t).ts_start_ns, t) for t in m)
-        )
-        old = {t: self._gid.get(t) for t in nodes}
+    def _name_clusters(
+        self, clusters: list[list[str]], old: dict[str, str | None], n_nodes: int
+    ) -> dict[str, str]:
+        """Tracklet id → global id. Each cluster, earliest first, takes the old id most
+        of its members (anchors outvote everyone) had and no earlier cluster took,
+        ties to the identity seen first (ids stay with founders); else a new id."""
+        clusters = sorted(clusters, key=lambda m: min((self._span(t).ts_start_ns, t) for t in m))
         first_seen: dict[str, int] = {}
         for t, g_prev in old.items():
             if g_prev is not None:
-                first_seen[g_prev] = min(
-                    first_seen.get(g_prev, self._span(t).ts_start_ns), self._span(t).ts_start_ns
-                )
+                start = self._span(t).ts_start_ns
+                first_seen[g_prev] = min(first_seen.get(g_prev, start), start)
         taken: set[str] = set()
         new: dict[str, str] = {}
         for m in clusters:
@@ -394,28 +428,15 @@ class Linker:
             for t in m:
                 voted = old[t]
                 if voted is not None:
-                    votes[voted] = votes.get(voted, 0) + (
-                        len(nodes) + 1 if t in self._anchors else 1
-                    )
-            choice = next(
-                (
-                    g
-                    for g in sorted(votes, key=lambda g: (-votes[g], first_seen[g], g))
-                    if g not in taken
-                ),
-                None,
-            )
+                    votes[voted] = votes.get(voted, 0) + (n_nodes + 1 if t in self._anchors else 1)
+            ranked = sorted(votes, key=lambda g: (-votes[g], first_seen[g], g))
+            choice = next((g for g in ranked if g not in taken), None)
             if choice is None:
                 choice = self._new_id()
             taken.add(choice)
             for t in m:
                 new[t] = choice
-        for t, g in new.items():
-            self._gid[t] = g
-        return LinkResult(
-            events=self._events(new_tid, old, new),
-            assigned={t: g for t, g in new.items() if old[t] != g},
-        )
+        return new
 
     def _events(self, new_tid: str, old: dict[str, str | None], new: dict[str, str]) -> list[Match]:
         s = self._live[new_tid]
@@ -503,7 +524,7 @@ class Linker:
             self._edges.get(o, {}).pop(tid, None)
 
     def _evict(self) -> None:
-        horizon = self._latest_end_ns - int(self.params.window_s * NS)
+        horizon = self._latest_end_ns - int(self.params.revisit_window_s * NS_PER_S)
         while self._live:
             tid, s = next(iter(self._live.items()))
             if s.ts_end_ns >= horizon and len(self._live) <= self.params.max_live_tracklets:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from common.units import NS_PER_S
 from reid.store import (
     COLLECTION,
-    NS,
     SCROLL_PAGE,
     Hit,
     Scope,
@@ -64,11 +64,11 @@ class EdgeStore:
             )
         if scope.ts_from_ns is not None:
             must.append(
-                qe.FieldCondition("ts_end_s", range=qe.RangeFloat(gte=scope.ts_from_ns / NS))
+                qe.FieldCondition("ts_end_s", range=qe.RangeFloat(gte=scope.ts_from_ns / NS_PER_S))
             )
         if scope.ts_to_ns is not None:
             must.append(
-                qe.FieldCondition("ts_start_s", range=qe.RangeFloat(lte=scope.ts_to_ns / NS))
+                qe.FieldCondition("ts_start_s", range=qe.RangeFloat(lte=scope.ts_to_ns / NS_PER_S))
             )
         must_not = []
         if scope.exclude_global_ids:
@@ -82,6 +82,7 @@ class EdgeStore:
         return qe.Filter(must=must or None, must_not=must_not or None)
 
     def upsert(self, tracklets: Sequence[StoredTracklet]) -> None:
+        """Store or replace tracklets (see :class:`reid.store.VectorStore`)."""
         qe = self._qe
         points = [
             qe.Point(
@@ -95,6 +96,7 @@ class EdgeStore:
     def search(
         self, vector: np.ndarray, scope: Scope, limit: int, max_distance: float | None = None
     ) -> list[Hit]:
+        """Nearest stored tracklets within ``scope`` (see :class:`reid.store.VectorStore`)."""
         qe = self._qe
         req = qe.QueryRequest(
             limit=limit,
@@ -109,6 +111,7 @@ class EdgeStore:
         ]
 
     def get(self, tracklet_ids: Sequence[str], with_vectors: bool = False) -> list[StoredTracklet]:
+        """Stored tracklets by id (see :class:`reid.store.VectorStore`)."""
         if not tracklet_ids:
             return []
         recs = self.shard.retrieve(
@@ -119,11 +122,13 @@ class EdgeStore:
         ]
 
     def set_global_ids(self, assignment: dict[str, str]) -> None:
+        """Write new global ids onto stored tracklets."""
         qe = self._qe
         for tid, gid in assignment.items():
             self.shard.update(qe.UpdateOperation.set_payload([point_id(tid)], {"global_id": gid}))
 
     def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
+        """Every stored tracklet within ``scope``."""
         qe = self._qe
         offset = None
         while True:
@@ -142,9 +147,11 @@ class EdgeStore:
                 return
 
     def count(self) -> int:
+        """Number of stored tracklets."""
         return int(self.shard.count(self._qe.CountRequest(exact=True)))
 
     def close(self) -> None:
+        """Flush and close the store."""
         self.shard.flush()
         self.shard.close()
 
@@ -191,9 +198,13 @@ class ClientStore:
                 m.FieldCondition(key="global_id", match=m.MatchAny(any=sorted(scope.global_ids)))
             )
         if scope.ts_from_ns is not None:
-            must.append(m.FieldCondition(key="ts_end_s", range=m.Range(gte=scope.ts_from_ns / NS)))
+            must.append(
+                m.FieldCondition(key="ts_end_s", range=m.Range(gte=scope.ts_from_ns / NS_PER_S))
+            )
         if scope.ts_to_ns is not None:
-            must.append(m.FieldCondition(key="ts_start_s", range=m.Range(lte=scope.ts_to_ns / NS)))
+            must.append(
+                m.FieldCondition(key="ts_start_s", range=m.Range(lte=scope.ts_to_ns / NS_PER_S))
+            )
         must_not: list[Any] = []
         if scope.exclude_global_ids:
             must_not.append(
@@ -206,6 +217,7 @@ class ClientStore:
         return m.Filter(must=must or None, must_not=must_not or None)
 
     def upsert(self, tracklets: Sequence[StoredTracklet]) -> None:
+        """Store or replace tracklets (see :class:`reid.store.VectorStore`)."""
         if tracklets:
             self.client.upsert(
                 COLLECTION,
@@ -222,6 +234,7 @@ class ClientStore:
     def search(
         self, vector: np.ndarray, scope: Scope, limit: int, max_distance: float | None = None
     ) -> list[Hit]:
+        """Nearest stored tracklets within ``scope`` (see :class:`reid.store.VectorStore`)."""
         res = self.client.query_points(
             COLLECTION,
             query=np.asarray(vector, np.float32).tolist(),
@@ -236,6 +249,7 @@ class ClientStore:
         ]
 
     def get(self, tracklet_ids: Sequence[str], with_vectors: bool = False) -> list[StoredTracklet]:
+        """Stored tracklets by id (see :class:`reid.store.VectorStore`)."""
         if not tracklet_ids:
             return []
         recs = self.client.retrieve(COLLECTION, [point_id(t) for t in tracklet_ids], with_payload=True,
@@ -246,10 +260,12 @@ class ClientStore:
         ]  # type: ignore[arg-type]
 
     def set_global_ids(self, assignment: dict[str, str]) -> None:
+        """Write new global ids onto stored tracklets."""
         for tid, gid in assignment.items():
             self.client.set_payload(COLLECTION, payload={"global_id": gid}, points=[point_id(tid)])
 
     def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
+        """Every stored tracklet within ``scope``."""
         offset = None
         while True:
             recs, offset = self.client.scroll(COLLECTION, scroll_filter=self._filter(scope), limit=SCROLL_PAGE,
@@ -262,9 +278,11 @@ class ClientStore:
                 return
 
     def count(self) -> int:
+        """Number of stored tracklets."""
         return int(self.client.count(COLLECTION, exact=True).count)
 
     def close(self) -> None:
+        """Flush and close the store."""
         self.client.close()
 
 
@@ -302,32 +320,39 @@ class LockedStore:
         self._lock = threading.RLock()
 
     def upsert(self, tracklets: Sequence[StoredTracklet]) -> None:
+        """Store or replace tracklets, under the lock."""
         with self._lock:
             self.inner.upsert(tracklets)
 
     def search(
         self, vector: np.ndarray, scope: Scope, limit: int, max_distance: float | None = None
     ) -> list[Hit]:
+        """Nearest stored tracklets within ``scope``, under the lock."""
         with self._lock:
             return self.inner.search(vector, scope, limit, max_distance)
 
     def get(self, tracklet_ids: Sequence[str], with_vectors: bool = False) -> list[StoredTracklet]:
+        """Stored tracklets by id, under the lock."""
         with self._lock:
             return self.inner.get(tracklet_ids, with_vectors)
 
     def set_global_ids(self, assignment: dict[str, str]) -> None:
+        """Write new global ids onto stored tracklets, under the lock."""
         with self._lock:
             self.inner.set_global_ids(assignment)
 
     def scroll(self, scope: Scope, with_vectors: bool = False) -> Iterator[StoredTracklet]:
+        """Every stored tracklet within ``scope``, under the lock."""
         with self._lock:
             items = list(self.inner.scroll(scope, with_vectors))
         return iter(items)
 
     def count(self) -> int:
+        """Number of stored tracklets, under the lock."""
         with self._lock:
             return self.inner.count()
 
     def close(self) -> None:
+        """Flush and close the store, under the lock."""
         with self._lock:
             self.inner.close()

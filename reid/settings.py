@@ -1,19 +1,22 @@
-"""Settings of ``crosscam reid`` (sections ``[reid]`` and ``[qdrant]``)."""
+"""Settings of ``crosscam reid`` (sections ``[reid]`` and ``[qdrant]``).
+
+The linking and aggregation parameters are written once, in the cores
+(:class:`reid.linker.LinkerParams`, :class:`reid.aggregate.AggregationParams`);
+:class:`ReidSettings` inherits them, so ``[reid] link_distance = 0.3`` and
+``CROSSCAM_REID__LINK_DISTANCE=0.3`` set the core's ``link_distance``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from reid.aggregate import AggregationParams
 from reid.engine import EngineParams
 from reid.linker import LinkerParams
 from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
-
-_L = LinkerParams()
-_A = AggregationParams()
 
 
 class QdrantSettings(StrictModel):
@@ -30,8 +33,12 @@ class QdrantSettings(StrictModel):
     )
 
 
-class ReidSettings(StrictModel):
-    """The ReID stage's knobs (see :class:`reid.linker.LinkerParams` for what each trades)."""
+class ReidSettings(LinkerParams, AggregationParams, StrictModel):
+    """The ReID stage's knobs: the linking and aggregation parameters (inherited from
+    :class:`reid.linker.LinkerParams` and :class:`reid.aggregate.AggregationParams`,
+    which say what each trades) and the service's own keys."""
+
+    model_config = ConfigDict(frozen=False)
 
     cameras_file: Path | None = Field(
         None, description="cameras TOML (topology); none = any camera within window_s"
@@ -39,24 +46,6 @@ class ReidSettings(StrictModel):
     window_s: float = Field(120.0, gt=0, description="with no cameras file: longest gap linked")
     data_dir: Path = Field(Path("var/reid"), description="embedded store and thumbnails live here")
     dim: int = Field(512, ge=1, le=4096, description="appearance vector size (OSNet: 512)")
-    link_distance: float = Field(
-        _L.link_distance, gt=0, le=2, description="largest cosine distance of a link"
-    )
-    shot_weight: float = Field(
-        _L.shot_weight, ge=0, le=1, description="share of multi-shot distance"
-    )
-    overlap_tolerance_s: float = Field(_L.overlap_tolerance_s, ge=0, le=10)
-    revisit_window_s: float = Field(
-        _L.window_s, gt=0, description="decisions this recent are revisited"
-    )
-    max_live_tracklets: int = Field(_L.max_live_tracklets, ge=10, le=1_000_000)
-    max_anchors: int = Field(_L.max_anchors, ge=10, le=10_000_000)
-    search_limit: int = Field(_L.search_limit, ge=1, le=1000)
-    link_same_camera: bool = Field(
-        _L.link_same_camera, description="link tracklets of one camera directly"
-    )
-    same_camera_link_distance: float = Field(_L.same_camera_link_distance, ge=0, le=2)
-    outlier_mad_factor: float = Field(_A.outlier_mad_factor, gt=0)
     api_host: str = Field("127.0.0.1", description="address of the query API")
     api_port: int = Field(
         8765, ge=0, le=65535, description="port of the query API (0 = any free port)"
@@ -66,23 +55,18 @@ class ReidSettings(StrictModel):
     )
 
     def engine_params(self) -> EngineParams:
+        """The core's parameters: these settings' linker and aggregation fields."""
         return EngineParams(
-            linker=LinkerParams(
-                link_distance=self.link_distance,
-                shot_weight=self.shot_weight,
-                overlap_tolerance_s=self.overlap_tolerance_s,
-                window_s=self.revisit_window_s,
-                max_live_tracklets=self.max_live_tracklets,
-                max_anchors=self.max_anchors,
-                search_limit=self.search_limit,
-                link_same_camera=self.link_same_camera,
-                same_camera_link_distance=self.same_camera_link_distance,
+            linker=LinkerParams(**{k: getattr(self, k) for k in LinkerParams.model_fields}),
+            aggregation=AggregationParams(
+                **{k: getattr(self, k) for k in AggregationParams.model_fields}
             ),
-            aggregation=AggregationParams(outlier_mad_factor=self.outlier_mad_factor),
         )
 
 
 class ReidSettingsRoot(StrictModel):
+    """Every section the ReID service reads."""
+
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

@@ -30,12 +30,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from common.units import NS_PER_S
+
 POINT_NAMESPACE = uuid.UUID("6b1f3c2e-8f0e-4d8a-9a59-3c1e2f7d0a11")
 """Namespace of the uuid5 point ids (fixed forever: changing it duplicates every point)."""
 
 COLLECTION = "crosscam_tracklets"
 SCROLL_PAGE = 256
-NS = 1_000_000_000
 
 
 def point_id(tracklet_id: str) -> str:
@@ -73,11 +74,12 @@ class StoredTracklet:
     neighbours: dict[str, float] = field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
+        """The point's payload as stored (times also in seconds, for range filters)."""
         return {
             "tracklet_id": self.tracklet_id,
             "camera": self.camera_id,
-            "ts_start_s": self.ts_start_ns / NS,
-            "ts_end_s": self.ts_end_ns / NS,
+            "ts_start_s": self.ts_start_ns / NS_PER_S,
+            "ts_end_s": self.ts_end_ns / NS_PER_S,
             "ts_start_ns": self.ts_start_ns,
             "ts_end_ns": self.ts_end_ns,
             "global_id": self.global_id,
@@ -156,4 +158,5 @@ class VectorStore(Protocol):
 
 
 def ids_of(tracklets: Iterable[StoredTracklet]) -> list[str]:
+    """The tracklet ids of ``tracklets``, in order."""
     return [t.tracklet_id for t in tracklets]

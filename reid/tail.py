@@ -62,6 +62,7 @@ async def tail(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the match-event tail command."""
     parser.add_argument("--config", type=Path, default=None, help="TOML settings (kafka section)")
     parser.add_argument("--bootstrap-servers", default=None, help="Kafka host:port")
     parser.add_argument(
@@ -74,6 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Print match events as they arrive until interrupted; the exit status."""
     settings = load_settings(
         _Root, args.config, kafka={"bootstrap_servers": args.bootstrap_servers}
     )

@@ -73,6 +73,7 @@ class Topology:
 
     @property
     def has_links(self) -> bool:
+        """True when the cameras file lists camera links (walking times)."""
         return bool(self.spec.links)
 
     def source_path(self, camera_id: str) -> str:

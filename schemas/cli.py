@@ -11,10 +11,12 @@ from schemas.topics import TOPICS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the schema export command."""
     parser.add_argument("dir", type=Path, help="folder to write <topic>.schema.json files into")
 
 
 def main(args: argparse.Namespace) -> int:
+    """Write one JSON schema per JSON-encoded topic into the folder; the exit status."""
     args.dir.mkdir(parents=True, exist_ok=True)
     for topic in TOPICS.values():
         if topic.encoding != "json":

@@ -23,6 +23,7 @@ class KeyValueFormatter(logging.Formatter):
     """Event name plus every ``extra`` field as ``key=value``; values with spaces are quoted."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One line: UTC time, level, logger, message, then ``key=value`` extras."""
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         parts = [
             f"{ts}.{int(record.msecs):03d}Z",

@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from common.boxes import box_iou
+from common.units import NS_PER_S
 from schemas.messages import Crop, Detections, Tracklet, pack_f32
 from tracker import kalman
 from tracker.kalman import CHI2_95_2DOF, CHI2_95_4DOF, KalmanParams
-from tracker.matching import INFEASIBLE, assign, cascade_assign, covered_fraction, iou_matrix
+from tracker.matching import INFEASIBLE, assign, cascade_assign, covered_fraction
 from tracker.track import CropCandidate, Gallery, Track, TrackState
-
-NS_PER_S = 1_000_000_000
 
 # Detection-crop quality: the embedder's input height (OSNet: 256×128). A crop
 # at least this tall loses no detail when resized, so taller is no better.
@@ -49,8 +50,7 @@ CROP_FULL_DETAIL_HEIGHT_PX = 256.0
 SHARPNESS_HALF_POINT = 100.0
 
 
-@dataclass(frozen=True)
-class TrackerParams:
+class TrackerParams(BaseModel):
     """What the tracker may match, for how long, and what it keeps.
 
     Times are in seconds so they hold at any frame rate; counts are of
@@ -58,15 +58,21 @@ class TrackerParams:
     (``high_score``, ``appearance``, ``iou_max_lost_s``, ``lost_track_s``)
     were chosen on PETS09-S2L1 with ``crosscam eval mot`` (a single sequence:
     treat them as a starting point for another camera, not as universal).
+
+    The one definition of each parameter's default, bounds and description
+    (the attribute docstring): ``crosscam tracker``'s settings
+    (:class:`tracker.settings.TrackerSettings`) inherit these fields.
     """
 
-    kalman: KalmanParams = field(default_factory=KalmanParams)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    high_score: float = 0.6
+    kalman: KalmanParams = Field(default_factory=KalmanParams)
+
+    high_score: float = Field(0.6, ge=0.0, le=1.0)
     """Detections at or above this score take part in appearance matching and
     may start tracks. Raising it starts fewer false tracks but drops faint people."""
 
-    low_score: float = 0.1
+    low_score: float = Field(0.1, ge=0.0, le=1.0)
     """Detections below ``high_score`` but at or above this only extend existing
     tracks by overlap (ByteTrack); below it they are ignored. Raising it lowers
     the chance of extending a track onto clutter but loses partly hidden people."""
@@ -75,11 +81,11 @@ class TrackerParams:
     """Appearance distance to a track: the nearest of its gallery vectors (Deep
     SORT) or its exponentially smoothed vector (StrongSORT)."""
 
-    max_appearance_distance: float = 0.3
+    max_appearance_distance: float = Field(0.3, gt=0.0, le=2.0)
     """Largest cosine distance of an appearance match. Raising it keeps ids
     through pose and light changes but lets similar-looking people swap."""
 
-    gate_chi2: float = CHI2_95_4DOF
+    gate_chi2: float = Field(CHI2_95_4DOF, gt=0.0)
     """Mahalanobis gate (squared distance) on the appearance stage: a detection
     outside it cannot be the track however alike it looks. Raising it allows
     bigger jumps (missed frames, sudden turns) but also more wrong matches."""
@@ -91,58 +97,58 @@ class TrackerParams:
     """Deep SORT's cascade (recently seen tracks choose first) instead of one
     global assignment."""
 
-    max_iou_distance: float = 0.7
+    max_iou_distance: float = Field(0.7, gt=0.0, le=1.0)
     """IoU stage: largest ``1 - IoU`` of a match (Deep SORT's 0.7). Raising it
     lets fast movers match at low overlap but lets neighbours swap."""
 
-    low_score_max_iou_distance: float = 0.5
+    low_score_max_iou_distance: float = Field(0.5, gt=0.0, le=1.0)
     """Low-score stage: largest ``1 - IoU`` (ByteTrack's 0.5); stricter because
     a doubtful box is only trusted where the track already is."""
 
-    iou_max_lost_s: float = 0.5
+    iou_max_lost_s: float = Field(0.5, ge=0.0, le=60.0)
     """Confirmed tracks whose last match is at most this old also try the IoU
     and low-score stages (Deep SORT: just the previous frame). Raising it
     re-finds people after short gaps by overlap alone, which is unsafe in crowds."""
 
-    lost_track_s: float = 2.0
+    lost_track_s: float = Field(2.0, gt=0.0, le=600.0)
     """A confirmed track not matched for longer is deleted and becomes a
     tracklet. Raising it bridges longer occlusions but keeps ghosts alive that
     may grab a newcomer."""
 
-    confirm_hits: int = 3
+    confirm_hits: int = Field(3, ge=1, le=100)
     """Matches a tentative track needs to be confirmed (Deep SORT's n_init).
     Raising it suppresses short false tracks but loses each track's first frames."""
 
-    gallery_size: int = 32
+    gallery_size: int = Field(32, ge=1, le=1000)
     """Appearance vectors kept per track (Deep SORT's nn_budget), the last ones
     matched; they travel in the tracklet and, with ``appearance="gallery"``,
     are what a detection is compared with. Memory and checkpoint size are
     ``gallery_size × D × 4`` bytes per track; raising it remembers more looks."""
 
-    smoothing_momentum: float = 0.9
+    smoothing_momentum: float = Field(0.9, ge=0.0, le=1.0)
     """Weight of the old smoothed vector when a new one arrives (StrongSORT's 0.9)."""
 
-    gallery_max_covered: float = 0.3
+    gallery_max_covered: float = Field(0.3, ge=0.0, le=1.0)
     """A detection more covered than this by a box in front of it does not add
     its vector to the gallery (it shows part of someone else)."""
 
-    crops_per_tracklet: int = 5
+    crops_per_tracklet: int = Field(5, ge=0, le=50)
     """K best crops kept per track for the tracklet."""
 
-    crop_min_gap_s: float = 0.5
+    crop_min_gap_s: float = Field(0.5, ge=0.0, le=60.0)
     """Kept crops are at least this far apart in time, so they show different poses."""
 
-    max_history_frames: int = 4096
+    max_history_frames: int = Field(4096, ge=16, le=1_000_000)
     """Box-history entries kept per track; beyond, the history is thinned (see
     :mod:`tracker.track`). About 10 minutes at 7 fps before thinning."""
 
-    min_tracklet_s: float = 0.5
+    min_tracklet_s: float = Field(0.5, ge=0.0)
     """Finished tracklets shorter than this (first to last match) are dropped."""
 
-    min_tracklet_frames: int = 3
+    min_tracklet_frames: int = Field(3, ge=1)
     """Finished tracklets with fewer matched frames than this are dropped."""
 
-    min_tracklet_mean_score: float = 0.3
+    min_tracklet_mean_score: float = Field(0.3, ge=0.0, le=1.0)
     """Finished tracklets whose mean detection score is below this are dropped."""
 
 
@@ -186,6 +192,7 @@ class StepResult:
 
     @property
     def confirmed(self) -> list[TrackView]:
+        """The confirmed tracks matched in this frame."""
         return [t for t in self.tracks if t.confirmed]
 
 
@@ -229,6 +236,21 @@ def crop_quality(
         s = np.maximum(sharpness.astype(np.float64), 0.0)
         q *= s / (s + SHARPNESS_HALF_POINT)
     return q * (1.0 - covered)
+
+
+@dataclass(frozen=True, slots=True)
+class _FrameInput:
+    """One frame as :meth:`CameraTracker.step` works on it (N detections)."""
+
+    seq: int
+    ts_ns: int
+    boxes: np.ndarray  # (N, 4) float32 xyxy
+    scores: np.ndarray  # (N,) float32
+    emb: np.ndarray  # (N, D) float32, D = 0 without appearance
+    xyah: np.ndarray  # (N, 4) the boxes as Kalman measurements
+    covered: np.ndarray  # (N,) fraction covered by a box in front
+    quality: np.ndarray | None  # (N,) crop quality, None when no crops are kept
+    crops_jpeg: Sequence[bytes] | None
 
 
 class CameraTracker:
@@ -309,9 +331,49 @@ class CameraTracker:
         """
         if self.already_seen(seq, ts_ns):
             return StepResult(duplicate=True)
-        p = self.params
         dt_s = 0.0 if self.last_ts_ns is None else max(ts_ns - self.last_ts_ns, 0) / NS_PER_S
         self.last_seq, self.last_ts_ns = seq, ts_ns
+        frame = self._frame_input(ts_ns, seq, boxes_xyxy, scores, embeddings, sharpness, crops_jpeg)
+        mean, cov = self._predict(dt_s)  # 1
+        det_of_track, free_high = self._associate(frame, mean, cov)  # 2-4
+        matched = np.flatnonzero(det_of_track >= 0)
+        if len(matched):  # Kalman update of every matched track, in one batch
+            dets = det_of_track[matched]
+            mean[matched], cov[matched] = kalman.update(
+                self.params.kalman,
+                mean[matched],
+                cov[matched],
+                frame.xyah[dets],
+                frame.scores[dets],
+            )
+        result = StepResult()  # 5. lifecycle
+        for i in matched:
+            self._match_and_view(self.tracks[i], int(det_of_track[i]), frame, result)
+        survivors, keep = self._retire_unmatched(det_of_track, ts_ns, result)
+        if not keep.all():
+            mean, cov = mean[keep], cov[keep]
+        if len(free_high):
+            new_mean, new_cov = self._start_tracks(free_high, frame, survivors, result)
+            mean = np.concatenate([mean, new_mean])
+            cov = np.concatenate([cov, new_cov])
+        self.tracks = survivors
+        self.mean, self.cov = mean, cov
+        return result
+
+    # ----------------------------------------------------------- step's steps
+
+    def _frame_input(
+        self,
+        ts_ns: int,
+        seq: int,
+        boxes_xyxy: np.ndarray,
+        scores: np.ndarray,
+        embeddings: np.ndarray | None,
+        sharpness: np.ndarray | None,
+        crops_jpeg: Sequence[bytes] | None,
+    ) -> _FrameInput:
+        """The frame's arrays in the tracker's dtypes, with its per-detection extras
+        (box in x, y, aspect, height; fraction covered; crop quality when crops are kept)."""
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         n_det = len(scores)
@@ -321,91 +383,112 @@ class CameraTracker:
             emb = np.asarray(embeddings, dtype=np.float32)
             if not self.embedding_dim:
                 self.embedding_dim = emb.shape[1]
-
-        # 1. predict
-        tracks = self.tracks
-        mean, cov = self.mean, self.cov
-        if tracks:
-            if dt_s > 0:
-                mean, cov = kalman.predict(p.kalman, mean, cov, dt_s)
-            for t in tracks:
-                t.missed_frames += 1
-
-        valid = scores >= p.low_score
-        high = np.flatnonzero(scores >= p.high_score)
-        low = np.flatnonzero(valid & (scores < p.high_score))
-        xyah = kalman.xyxy_to_xyah(boxes)
-        det_of_track = np.full(len(tracks), -1, dtype=np.intp)
-        lost_s = np.array([(ts_ns - t.ts_last_ns) / NS_PER_S for t in tracks])
-        confirmed = np.array([t.state == TrackState.CONFIRMED for t in tracks], dtype=bool)
-
-        # 2. appearance stage
-        free_high = high
-        if emb.shape[1] and len(high) and confirmed.any():
-            rows = np.flatnonzero(confirmed)
-            cost = self._appearance_cost(rows, emb[high])
-            gate = kalman.gating_distance(
-                p.kalman, mean[rows], cov[rows], xyah[high], p.gate_only_position
-            )
-            cost[gate > p.gate_chi2] = INFEASIBLE
-            if p.matching_cascade:
-                levels = np.array([tracks[i].missed_frames for i in rows])
-                pairs, _, free_cols = cascade_assign(cost, p.max_appearance_distance, levels)
-            else:
-                pairs, _, free_cols = assign(cost, p.max_appearance_distance)
-            det_of_track[rows[pairs[:, 0]]] = high[pairs[:, 1]]
-            free_high = high[free_cols]
-
-        # 3. IoU stage: tentative tracks and briefly missed ones
-        recent = lost_s <= p.iou_max_lost_s
-        if not emb.shape[1]:
-            recent = lost_s <= p.lost_track_s  # motion only: every live track
-        cand = np.flatnonzero((det_of_track < 0) & (~confirmed | recent))
-        if len(cand) and len(free_high):
-            pred_boxes = kalman.xyah_to_xyxy(mean[cand])
-            cost = 1.0 - iou_matrix(pred_boxes, boxes[free_high])
-            pairs, _, free_cols = assign(cost, p.max_iou_distance)
-            det_of_track[cand[pairs[:, 0]]] = free_high[pairs[:, 1]]
-            free_high = free_high[free_cols]
-
-        # 4. low-score stage (ByteTrack)
-        cand = np.flatnonzero((det_of_track < 0) & confirmed & recent)
-        if len(cand) and len(low):
-            pred_boxes = kalman.xyah_to_xyxy(mean[cand])
-            cost = 1.0 - iou_matrix(pred_boxes, boxes[low])
-            pairs, _, _ = assign(cost, p.low_score_max_iou_distance)
-            det_of_track[cand[pairs[:, 0]]] = low[pairs[:, 1]]
-
-        # Kalman update of every matched track, in one batch
-        matched = np.flatnonzero(det_of_track >= 0)
-        if len(matched):
-            dets = det_of_track[matched]
-            mean[matched], cov[matched] = kalman.update(
-                p.kalman, mean[matched], cov[matched], xyah[dets], scores[dets]
-            )
-
-        # per-detection extras, for matched and new tracks
         covered = covered_fraction(boxes) if n_det > 1 else np.zeros(n_det)
-        want_crops = crops_jpeg is not None and p.crops_per_tracklet > 0
+        want_crops = crops_jpeg is not None and self.params.crops_per_tracklet > 0
         quality = crop_quality(boxes, scores, sharpness, covered) if want_crops else None
+        return _FrameInput(
+            seq, ts_ns, boxes, scores, emb, kalman.xyxy_to_xyah(boxes), covered, quality, crops_jpeg
+        )
 
-        result = StepResult()
-        views = result.tracks
-        # 5. lifecycle: matched tracks
-        for i in matched:
-            t = tracks[i]
-            d = int(det_of_track[i])
-            self._apply_match(t, d, seq, ts_ns, boxes, scores, emb, covered, quality, crops_jpeg)
-            views.append(
-                TrackView(t.track_id, t.last_box, t.last_score, t.state == TrackState.CONFIRMED, d)
-            )
+    def _predict(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """1. Every track's Kalman state moved to the frame's time; each counts a missed frame
+        until it is matched."""
+        mean, cov = self.mean, self.cov
+        if self.tracks:
+            if dt_s > 0:
+                mean, cov = kalman.predict(self.params.kalman, mean, cov, dt_s)
+            for t in self.tracks:
+                t.missed_frames += 1
+        return mean, cov
 
-        # unmatched tracks: tentative die, confirmed die after lost_track_s
-        survivors: list[Track] = []
-        keep = np.ones(len(tracks), dtype=bool)
-        lost_ns = p.lost_track_s * NS_PER_S
+    def _associate(
+        self, frame: _FrameInput, mean: np.ndarray, cov: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stages 2-4: ``(det_of_track (T,) detection row or -1, confident detections left)``."""
+        p = self.params
+        tracks = self.tracks
+        scores = frame.scores
+        high = np.flatnonzero(scores >= p.high_score)
+        low = np.flatnonzero((scores >= p.low_score) & (scores < p.high_score))
+        det_of_track = np.full(len(tracks), -1, dtype=np.intp)
+        lost_s = np.array([(frame.ts_ns - t.ts_last_ns) / NS_PER_S for t in tracks])
+        confirmed = np.array([t.state == TrackState.CONFIRMED for t in tracks], dtype=bool)
+        has_emb = frame.emb.shape[1] > 0
+        free_high = high
+        if has_emb and len(high) and confirmed.any():
+            free_high = self._match_appearance(frame, mean, cov, confirmed, high, det_of_track)
+        # motion only: every live track may match by overlap
+        recent = lost_s <= (p.iou_max_lost_s if has_emb else p.lost_track_s)
+        # 3. IoU stage: tentative tracks and briefly missed ones
+        cand = np.flatnonzero((det_of_track < 0) & (~confirmed | recent))
+        free_high = self._match_overlap(
+            frame, mean, cand, free_high, p.max_iou_distance, det_of_track
+        )
+        # 4. low-score stage (ByteTrack): confirmed, briefly missed tracks
+        cand = np.flatnonzero((det_of_track < 0) & confirmed & recent)
+        self._match_overlap(frame, mean, cand, low, p.low_score_max_iou_distance, det_of_track)
+        return det_of_track, free_high
+
+    def _match_appearance(
+        self,
+        frame: _FrameInput,
+        mean: np.ndarray,
+        cov: np.ndarray,
+        confirmed: np.ndarray,
+        high: np.ndarray,
+        det_of_track: np.ndarray,
+    ) -> np.ndarray:
+        """2. Confirmed tracks against confident detections by appearance, inside the
+        Mahalanobis gate; fills ``det_of_track``, returns the confident detections left."""
+        p = self.params
+        rows = np.flatnonzero(confirmed)
+        cost = self._appearance_cost(rows, frame.emb[high])
+        gate = kalman.gating_distance(
+            p.kalman, mean[rows], cov[rows], frame.xyah[high], p.gate_only_position
+        )
+        cost[gate > p.gate_chi2] = INFEASIBLE
+        if p.matching_cascade:
+            levels = np.array([self.tracks[i].missed_frames for i in rows])
+            pairs, _, free_cols = cascade_assign(cost, p.max_appearance_distance, levels)
+        else:
+            pairs, _, free_cols = assign(cost, p.max_appearance_distance)
+        det_of_track[rows[pairs[:, 0]]] = high[pairs[:, 1]]
+        return high[free_cols]
+
+    def _match_overlap(
+        self,
+        frame: _FrameInput,
+        mean: np.ndarray,
+        cand: np.ndarray,
+        dets: np.ndarray,
+        max_iou_distance: float,
+        det_of_track: np.ndarray,
+    ) -> np.ndarray:
+        """Tracks ``cand`` against detections ``dets`` by ``1 - IoU`` of the predicted box;
+        fills ``det_of_track``, returns the detections left."""
+        if not len(cand) or not len(dets):
+            return dets
+        pred_boxes = kalman.xyah_to_xyxy(mean[cand])
+        cost = 1.0 - box_iou(pred_boxes, frame.boxes[dets], np.float64)
+        pairs, _, free_cols = assign(cost, max_iou_distance)
+        det_of_track[cand[pairs[:, 0]]] = dets[pairs[:, 1]]
+        return dets[free_cols]
+
+    def _match_and_view(self, t: Track, d: int, frame: _FrameInput, result: StepResult) -> None:
+        """Record detection ``d`` on track ``t`` and report the track as seen this frame."""
+        self._apply_match(t, d, frame)
+        confirmed = t.state == TrackState.CONFIRMED
+        result.tracks.append(TrackView(t.track_id, t.last_box, t.last_score, confirmed, d))
+
+    def _retire_unmatched(
+        self, det_of_track: np.ndarray, ts_ns: int, result: StepResult
+    ) -> tuple[list[Track], np.ndarray]:
+        """Unmatched tracks: tentative ones die, confirmed ones after ``lost_track_s``
+        (becoming tracklets). Returns the surviving tracks and the (T,) keep mask."""
+        keep = np.ones(len(self.tracks), dtype=bool)
+        lost_ns = self.params.lost_track_s * NS_PER_S
         for i in np.flatnonzero(det_of_track < 0):
-            t = tracks[i]
+            t = self.tracks[i]
             if t.state == TrackState.TENTATIVE:
                 t.state = TrackState.DELETED
                 keep[i] = False
@@ -414,35 +497,22 @@ class CameraTracker:
                 keep[i] = False
                 self._finish(t, "lost", result)
         if keep.all():
-            survivors = list(tracks)
-        else:
-            survivors = [t for t, k in zip(tracks, keep, strict=True) if k]
-            mean, cov = mean[keep], cov[keep]
+            return list(self.tracks), keep
+        return [t for t, k in zip(self.tracks, keep, strict=True) if k], keep
 
-        # new tracks from confident detections nobody took
-        if len(free_high):
-            new_mean, new_cov = kalman.initiate(p.kalman, xyah[free_high])
-            mean = np.concatenate([mean, new_mean])
-            cov = np.concatenate([cov, new_cov])
-            dim = emb.shape[1]
-            for d in free_high.tolist():
-                t = Track(
-                    self.ids(),
-                    ts_ns,
-                    Gallery(p.gallery_size, dim, p.smoothing_momentum),
-                )
-                self._apply_match(
-                    t, d, seq, ts_ns, boxes, scores, emb, covered, quality, crops_jpeg
-                )
-                survivors.append(t)
-                views.append(
-                    TrackView(
-                        t.track_id, t.last_box, t.last_score, t.state == TrackState.CONFIRMED, d
-                    )
-                )
-        self.tracks = survivors
-        self.mean, self.cov = mean, cov
-        return result
+    def _start_tracks(
+        self, free_high: np.ndarray, frame: _FrameInput, survivors: list[Track], result: StepResult
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """New tentative tracks from the confident detections nobody took; appended to
+        ``survivors``. Returns their Kalman state (mean, cov)."""
+        p = self.params
+        new_mean, new_cov = kalman.initiate(p.kalman, frame.xyah[free_high])
+        dim = frame.emb.shape[1]
+        for d in free_high.tolist():
+            t = Track(self.ids(), frame.ts_ns, Gallery(p.gallery_size, dim, p.smoothing_momentum))
+            self._match_and_view(t, d, frame, result)
+            survivors.append(t)
+        return new_mean, new_cov
 
     def close(self, reason: Literal["lost", "stream_end"] = "stream_end") -> StepResult:
         """End every track (the stream ended): confirmed ones become tracklets."""
@@ -472,21 +542,17 @@ class CameraTracker:
                 cost[k] = 1.0 - (g.vectors() @ det_emb.T).max(axis=0)
         return cost
 
-    def _apply_match(
-        self,
-        t: Track,
-        d: int,
-        seq: int,
-        ts_ns: int,
-        boxes: np.ndarray,
-        scores: np.ndarray,
-        emb: np.ndarray,
-        covered: np.ndarray,
-        quality: np.ndarray | None,
-        crops_jpeg: Sequence[bytes] | None,
-    ) -> None:
+    def _apply_match(self, t: Track, d: int, frame: _FrameInput) -> None:
         """Record detection ``d`` on track ``t``: history, confirmation, gallery, crops."""
         p = self.params
+        seq, ts_ns, boxes, scores, emb = (
+            frame.seq,
+            frame.ts_ns,
+            frame.boxes,
+            frame.scores,
+            frame.emb,
+        )
+        covered, quality, crops_jpeg = frame.covered, frame.quality, frame.crops_jpeg
         box = (float(boxes[d, 0]), float(boxes[d, 1]), float(boxes[d, 2]), float(boxes[d, 3]))
         score = float(scores[d])
         t.record(seq, ts_ns, box, score, p.max_history_frames)

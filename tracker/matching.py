@@ -16,21 +16,6 @@ INFEASIBLE = 1e5
 EMPTY_PAIRS = np.zeros((0, 2), dtype=np.intp)
 
 
-def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """(A, B) intersection over union of boxes (A, 4) and (B, 4) in x1, y1, x2, y2."""
-    a = np.asarray(a_xyxy, dtype=np.float64)
-    b = np.asarray(b_xyxy, dtype=np.float64)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 def covered_fraction(boxes_xyxy: np.ndarray) -> np.ndarray:
     """(N,) fraction of each box's area covered by a box in front of it.
 

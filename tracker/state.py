@@ -34,6 +34,8 @@ class StateError(ValueError):
 
 
 class CropState(msgspec.Struct, array_like=True):
+    """A kept crop in a saved tracker state."""
+
     quality: float
     seq: int
     ts_capture_ns: int
@@ -44,6 +46,8 @@ class CropState(msgspec.Struct, array_like=True):
 
 
 class TrackSnapshot(msgspec.Struct, array_like=True):
+    """One track in a saved tracker state (Kalman state, history, gallery, crops)."""
+
     track_id: int
     state: int
     hits: int
@@ -67,6 +71,8 @@ class TrackSnapshot(msgspec.Struct, array_like=True):
 
 
 class TrackerSnapshot(msgspec.Struct, array_like=True):
+    """A camera's whole tracker state as saved to Redis (versioned)."""
+
     version: int
     camera_id: str
     next_id: int

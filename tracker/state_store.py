@@ -47,6 +47,7 @@ class RedisStateStore:
         return cls(client, key_prefix, ttl_s)
 
     def key(self, camera_id: str) -> str:
+        """The Redis key of a camera's state."""
         return f"{self.key_prefix}{camera_id}"
 
     def save(self, camera_id: str, data: bytes) -> None:
@@ -59,7 +60,9 @@ class RedisStateStore:
         return None if value is None else bytes(value)  # type: ignore[arg-type]
 
     def delete(self, camera_id: str) -> None:
+        """Forget a camera's saved state."""
         self.client.delete(self.key(camera_id))
 
     def close(self) -> None:
+        """Close the Redis connection."""
         self.client.close()

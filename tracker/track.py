@@ -62,6 +62,7 @@ class Gallery:
 
     @property
     def dim(self) -> int:
+        """Length of the vectors this gallery holds."""
         return self._buf.shape[1]
 
     def add(self, vector: np.ndarray) -> None:
@@ -145,6 +146,7 @@ class Track:
 
     @property
     def confirmed(self) -> bool:
+        """True once the track has had ``confirm_hits`` matches."""
         return self.state == TrackState.CONFIRMED
 
     def record(

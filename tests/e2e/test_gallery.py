@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from common.units import NS_PER_S
 from evaluation.mtmc import engine_params
 from evaluation.mtmc_scoring import Scenario, gt_tracklets
 from evaluation.scenario import T0_NS, build_scenario
@@ -40,7 +41,7 @@ from reid.api import ReidApi, start_api
 from reid.engine import Engine
 from reid.qdrant_store import open_store
 from reid.query import ReidQuery, reidentify
-from reid.store import NS, Scope, StoredTracklet, VectorStore
+from reid.store import Scope, StoredTracklet, VectorStore
 from schemas.keys import camera_status_key
 from schemas.messages import Tracklet
 from service.assets import models_dir
@@ -234,7 +235,7 @@ def gallery_redis(redis_url: str) -> Iterator[str]:
 
 def _utc_input(ts_ns: int) -> str:
     """A datetime-local input's value (UTC, seconds) for a capture time."""
-    return datetime.fromtimestamp(ts_ns / NS, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return datetime.fromtimestamp(ts_ns / NS_PER_S, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _drive(node: str, plan: dict) -> dict:
@@ -287,8 +288,8 @@ def test_gallery_in_chromium(
     cameras_file = world.scenario.root / "cameras.toml"
     shots = Path(os.environ.get("CROSSCAM_GALLERY_SHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
-    ts_from = T0_NS + int(REID_WINDOW_S[0] * NS)
-    ts_to = T0_NS + int(REID_WINDOW_S[1] * NS)
+    ts_from = T0_NS + int(REID_WINDOW_S[0] * NS_PER_S)
+    ts_to = T0_NS + int(REID_WINDOW_S[1] * NS_PER_S)
     dead_api = f"http://127.0.0.1:{free_port()}"
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     shown_before = len(world.stored())

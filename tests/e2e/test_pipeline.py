@@ -6,12 +6,14 @@ camera → detector (YOLOX-nano + OSNet, ONNX Runtime) → tracker → ReID. Aft
 one pass of the recording the cameras end their streams, the pipeline drains,
 and the run is judged:
 
-* every frame on the frames topic is accounted for: detected, or
-  dead-lettered; none detected twice;
+* every frame ingest says it published (its own final count) is on the frames
+  topic with no hole in its seqs, and was detected or dead-lettered; none
+  detected twice; the confident detections of every camera end in tracklets;
 * every camera produces tracklets, every tracklet gets a global identity on
   the public matches topic, and the ReID store holds each tracklet id once;
 * cross-camera links and IDF1 against the scenario's ground truth stay above
-  thresholds set with margin below what this machine measured.
+  floors set just below the worst measured run; link precision beats what
+  merging every tracklet into one identity would score.
 
 Run: ``pytest -s -m e2e tests/e2e/test_pipeline.py`` (about 2-3 minutes on 2 cores).
 """
@@ -43,24 +45,40 @@ FRAMES_TOPIC = FRAMES_T.name
 METRICS_PORTS = 16
 """One metrics port per supervised process (3 ingest, detector, tracker(s), reid, gallery)."""
 
-# Thresholds: measured on this shared 2-core machine (200 frames, 3 cameras, the
-# recording played once), three runs: link precision 0.69/0.75/0.69, recall
-# 0.90/0.82/0.90, IDF1 0.70/0.69/0.70, 7 identities on several cameras each time.
-# Each floor sits well below the worst, so a real regression fails and run-to-run
-# noise (batching, which frames ingest keeps, ~20 cross-camera pairs) does not.
-MIN_LINK_PRECISION = 0.40
-MIN_LINK_RECALL = 0.50
-MIN_IDF1 = 0.55
-MIN_CROSS_CAMERA_IDENTITIES = 3
-"""PETS09's first 200 frames have 8 people walking through; 7 are seen on several views."""
-MIN_BOXES_MATCHING_GT = 0.10
+# Floors: each is the worst measured run less 0.05 (less a few seconds for times), so a
+# real regression fails and run-to-run noise (batching, which frames ingest keeps, ~20
+# cross-camera pairs, so one pair moves recall by ~0.09) does not. Provisional, from the
+# runs on record: three in commit db7d48a and one on branch `scorers` (2026-12-02, load
+# 15-20), each 200 frames, 3 cameras, the recording played once, shared 2-core machine.
+# The lead re-measures on the final code and fills the `measured:` lines.
+MIN_LINK_PRECISION = 0.58
+"""measured: 0.69 / 0.75 / 0.69 (db7d48a), 0.636 (scorers), floor = worst - 0.05"""
+MIN_LINK_RECALL = 0.58
+"""measured: 0.90 / 0.82 / 0.90 (db7d48a), 0.636 (scorers), floor = worst - 0.05"""
+MIN_IDF1 = 0.59
+"""measured: 0.70 / 0.69 / 0.70 (db7d48a), 0.643 (scorers; the old and the fixed IDF1 agree
+on that run), floor = worst - 0.05"""
+MIN_PRECISION_OVER_MERGED = 0.05
+"""Link precision must beat, by this much, what the same tracklets score when every one
+is given one identity (a linker that merges everyone fails, whatever the cut's make-up).
+measured: merging everyone scores 0.072 (scorers run)."""
+MIN_CROSS_CAMERA_IDENTITIES = 6
+"""measured: 7 / 7 / 7 (db7d48a), 7 (scorers) of the 8 people in the first 200 frames,
+floor = worst - 1"""
+MIN_BOXES_MATCHING_GT = {"cam0": 0.12, "cam1": 0.80, "cam2": 0.80}
 """Fraction of a camera's tracklet boxes that overlap a ground-truth box once aligned:
-proves each camera's seq→frame alignment (and so the scoring) is sound. cam0's ground
-truth is sparse in these frames (people at its edge fall under the scenario's visibility
-cut), so it measures 0.17-0.23 where the other views measure 0.85-0.95."""
+proves each camera's seq→frame alignment (and so the scoring) is sound.
+measured: cam0 0.17-0.23, the other views 0.85-0.95 (runs before this change); cam0
+0.174, cam1 0.884, cam2 0.949 (scorers), floor = worst - 0.05. cam0's ground truth is
+sparse in these frames (people at its edge fall under the scenario's visibility cut)."""
+MIN_DETECTIONS_TRACKED = 0.92
+"""Share of each camera's confident detection boxes (score ≥ the tracker's high score) that
+end in a tracklet (:func:`devstack.faults.detections_tracked`).
+measured: cam0 0.977, cam1 0.988, cam2 1.0 (scorers, one run), floor = worst - 0.05"""
 MIN_PUBLISHED_FRACTION = 0.8
 """Ingest keeps frames at its analysis rate (7 fps); the RTSP server delivers the 7 fps
-recording at ~7.4 fps with jitter, so ingest samples out ~13 % (measured 173 of 200)."""
+recording at ~7.4 fps with jitter, so ingest samples out ~13 %.
+measured: 173 of 200 = 0.865, floor = worst - 0.065 (it is a rate, not an accuracy)."""
 
 
 def live_run(out: Path) -> LiveRun:
@@ -125,17 +143,21 @@ def test_whole_pipeline_live_replay(stack: StackConfig, tmp_path: Path) -> None:
     for cam in cams:  # the recording went through once
         published = int(s["cameras"][cam]["frames_published"])
         assert published >= MIN_PUBLISHED_FRACTION * FRAMES, s["cameras"][cam]
-    faults.check_accounting(s)
+    faults.check_accounting(s, topics)  # fault-free: no detection may be repeated
     assert s["accounting"]["frames_dead_lettered"] == 0, s["accounting"]
     assert not topics.dead_letters, [(d.stage, d.reason) for d in topics.dead_letters]
     assert all(int(v or 0) == 0 for v in s["accounting"]["ingest_dropped"].values())
     tracklets = faults.check_tracklets_and_identities(topics, tmp_path / "reid")
     with_tracklets = {t.camera_id for t in tracklets}
     assert with_tracklets == set(cams), f"cameras without tracklets: {set(cams) - with_tracklets}"
+    tracked = faults.check_detections_tracked(topics, MIN_DETECTIONS_TRACKED)
+    merged = faults.merged_link_precision(s, tracklets)
+    print(json.dumps({"detections_tracked": tracked, "link_precision_if_all_merged": merged}))
 
     for cam, al in acc["alignment"].items():
-        assert al["boxes_matching_gt"] >= MIN_BOXES_MATCHING_GT, (cam, al)
+        assert al["boxes_matching_gt"] >= MIN_BOXES_MATCHING_GT[cam], (cam, al)
     assert s["identities_seen_on_several_cameras"] >= MIN_CROSS_CAMERA_IDENTITIES, s
     assert acc["link_precision"] >= MIN_LINK_PRECISION, acc
+    assert acc["link_precision"] >= merged + MIN_PRECISION_OVER_MERGED, (merged, acc)
     assert acc["link_recall"] >= MIN_LINK_RECALL, acc
     assert acc["idf1"] >= MIN_IDF1, acc

@@ -78,13 +78,56 @@ CAMERA_DOWN_MIN_S = 3.0
 """A dropped camera stays unpublished at least this long after ingest noticed."""
 OFFLINE_CAMERA = "cam9"
 
-# Accuracy floors for runs with a fault: the e2e floors (tests/e2e/test_pipeline.py)
-# less margin, since a takeover may cut a few tracks in two and 150 frames give
-# few cross-camera pairs (recall moves in steps of 0.1-0.25). Measured with the
-# replica kill: recall 0.50-0.89, IDF1 0.63-0.69. They catch a broken restore
-# (every identity new), not small shifts.
-MIN_LINK_RECALL_WITH_FAULT = 0.25
-MIN_IDF1_WITH_FAULT = 0.45
+# Floors for runs with a fault: the worst measured run less 0.05 (times: the figure the
+# README quotes plus a few seconds; the FAULT_TIMEOUT_S above only bounds the waiting).
+# Provisional from the runs on record; the lead re-measures on the final code and fills
+# the `measured:` lines. 150 frames give few cross-camera pairs (recall moves in steps of
+# 0.1-0.25), and a takeover may cut a few tracks in two.
+MIN_LINK_PRECISION_WITH_FAULT = 0.45
+"""measured: 0.50 with the replica kill (branch `scorers`, load 26; no earlier fault run
+printed it), floor = worst - 0.05 (provisional: one run)"""
+MIN_LINK_RECALL_WITH_FAULT = 0.45
+"""measured: 0.50-0.89 with the replica kill (a0ca941), 0.50 (scorers), floor = worst - 0.05"""
+MIN_IDF1_WITH_FAULT = 0.58
+"""measured: 0.63-0.69 with the replica kill (a0ca941), 0.644 (scorers), floor = worst - 0.05"""
+MIN_PRECISION_OVER_MERGED = 0.05
+"""Link precision must beat, by this much, what the run's own tracklets score when every
+one is given one identity: a linker that merges everyone fails."""
+MIN_DETECTIONS_TRACKED_WITH_FAULT = 0.90
+"""Share of each camera's confident detection boxes that end in a tracklet
+(:func:`devstack.faults.detections_tracked`). measured: 0.967-1.0 with the replica kill,
+0.977-1.0 fault-free (branch `scorers`, one run each), floor = worst - 0.05 (rounded down
+for the outage and the camera drop, not measured yet)."""
+MAX_TAKEOVER_S = 17.0
+"""Kill to the survivor restoring the victim's cameras: the consumers' session timeout
+(10 s) plus the rebalance and restore. measured: 12.7 s (branch `scorers`, load 26),
+bound = worst + ~4 s."""
+MAX_FRAMES_FLOW_AGAIN_S = 5.0
+"""Broker answering again to ingest publishing. measured: 1-2 s (README), bound = 2 + 3 s.
+(6.3 s seen on branch `scorers` at load average 26, in a run that also failed the checks
+that predate this bound: ingest dropped 17-20 frames; not a representative machine.)"""
+MAX_CHECKPOINTS_AGAIN_S = 5.0
+"""Redis back to every tracker checkpoint written again: README quotes 0-2 s; bound = 2 + 3 s.
+(38.3 s seen on branch `scorers` at load average 26, where the fault script itself could not
+finish within the run: not a representative machine.)"""
+MAX_STATUS_AGAIN_S = 7.0
+"""Then every camera's status written again: README quotes 2-4 s; bound = 4 + 3 s."""
+OUTAGE_REDELIVERIES = 2
+"""Batches the detector may redo after the broker outage (its partitions handed over
+before its commit went through): at most one per rebalance, and the outage causes the
+members to time out and rejoin. Bounds the repeated detections (at-least-once)."""
+
+
+def check_accuracy(s: dict[str, Any], tracklets: list[Any]) -> dict[str, float]:
+    """The fault run's links and IDF1 against the floors, and precision above merging everyone."""
+    acc = s["accuracy_vs_ground_truth"]
+    merged = faults.merged_link_precision(s, tracklets)
+    print(json.dumps({"link_precision_if_all_merged": merged}))
+    assert acc["link_precision"] >= MIN_LINK_PRECISION_WITH_FAULT, acc
+    assert acc["link_precision"] >= merged + MIN_PRECISION_OVER_MERGED, (merged, acc)
+    assert acc["link_recall"] >= MIN_LINK_RECALL_WITH_FAULT, acc
+    assert acc["idf1"] >= MIN_IDF1_WITH_FAULT, acc
+    return {"merged_precision": merged}
 
 
 @dataclass
@@ -211,8 +254,11 @@ def test_tracker_replica_killed_and_poison(stack: StackConfig, tmp_path: Path) -
     assert seen["victim_cameras"], "the killed replica owned no camera: nothing was tested"
     # the supervisor restarted nothing: the survivor recovered on its own
     assert all(n == 0 for n in s["restarts"].values()), s["restarts"]
-    faults.check_accounting(s)
+    faults.check_accounting(s, topics)  # the detector was not touched: no repeat allowed
     latest = faults.check_tracklets_and_identities(topics, tmp_path / "reid")
+    tracked = faults.check_detections_tracked(topics, MIN_DETECTIONS_TRACKED_WITH_FAULT)
+    print(json.dumps({"detections_tracked": tracked}))
+    assert seen["takeover_s"] <= MAX_TAKEOVER_S, seen
 
     # every camera of the killed replica has tracked frames after the kill
     for cam in seen["victim_cameras"]:
@@ -236,9 +282,7 @@ def test_tracker_replica_killed_and_poison(stack: StackConfig, tmp_path: Path) -
         assert any("invalid" in r for r in reasons), reasons
         assert all(d.value for d in mine), "a dead letter must keep the original bytes"
 
-    acc = s["accuracy_vs_ground_truth"]
-    assert acc["link_recall"] >= MIN_LINK_RECALL_WITH_FAULT, acc
-    assert acc["idf1"] >= MIN_IDF1_WITH_FAULT, acc
+    check_accuracy(s, latest)
 
 
 # ---------------------------------------------------------------------------
@@ -333,7 +377,8 @@ def test_kafka_outage_and_camera_never_connects(
     print(summary_line(s, fault=seen, test_seconds=round(time.monotonic() - t0, 1)))
     assert s["completed"], s
     assert all(n == 0 for n in s["restarts"].values()), s["restarts"]
-    faults.check_accounting(s)
+    faults.check_accounting(s, topics, redeliveries=OUTAGE_REDELIVERIES)
+    assert seen["frames_flow_again_s"] <= MAX_FRAMES_FLOW_AGAIN_S, seen
     # the outbox held the outage: nothing dropped by ingest, every seq on the topic
     assert all(int(v or 0) == 0 for v in s["accounting"]["ingest_dropped"].values()), s[
         "accounting"
@@ -341,7 +386,13 @@ def test_kafka_outage_and_camera_never_connects(
     for cam in s["cameras"]:
         seqs = sorted({d.seq for d in topics.detections if d.camera_id == cam and not d.eos})
         assert seqs == list(range(len(seqs))), f"{cam}: frames missing between seq 0 and {seqs[-1]}"
-    faults.check_tracklets_and_identities(topics, tmp_path / "reid")
+    latest = faults.check_tracklets_and_identities(topics, tmp_path / "reid")
+    merged = faults.merged_link_precision(s, latest)
+    tracked = faults.detections_tracked(topics)
+    print(json.dumps({"detections_tracked": tracked, "link_precision_if_all_merged": merged}))
+    faults.check_detections_tracked(topics, MIN_DETECTIONS_TRACKED_WITH_FAULT)
+    acc = s["accuracy_vs_ground_truth"]
+    assert acc["link_precision"] >= merged + MIN_PRECISION_OVER_MERGED, (merged, acc)
     assert not topics.dead_letters, [(d.stage, d.reason) for d in topics.dead_letters]
     # the broker was back while the cameras still played: live frames flowed again
     for cam in s["cameras"]:
@@ -458,8 +509,16 @@ def test_redis_restart_and_camera_drop(private_stack: StackConfig, tmp_path: Pat
     assert all(n == 0 for n in s["restarts"].values()), s["restarts"]
     # a real restart (a new server: no persistence, every key gone) ...
     assert seen["run_id_before"] != seen["run_id_after"], seen
-    faults.check_accounting(s)
-    faults.check_tracklets_and_identities(topics, tmp_path / "reid")
+    assert seen["checkpoints_again_s"] <= MAX_CHECKPOINTS_AGAIN_S, seen
+    assert seen["status_again_s"] <= MAX_STATUS_AGAIN_S, seen
+    faults.check_accounting(s, topics)  # Redis is no Kafka fault: no detection repeated
+    latest = faults.check_tracklets_and_identities(topics, tmp_path / "reid")
+    merged = faults.merged_link_precision(s, latest)
+    tracked = faults.detections_tracked(topics)
+    print(json.dumps({"detections_tracked": tracked, "link_precision_if_all_merged": merged}))
+    faults.check_detections_tracked(topics, MIN_DETECTIONS_TRACKED_WITH_FAULT)
+    acc = s["accuracy_vs_ground_truth"]
+    assert acc["link_precision"] >= merged + MIN_PRECISION_OVER_MERGED, (merged, acc)
     assert not topics.dead_letters, [(d.stage, d.reason) for d in topics.dead_letters]
     # ... and the dropped camera reconnected and its later frames were tracked
     cam = seen["dropped_camera"]

@@ -7,7 +7,7 @@ group, takes the partition over, restores the camera's state from the real
 Redis and goes on. The tracklets on the topic (deduplicated by tracklet id,
 as downstream does) are scored with TrackEval against the same core run
 uninterrupted in-process. Prints both IDF1 figures as JSON; the drop must be
-at most 0.02.
+at most 0.01 and the restarted IDF1 at least 0.76.
 
 Run: ``pytest -s -m integration tests/integration/test_tracker_restart.py``.
 """
@@ -45,7 +45,13 @@ SEQ_FPS = 7.0
 PACE_FPS = 14.0
 CHECKPOINT_INTERVAL_S = 0.5
 SESSION_TIMEOUT_MS = 6000  # how soon the dead replica's partition is handed over
-MAX_IDF1_DROP = 0.02
+MAX_IDF1_DROP = 0.01
+"""measured: drop 0.0014 (README: 0.8341 uninterrupted, 0.8327 restarted), 0.0019 (this
+branch, 0.8153 / 0.8134, load 12); bound = worst + 0.008. A checkpoint every 0.5 s loses at most a few frames of state; a restore that failed
+(every track new) costs far more."""
+MIN_IDF1_RESTARTED = 0.76
+"""measured: 0.8327 (README), 0.8134 (this branch), floor = worst - 0.05. Catches the tracker itself getting
+worse, which a drop measured against its own uninterrupted run cannot."""
 
 
 def _messages(camera: str) -> list[Detections]:
@@ -264,4 +270,5 @@ async def test_sigkill_halfway_keeps_idf1(kafka_bootstrap: str, redis_url: str) 
     print(json.dumps(report))
     assert "restored" in (logs / "b.log").read_text()  # B continued A's state, not a fresh one
     assert spanning, "no track kept its id across the kill"
-    assert idf1_ref - idf1_restart <= MAX_IDF1_DROP
+    assert idf1_ref - idf1_restart <= MAX_IDF1_DROP, report
+    assert idf1_restart >= MIN_IDF1_RESTARTED, report

@@ -7,7 +7,8 @@ from itertools import count
 import numpy as np
 import pytest
 
-from reid.linker import NS, Linker, LinkerParams, Sighting
+from common.units import NS_PER_S
+from reid.linker import Linker, LinkerParams, Sighting
 from reid.topology import Topology
 from schemas.cameras import Camera, CamerasFile, Link
 
@@ -23,7 +24,7 @@ def unit(seed: int, noise: float = 0.0, base: int | None = None) -> np.ndarray:
 
 
 def sight(tid: str, cam: str, t0: float, t1: float, vec: np.ndarray) -> Sighting:
-    return Sighting(tid, cam, int(t0 * NS), int(t1 * NS), vec)
+    return Sighting(tid, cam, int(t0 * NS_PER_S), int(t1 * NS_PER_S), vec)
 
 
 def chain(window_s: float = 120.0, min_s: float = 1.0, max_s: float = 20.0) -> Topology:
@@ -143,7 +144,9 @@ def test_replayed_tracklet_changes_nothing() -> None:
 
 
 def test_live_window_and_anchors_are_bounded() -> None:
-    lk = make(Topology.open_world(window_s=30), window_s=30, max_live_tracklets=10, max_anchors=25)
+    lk = make(
+        Topology.open_world(window_s=30), revisit_window_s=30, max_live_tracklets=10, max_anchors=25
+    )
     for i in range(200):
         lk.add_live(sight(f"t{i}", f"c{i % 3}", i * 2.0, i * 2.0 + 1, unit(i)))
         assert lk.live_count() <= 10
@@ -153,11 +156,13 @@ def test_live_window_and_anchors_are_bounded() -> None:
 
 def test_frozen_identity_keeps_its_id_when_a_new_tracklet_joins() -> None:
     """A tracklet older than the window is an anchor: a new one joins its identity."""
-    lk = make(Topology.open_world(window_s=100), window_s=5)
+    lk = make(Topology.open_world(window_s=100), revisit_window_s=5)
     lk.add_live(sight("t1", "a", 0, 10, unit(1)))
     lk.add_live(sight("x", "c", 20, 30, unit(9)))  # moves the window on: t1 frozen
     assert lk.anchor_count() == 1
     from reid.linker import Neighbour
 
-    r = lk.add(sight("t2", "b", 40, 50, unit(1)), [Neighbour("t1", "a", 0, 10 * NS, "g1", 0.01)])
+    r = lk.add(
+        sight("t2", "b", 40, 50, unit(1)), [Neighbour("t1", "a", 0, 10 * NS_PER_S, "g1", 0.01)]
+    )
     assert r.events[0].kind == "link" and lk.global_id("t2") == "g1"

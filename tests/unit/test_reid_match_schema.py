@@ -8,7 +8,8 @@ from itertools import count
 import jsonschema
 import numpy as np
 
-from reid.linker import NS, Linker, LinkerParams, Sighting
+from common.units import NS_PER_S
+from reid.linker import Linker, LinkerParams, Sighting
 from reid.topology import Topology
 from schemas.codec import encode, json_schema
 from schemas.messages import Match
@@ -22,7 +23,9 @@ def test_every_event_kind_validates_against_the_match_schema() -> None:
     events: list[Match] = []
     for tid, cam, t0, v in (("t1", "a", 0, va), ("t3", "c", 40, vc), ("t2", "b", 15, vb)):
         events += lk.add_live(
-            Sighting(tid, cam, t0 * NS, (t0 + 10) * NS, v, thumbnail_ref=f"{cam}/{tid}.jpg")
+            Sighting(
+                tid, cam, t0 * NS_PER_S, (t0 + 10) * NS_PER_S, v, thumbnail_ref=f"{cam}/{tid}.jpg"
+            )
         ).events
     assert {e.kind for e in events} == {"new_identity", "link", "merge"}
     validator = jsonschema.Draft202012Validator(json_schema(Match))

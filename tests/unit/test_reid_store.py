@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.units import NS_PER_S
 from reid.engine import Engine, EngineParams
-from reid.linker import NS, LinkerParams
+from reid.linker import LinkerParams
 from reid.qdrant_store import EdgeStore, open_store
 from reid.query import ReidQuery, reidentify
 from reid.store import Scope, StoredTracklet, point_id
@@ -30,12 +31,12 @@ def vec(person: int, noise: float, seed: int) -> np.ndarray:
 
 def tracklet(cam: str, tid: int, t0: float, t1: float, person: int) -> Tracklet:
     crops = [
-        Crop(seq=i, ts_capture_ns=int(t0 * NS), box_xyxy=[0, 0, 10, 20], score=0.9, quality=1.0 + i,
+        Crop(seq=i, ts_capture_ns=int(t0 * NS_PER_S), box_xyxy=[0, 0, 10, 20], score=0.9, quality=1.0 + i,
              jpeg=b"\xff\xd8fakejpeg" if i == 0 else b"", embedding=pack_f32(vec(person, 0.1, tid * 10 + i)))
         for i in range(4)
     ]  # fmt: skip
-    return Tracklet(camera_id=cam, tracklet_id=f"{cam}:{tid}:{int(t0 * NS)}", track_id=tid,
-                    ts_start_ns=int(t0 * NS), ts_end_ns=int(t1 * NS), crops=crops)  # fmt: skip
+    return Tracklet(camera_id=cam, tracklet_id=f"{cam}:{tid}:{int(t0 * NS_PER_S)}", track_id=tid,
+                    ts_start_ns=int(t0 * NS_PER_S), ts_end_ns=int(t1 * NS_PER_S), crops=crops)  # fmt: skip
 
 
 def topo() -> Topology:
@@ -111,7 +112,7 @@ def test_restart_keeps_global_ids(tmp_path: Path) -> None:
 def test_search_filters_by_camera_and_time(tmp_path: Path) -> None:
     store = EdgeStore(tmp_path / "s", DIM)
     store.upsert([
-        StoredTracklet(f"{cam}:{i}", cam, int(t * NS), int((t + 5) * NS), f"g{i}", vec(1, 0.05, i))
+        StoredTracklet(f"{cam}:{i}", cam, int(t * NS_PER_S), int((t + 5) * NS_PER_S), f"g{i}", vec(1, 0.05, i))
         for i, (cam, t) in enumerate([("a", 0), ("b", 10), ("c", 20), ("a", 100), ("b", 200)])
     ])  # fmt: skip
     q = vec(1, 0.0, 99)
@@ -120,9 +121,9 @@ def test_search_filters_by_camera_and_time(tmp_path: Path) -> None:
         h.tracklet.camera_id for h in store.search(q, Scope(cameras=frozenset({"a"})), limit=10)
     }
     assert cams == {"a"}
-    hits = store.search(q, Scope(ts_from_ns=8 * NS, ts_to_ns=30 * NS), limit=10)
+    hits = store.search(q, Scope(ts_from_ns=8 * NS_PER_S, ts_to_ns=30 * NS_PER_S), limit=10)
     assert sorted(h.tracklet.tracklet_id for h in hits) == ["b:1", "c:2"]
-    hits = store.search(q, Scope(cameras=frozenset({"a", "b"}), ts_from_ns=50 * NS), limit=10)
+    hits = store.search(q, Scope(cameras=frozenset({"a", "b"}), ts_from_ns=50 * NS_PER_S), limit=10)
     assert sorted(h.tracklet.tracklet_id for h in hits) == ["a:3", "b:4"]
     assert all(a.distance <= b.distance for a, b in zip(hits, hits[1:], strict=False))
     store.close()
@@ -143,7 +144,9 @@ def test_reidentify_query_filters_by_cameras_area_and_time(tmp_path: Path) -> No
     )  # camera b only
     assert {c.camera_id for c in area} == {"b"}
     timed = reidentify(
-        eng.store, eng.topology, ReidQuery(tracklet_id=q, ts_from_ns=250 * NS, ts_to_ns=400 * NS)
+        eng.store,
+        eng.topology,
+        ReidQuery(tracklet_id=q, ts_from_ns=250 * NS_PER_S, ts_to_ns=400 * NS_PER_S),
     )
     assert [c.tracklet_id for c in timed] == ["b:4:300000000000"]
     gid = eng.identities([q])[q]

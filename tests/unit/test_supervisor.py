@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import random
 import sys
 import threading
 import time
 from pathlib import Path
 
-from crosscam.supervisor import ProcessSpec, Supervisor, next_backoff
+from crosscam.supervisor import ProcessSpec, Supervisor
 
 
-def test_backoff_doubles_with_jitter_and_is_capped() -> None:
-    rng = random.Random(1)
-    delays = []
-    d = 0.0
-    for _ in range(8):
-        d = next_backoff(d, 1.0, 10.0, rng)
-        delays.append(d)
+def test_restart_backoff_doubles_with_jitter_and_is_capped(tmp_path: Path) -> None:
+    spec = ProcessSpec("x", [sys.executable, "-c", "pass"])
+    sup = Supervisor([spec], tmp_path, backoff_initial_s=1.0, backoff_max_s=10.0, seed=1)
+    backoff = sup.children["x"].backoff
+    delays = [backoff.next_delay_s() for _ in range(8)]
     assert 0.75 <= delays[0] <= 1.25
     assert delays[2] > delays[0]
     assert max(delays) <= 10.0 and delays[-1] >= 7.5
