@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common.units import NS_PER_S
 from reid.aggregate import AggregationParams, aggregate, tracklet_vectors
+from reid.corrections import Constraints
 from reid.linker import Linker, LinkerParams, LinkResult, Neighbour, Sighting
 from reid.store import Scope, StoredTracklet, VectorStore
 from reid.topology import Topology
@@ -56,6 +57,7 @@ class Engine:
         params: aggregation and linking settings.
         new_global_id: fresh global ids (a counter; Redis INCR in the service).
         thumbnails_dir: where best crops are written (None: not written).
+        constraints: operators' corrections the linker keeps (:mod:`reid.corrections`).
     """
 
     def __init__(
@@ -65,11 +67,13 @@ class Engine:
         params: EngineParams,
         new_global_id: Callable[[], str],
         thumbnails_dir: Path | None,
+        constraints: Constraints | None = None,
     ) -> None:
         self.store = store
         self.topology = topology
         self.params = params
-        self.linker = Linker(topology, params.linker, new_global_id)
+        self.new_global_id = new_global_id
+        self.linker = Linker(topology, params.linker, new_global_id, constraints)
         self.thumbnails_dir = thumbnails_dir
 
     def restore(self) -> int:

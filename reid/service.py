@@ -12,26 +12,33 @@ store opens in one process only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from fastapi import APIRouter
 
 from reid import metrics as m
 from reid.api import ReidApi, start_api
+from reid.embedding import MODEL_FILE as EMBEDDER_FILE
 from reid.engine import Engine
+from reid.operator import Corrector, MatchPublisher, load_constraints
+from reid.operator_api import OperatorApi, Searcher, operator_router
 from reid.qdrant_store import LockedStore, open_store
 from reid.settings import ReidSettingsRoot
 from reid.store import Scope, VectorStore
 from reid.topology import Topology
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
+from service.assets import model_path
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
-from service.web import web_context
+from service.web import WebContext, web_context
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +61,9 @@ class ReidStage:
     name = "reid"
     input = TRACKLETS
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock: threading.Lock | None = None) -> None:
         self.engine = engine
+        self.lock = lock  # held while linking: operators' corrections never interleave
 
     def handle(self, records: list[Record]) -> list[Output]:
         outputs: list[Output] = []
@@ -67,7 +75,8 @@ class ReidStage:
                 continue
             cam = t.camera_id
             m.TRACKLETS_IN.labels(cam).inc()
-            res = self.engine.process(t)
+            with self.lock or contextlib.nullcontext():
+                res = self.engine.process(t)
             if res.skipped:
                 m.TRACKLETS_SKIPPED.labels(cam, res.skipped).inc()
                 continue
@@ -140,11 +149,24 @@ def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
                                    api_key=q.api_key or None))  # fmt: skip
     client = redis.Redis.from_url(settings.redis.url)
     ids = redis_global_ids(client, cfg.global_id_key, floor=highest_global_id(store))
-    engine = Engine(store, topology, cfg.engine_params(), ids, cfg.data_dir / "thumbnails")
+    engine = Engine(store, topology, cfg.engine_params(), ids, cfg.data_dir / "thumbnails",
+                    load_constraints(client))  # fmt: skip
     restored = engine.restore()
     log.info("reid_started", extra={"store": kind, "points": store.count(), "restored": restored,
                                      "cameras": len(topology.cameras), "links": len(topology.spec.links)})  # fmt: skip
     return engine, store, topology
+
+
+def operator_routes(
+    api: ReidApi, engine: Engine, lock: threading.Lock, settings: ReidSettingsRoot,
+    web: WebContext,
+) -> APIRouter:  # fmt: skip
+    """The operator routes (corrections, search by example) over this process's engine."""
+    client = redis.Redis.from_url(settings.redis.url, socket_timeout=5.0)
+    publisher = MatchPublisher(settings.kafka)
+    web.on_stop.append(publisher.close)
+    searcher = Searcher(settings.reid.embedder_model or model_path(EMBEDDER_FILE))
+    return operator_router(OperatorApi(api, Corrector(engine, lock, client), publisher, searcher))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -180,11 +202,13 @@ def main(args: argparse.Namespace) -> int:
     engine, store, topology = build(settings)
     start_metrics_server(settings.metrics, name="reid")
     web = web_context(args.config, settings.redis, settings.kafka, "reid")  # [web]: tokens, audit
-    server, _ = start_api(ReidApi(store, topology, settings.reid.data_dir / "thumbnails"), web,
-                          settings.reid.api_host, settings.reid.api_port)  # fmt: skip
+    lock = threading.Lock()
+    api = ReidApi(store, topology, settings.reid.data_dir / "thumbnails")
+    server, _ = start_api(api, web, settings.reid.api_host, settings.reid.api_port,
+                          [operator_routes(api, engine, lock, settings, web)])  # fmt: skip
 
     try:
-        serve_stage(ReidStage(engine), settings.kafka, args.group_id)
+        serve_stage(ReidStage(engine, lock), settings.kafka, args.group_id)
     finally:
         server.stop()
         web.close()

@@ -11,6 +11,9 @@
   :class:`schemas.messages.AuditEvent` (field ``event``), written by the web
   servers and ``crosscam tokens``; ``crosscam:audit:published`` is the last
   stream id published to ``crosscam.audit.v1``.
+* ``crosscam:reid:constraints`` — operators' corrections: a list of text records
+  ``cannot|must TAB tracklet id TAB tracklet id`` (:mod:`reid.corrections`), appended
+  by the ReID API's split/merge, read by every ReID service at start.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ TOKEN_INDEX_KEY = "crosscam:tokens"
 AUDIT_STREAM_KEY = "crosscam:audit"
 AUDIT_PUBLISHED_KEY = "crosscam:audit:published"
 AUDIT_PUBLISHER_LOCK_KEY = "crosscam:audit:publisher"
+CONSTRAINTS_KEY = "crosscam:reid:constraints"
 
 
 def token_key(digest: str) -> str:

@@ -192,6 +192,9 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
       now ``global_id``.
     * ``split`` — a revisited decision took ``tracklet_id`` out of
       ``merged_ids[0]`` into ``global_id``.
+
+    ``by`` says who decided: ``system`` (the linker) or ``operator`` (a person's
+    correction through the API; the linker keeps it from then on).
     """
 
     v: int = SCHEMA_VERSION
@@ -205,6 +208,7 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
     merged_ids: list[str] = msgspec.field(default_factory=list)
     thumbnail_ref: str = ""
     ts_emitted_ns: int = 0
+    by: Literal["system", "operator"] = "system"
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
