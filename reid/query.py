@@ -121,8 +121,14 @@ def by_example(
         cams = in_area if cams is None else cams & in_area
     scope = Scope(cameras=cams, ts_from_ns=q.ts_from_ns, ts_to_ns=q.ts_to_ns)
     return [
-        Candidate(h.tracklet.tracklet_id, h.tracklet.camera_id, h.tracklet.ts_start_ns,
-                  h.tracklet.ts_end_ns, h.tracklet.global_id, round(h.distance, 5),
-                  h.tracklet.thumbnail_ref)  # fmt: skip
+        Candidate(
+            h.tracklet.tracklet_id,
+            h.tracklet.camera_id,
+            h.tracklet.ts_start_ns,
+            h.tracklet.ts_end_ns,
+            h.tracklet.global_id,
+            round(h.distance, 5),
+            h.tracklet.thumbnail_ref,
+        )  # fmt: skip
         for h in store.search(vector, scope, limit=q.limit)
     ]
