@@ -646,6 +646,7 @@ async function pageIdentity(token, gid) {
       drawMap(document.getElementById('route-map'), { links: mapLinks(), seen: new Set(cams), route: s });
       drawTimeline(document.getElementById('route-timeline'), s);
     }
+    if (changed && typeof decorateIdentity === 'function') decorateIdentity(gid, s);  // operators.js
   } catch (err) {
     if (token === state.routeToken) failPage(err, `identity ${gid}`);
   }
@@ -870,6 +871,7 @@ function route() {
   if (parts[0] === 'identity' && parts[1]) pageIdentity(token, parts[1]);
   else if (parts[0] === 'cameras') pageCameras(token);
   else if (parts[0] === 'reidentify') pageReidentify(token, new URLSearchParams(query || ''));
+  else if (parts[0] === 'search') pageSearch(token, new URLSearchParams(query || ''));  // operators.js
   else pageIdentities(token);
 }
 

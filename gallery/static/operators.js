@@ -1,0 +1,188 @@
+/* crosscam gallery: operators' pages, loaded after gallery.js (whose helpers it uses).
+ *
+ * - Corrections on the identity page (admin): tick sightings and split them into a new
+ *   identity, or merge other identities into this one (POST /api/identities/<gid>/split|merge).
+ * - #/search[?thumbnail=<camera>/<file>.jpg]: search by example, from a photo (scaled down
+ *   in the browser to a JPEG under the upload cap) or a stored crop (POST /api/search).
+ *
+ * Markup goes through gallery.js's html``/setHtml only (escaped, Trusted Types).
+ */
+'use strict';
+
+const SEARCH_MAX_SIDE = 512;      // a photo is scaled to fit this before upload (person crops are small)
+const SEARCH_JPEG_QUALITY = 0.9;
+
+const OperatorApi = {
+  async split(gid, trackletIds) {
+    return Api.request('POST', `/api/identities/${encodeURIComponent(gid)}/split`, { tracklet_ids: trackletIds });
+  },
+  async merge(gid, others) {
+    return Api.request('POST', `/api/identities/${encodeURIComponent(gid)}/merge`, { global_ids: others });
+  },
+  /** POST /api/search: body a JPEG blob, or none with thumbnail=; -> {candidates, identities}. */
+  async search(q, blob) {
+    const p = new URLSearchParams({ limit: String(q.limit) });
+    if (q.thumbnail) p.set('thumbnail', q.thumbnail);
+    if (q.cameras) p.set('cameras', q.cameras.join(','));
+    if (q.ts_from_ns !== null) p.set('since', String(Math.round(q.ts_from_ns)));
+    if (q.ts_to_ns !== null) p.set('until', String(Math.round(q.ts_to_ns)));
+    let resp;
+    try {
+      resp = await fetch(`/api/search?${p}`, {
+        method: 'POST',
+        headers: { ...Auth.headers(), Accept: 'application/json', ...(blob ? { 'Content-Type': 'image/jpeg' } : {}) },
+        body: blob || undefined,
+        cache: 'no-store',
+      });
+    } catch (err) {
+      throw new ApiError(`the gallery server cannot be reached (${err.message})`);
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (_) { data = null; }
+    if (!resp.ok) throw new ApiError((data && data.error) || `${resp.status}`, resp.status);
+    return {
+      candidates: data.candidates.map((c) => ({ ...Api.sighting(c), distance: Number(c.distance) })),
+      identities: data.identities,
+    };
+  },
+};
+
+function isAdmin() { return Boolean(state.config.who && state.config.who.role === 'admin'); }
+
+// --------------------------------------------------------------------------------------
+// corrections on the identity page (called by pageIdentity after each render)
+
+function decorateIdentity(gid, sightings) {
+  const page = document.querySelector('section[data-page=identity]');
+  if (!page) return;
+  document.querySelectorAll('.sighting[data-tracklet]').forEach((row) => {
+    const ref = row.querySelector('img[data-src]');
+    const links = row.querySelector('.row');
+    if (ref && links) {
+      const thumb = ref.dataset.src.replace(/^\/thumbnails\//, '');
+      const a = document.createElement('a');
+      a.className = 'hint';
+      a.href = `#/search?thumbnail=${encodeURIComponent(decodeURIComponent(thumb))}`;
+      a.textContent = ' · search with this crop →';
+      links.appendChild(a);
+    }
+    if (!isAdmin() || sightings.length < 2) return;
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.className = 'split-pick';
+    box.value = row.dataset.tracklet;
+    box.setAttribute('aria-label', `not this person: ${row.dataset.tracklet}`);
+    row.querySelector('.step').appendChild(box);
+  });
+  if (!isAdmin()) return;
+  const panel = document.createElement('div');
+  panel.className = 'panel corrections';
+  setHtml(panel, html`
+    <h2>Corrections</h2>
+    <div class="row">
+      <button type="button" id="split" ${sightings.length < 2 ? 'disabled' : ''}>Split ticked sightings into a new identity</button>
+      <span class="hint">they are not this person; the linker never puts them back</span>
+    </div>
+    <div class="row" style="margin-top:8px">
+      <input type="text" id="merge-ids" placeholder="other identity ids, comma separated" aria-label="identities to merge">
+      <button type="button" id="merge">Merge into this identity</button>
+    </div>
+    <div class="hint" id="correction-status" data-correction-status></div>`);
+  page.appendChild(panel);
+  const status = panel.querySelector('#correction-status');
+  const done = (text) => { status.textContent = text; state.lastRender = ''; state.identities = null; };
+  panel.querySelector('#split').addEventListener('click', async () => {
+    const ids = [...document.querySelectorAll('.split-pick:checked')].map((b) => b.value);
+    if (!ids.length) { status.textContent = 'Tick the sightings that are not this person first.'; return; }
+    try {
+      const res = await OperatorApi.split(gid, ids);
+      done(`Split ${res.tracklet_ids.length} sighting(s) into ${res.global_id}.`);
+      location.hash = `#/identity/${encodeURIComponent(res.global_id)}`;
+    } catch (err) { status.textContent = `Split refused: ${err.message}`; }
+  });
+  panel.querySelector('#merge').addEventListener('click', async () => {
+    const others = panel.querySelector('#merge-ids').value.split(',').map((x) => x.trim()).filter(Boolean);
+    if (!others.length) { status.textContent = 'Enter the identities to merge.'; return; }
+    try {
+      const res = await OperatorApi.merge(gid, others);
+      done(`Merged ${res.merged_ids.join(', ')} into ${res.global_id} (${res.tracklets_moved} sightings).`);
+    } catch (err) { status.textContent = `Merge refused: ${err.message}`; }
+  });
+}
+
+// --------------------------------------------------------------------------------------
+// search by example
+
+/** A photo file as a JPEG blob no larger than SEARCH_MAX_SIDE on a side. */
+async function photoBlob(file) {
+  const bitmap = await createImageBitmap(file);
+  const scale = Math.min(1, SEARCH_MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+  const canvas = document.createElement('canvas');
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  canvas.getContext('2d').drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve, reject) => canvas.toBlob(
+    (b) => (b ? resolve(b) : reject(new Error('the image could not be encoded'))), 'image/jpeg', SEARCH_JPEG_QUALITY,
+  ));
+}
+
+async function pageSearch(token, params) {
+  try { await ensureApiCameras(); okPage(); } catch (err) { failPage(err, 'search'); return; }
+  if (token !== state.routeToken) return;
+  const thumb = params.get('thumbnail') || '';
+  setHtml(view(), html`
+    <section data-page="search">
+      <div class="pagehead"><div><h1>Search by photo</h1><div class="sub">Who looks like the person in a photo or a stored crop, within chosen cameras and a time window</div></div></div>
+      <div class="panel">
+        <form class="query" id="s">
+          <fieldset><legend>Example</legend>
+            ${thumb ? html`<div class="querybox">${thumbHtml(Api.thumbUrl(thumb), 'the example crop')}<div>stored crop <span class="mono">${esc(thumb)}</span></div></div>` : ''}
+            <input type="file" name="photo" accept="image/jpeg,image/png,image/webp" aria-label="photo of a person" ${thumb ? 'hidden' : ''}>
+          </fieldset>
+          <fieldset><legend>Where and when (UTC)</legend>
+            <div class="camchecks">${allCameras().map((c) => html`<label><input type="checkbox" name="camera" value="${esc(c.id)}"> ${esc(c.id)}</label>`)}</div>
+            <div class="row">
+              <label class="field">from<input type="datetime-local" step="1" name="from"></label>
+              <label class="field">to<input type="datetime-local" step="1" name="to"></label>
+              <label class="field">top<input type="number" name="limit" min="1" max="100" value="${DEFAULT_LIMIT}"></label>
+            </div>
+          </fieldset>
+          <div class="row"><button class="primary" type="submit">Search</button><span class="hint" id="s-status"></span></div>
+        </form>
+      </div>
+      <div class="panel" style="margin-top:18px"><h2>Candidates</h2><div id="s-results"><div class="hint">Ranked sightings appear here, closest first.</div></div></div>
+    </section>`);
+  const form = document.getElementById('s');
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); runSearch(form, thumb); });
+}
+
+async function runSearch(form, thumb) {
+  const out = document.getElementById('s-results');
+  const status = document.getElementById('s-status');
+  const chosen = [...form.querySelectorAll('input[name=camera]:checked')].map((i) => i.value);
+  const q = {
+    thumbnail: thumb, cameras: chosen.length ? chosen : null,
+    ts_from_ns: fromInputTime(form.elements.from.value), ts_to_ns: fromInputTime(form.elements.to.value),
+    limit: Math.max(1, Math.min(100, Number(form.elements.limit.value) || DEFAULT_LIMIT)),
+  };
+  const file = form.elements.photo.files[0];
+  if (!thumb && !file) { status.textContent = 'Choose a photo first.'; return; }
+  status.textContent = 'searching…';
+  try {
+    const blob = thumb ? null : await photoBlob(file);
+    const res = await OperatorApi.search(q, blob);
+    status.textContent = `${res.candidates.length} candidate${res.candidates.length === 1 ? '' : 's'}`;
+    setHtml(out, res.candidates.length ? html`<div class="results">${res.candidates.map((c, i) => html`
+      <div class="cand" data-candidate="${esc(c.tracklet_id)}" data-camera="${esc(c.camera_id)}" data-distance="${c.distance}">
+        <div class="rank">#${i + 1}</div>
+        ${thumbHtml(c.thumbnail_url, `candidate ${i + 1}`)}
+        <div class="who"><div><a href="#/identity/${encodeURIComponent(c.global_id)}"><b>${esc(c.global_id || '(unlinked)')}</b></a> on <b>${esc(c.camera_id)}</b></div>
+          <div class="time">${esc(fmtTime(c.ts_start_ns))} → ${esc(fmtTime(c.ts_end_ns, false))}</div>
+          <div class="hint mono">${esc(c.tracklet_id)}</div></div>
+        <div class="dist"><span>distance <b>${c.distance.toFixed(3)}</b></span><div class="bar"><i style="width:${Math.min(100, (100 * c.distance) / MAX_DISTANCE_SHOWN).toFixed(1)}%"></i></div></div>
+      </div>`)}</div>` : html`<div class="empty">No sighting in these cameras and this time window.</div>`);
+  } catch (err) {
+    status.textContent = '';
+    setHtml(out, html`<div class="error" data-error>Search failed: <span class="mono">${esc(err.message)}</span></div>`);
+  }
+}
