@@ -1,0 +1,80 @@
+// Drives the gallery's operator pages in headless Chromium: split a link on the identity page
+// (admin), then search by photo (upload a file) and by a stored crop.
+//
+// Usage: node operators.mjs '<json plan>'
+// The plan: {url, chromium, out_dir, token, timeout_ms, gid, split_tracklet, photo}
+// Prints one JSON object of facts on stdout; tests/e2e/test_operators_gallery.py judges them.
+// Screenshots of each page go to out_dir.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const plan = JSON.parse(process.argv[2]);
+const timeout = plan.timeout_ms ?? 15000;
+const profile = mkdtempSync(join(tmpdir(), 'crosscam-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: plan.chromium,
+  headless: true,
+  viewport: { width: 1440, height: 1000 },
+  timezoneId: 'UTC',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const facts = { page_errors: [] };
+
+const candidates = (page) => page.$$eval('#s-results .cand', (cs) => cs.map((c) => ({
+  tracklet_id: c.dataset.candidate, camera: c.dataset.camera, distance: Number(c.dataset.distance),
+})));
+
+try {
+  const page = await context.newPage();
+  page.setDefaultTimeout(timeout);
+  page.on('pageerror', (e) => facts.page_errors.push(String(e)));
+  await page.goto(`${plan.url}/#/identities`);
+  await page.fill('form#login input[name=token]', plan.token);
+  await page.click('form#login button[type=submit]');
+  await page.waitForSelector('[data-page=identities] .card');
+
+  // 1. split a link: tick one sighting of the identity, split it into a new identity
+  await page.goto(`${plan.url}/#/identity/${encodeURIComponent(plan.gid)}`);
+  await page.waitForSelector('.corrections #split');
+  facts.before = await page.$$eval('.sighting', (rows) => rows.map((r) => r.dataset.tracklet));
+  await page.screenshot({ path: join(plan.out_dir, 'identity-before-split.png'), fullPage: true });
+  await page.check(`.split-pick[value="${plan.split_tracklet}"]`);
+  await page.click('.corrections #split');
+  await page.waitForFunction((gid) => !location.hash.endsWith(encodeURIComponent(gid)), plan.gid);
+  await page.waitForSelector('[data-page=identity] .sighting');
+  facts.after = {
+    hash: await page.evaluate(() => location.hash),
+    sightings: await page.$$eval('.sighting', (rows) => rows.map((r) => r.dataset.tracklet)),
+  };
+  await page.screenshot({ path: join(plan.out_dir, 'identity-after-split.png'), fullPage: true });
+
+  // 2. search by photo: upload a file
+  await page.click('nav a[data-nav=search]');
+  await page.waitForSelector('[data-page=search] form#s');
+  await page.setInputFiles('form#s input[name=photo]', plan.photo);
+  await page.click('form#s button[type=submit]');
+  await page.waitForSelector('#s-results .cand');
+  facts.photo = await candidates(page);
+  await page.screenshot({ path: join(plan.out_dir, 'search-by-photo.png'), fullPage: true });
+
+  // 3. search with a stored crop, from the identity page's link
+  await page.goto(`${plan.url}/#/identity/${encodeURIComponent(plan.gid)}`);
+  await page.waitForSelector('.sighting a[href^="#/search?thumbnail="]');
+  await page.click('.sighting a[href^="#/search?thumbnail="]');
+  await page.waitForSelector('[data-page=search] .querybox img');
+  await page.click('form#s button[type=submit]');
+  await page.waitForSelector('#s-results .cand');
+  facts.crop = await candidates(page);
+  await page.screenshot({ path: join(plan.out_dir, 'search-by-crop.png'), fullPage: true });
+} catch (err) {
+  facts.failed = String(err && err.stack || err);
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(facts));
+process.exit(facts.failed ? 1 : 0);

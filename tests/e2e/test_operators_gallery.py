@@ -1,0 +1,106 @@
+"""Operators' gallery pages in headless Chromium, over the real ReID API, store, Redis and Kafka:
+split a wrong link on the identity page, search by an uploaded photo and by a stored crop.
+Screenshots of each page go to ``$CROSSCAM_GALLERY_SHOTS`` (default: the test's tmp folder)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import cv2
+import pytest
+import redis
+
+from gallery.server import serve
+from gallery.settings import GalleryConfig, GallerySettings
+from reid.api import ReidApi, start_api
+from reid.embedding import MODEL_FILE, CropEmbedder
+from reid.operator import Corrector, MatchPublisher
+from reid.operator_api import OperatorApi, Searcher, operator_router
+from schemas.messages import Crop, Tracklet, pack_f32
+from service.assets import model_path
+from service.settings import KafkaSettings
+from tests.e2e.test_gallery import BROWSER_DIR, CHROMIUM, PAGE_TIMEOUT_MS, node_driver  # noqa: F401
+from tests.integration.test_operator_api import _engine
+from tests.unit.test_reid_embedding import pets_crops
+from tests.web_helpers import db_url, web_world
+
+pytestmark = pytest.mark.e2e
+
+OPS_GALLERY_DB = 14
+BROWSER_TIMEOUT_S = 120
+
+
+def _tracklet(cam: str, person: int, t0_s: int, img, emb: CropEmbedder) -> Tracklet:  # type: ignore[no-untyped-def]
+    crop = Crop(seq=0, ts_capture_ns=t0_s * 10**9, box_xyxy=[0, 0, 10, 20], score=0.9, quality=1.0,
+                jpeg=cv2.imencode(".jpg", img)[1].tobytes(), embedding=pack_f32(emb.embed([img])[0]))  # fmt: skip
+    return Tracklet(camera_id=cam, tracklet_id=f"{cam}:{person}:{t0_s}", track_id=person,
+                    ts_start_ns=t0_s * 10**9, ts_end_ns=(t0_s + 8) * 10**9, crops=[crop])  # fmt: skip
+
+
+def test_split_and_search_in_chromium(
+    node_driver: str,  # noqa: F811
+    redis_url: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    import json
+    import subprocess
+
+    shots = Path(os.environ.get("CROSSCAM_GALLERY_SHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    crops = pets_crops((1, 17), 2)
+    emb = CropEmbedder(model_path(MODEL_FILE))
+    url = db_url(redis_url, OPS_GALLERY_DB)
+    with web_world(redis_url, OPS_GALLERY_DB, tmp_path) as (ctx, tokens):
+        eng = _engine(tmp_path / "s", 512, "ui", url)
+        # person 1's crop seen on a then b (one identity); person 17 on c
+        for t in (_tracklet("a", 1, 0, crops[1][0], emb), _tracklet("b", 1, 12, crops[1][0], emb),
+                  _tracklet("c", 17, 40, crops[17][0], emb)):  # fmt: skip
+            eng.process(t)
+        gid = eng.identities(["a:1:0"])["a:1:0"]
+        assert eng.identities(["b:1:12"])["b:1:12"] == gid
+        api = ReidApi(eng.store, eng.topology, tmp_path / "thumbs")
+        publisher = MatchPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap))
+        ctx.on_stop.append(publisher.close)
+        ops = OperatorApi(api, Corrector(eng, threading.Lock(), redis.Redis.from_url(url)),
+                          publisher, Searcher(model_path(MODEL_FILE)))  # fmt: skip
+        server, port = start_api(api, ctx, "127.0.0.1", 0, [operator_router(ops)])
+        settings = GallerySettings(
+            gallery=GalleryConfig(port=0, reid_api=f"http://127.0.0.1:{port}")
+        )
+        front, gallery = serve(settings, ctx)
+        photo = tmp_path / "person17.png"
+        cv2.imwrite(str(photo), crops[17][1])  # another frame of person 17
+        try:
+            plan = {"url": f"http://127.0.0.1:{front.port}", "chromium": str(CHROMIUM),
+                    "out_dir": str(shots), "token": tokens.admin, "timeout_ms": PAGE_TIMEOUT_MS,
+                    "gid": gid, "split_tracklet": "b:1:12", "photo": str(photo)}  # fmt: skip
+            proc = subprocess.run([node_driver, str(BROWSER_DIR / "operators.mjs"), json.dumps(plan)],
+                                  capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, cwd=BROWSER_DIR)  # fmt: skip
+            facts = json.loads(proc.stdout or "{}")
+            assert proc.returncode == 0 and "failed" not in facts, (facts, proc.stderr[-3000:])
+            new = eng.identities(["b:1:12"])["b:1:12"]
+        finally:
+            front.stop()
+            gallery.status.close()
+            server.stop()
+            eng.store.close()
+    assert not facts["page_errors"], facts["page_errors"]
+    assert sorted(facts["before"]) == ["a:1:0", "b:1:12"]
+    # the split moved b:1:12 to a new identity, and the page went there
+    assert new != gid and facts["after"]["hash"] == f"#/identity/{new}"
+    assert facts["after"]["sightings"] == ["b:1:12"]
+    # the uploaded photo of person 17 ranks person 17's sighting first
+    assert facts["photo"][0]["tracklet_id"] == "c:17:40", facts["photo"]
+    # the stored crop of person 1 ranks person 1's sightings first (same crop: ~0)
+    assert {c["tracklet_id"] for c in facts["crop"][:2]} == {"a:1:0", "b:1:12"}
+    assert facts["crop"][0]["distance"] < 0.05
+    for name in (
+        "identity-before-split",
+        "identity-after-split",
+        "search-by-photo",
+        "search-by-crop",
+    ):
+        assert (shots / f"{name}.png").stat().st_size > 0
