@@ -24,6 +24,7 @@ from fastapi import APIRouter
 
 from reid import metrics as m
 from reid.api import ReidApi, start_api
+from reid.cameras_api import TopologyFollower, cameras_router
 from reid.embedding import MODEL_FILE as EMBEDDER_FILE
 from reid.engine import Engine
 from reid.operator import Corrector, MatchPublisher, load_constraints
@@ -32,9 +33,11 @@ from reid.qdrant_store import LockedStore, open_store
 from reid.settings import ReidSettingsRoot
 from reid.store import Scope, VectorStore
 from reid.topology import Topology
+from schemas.cameras import load_cameras_file
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
 from service.assets import model_path
+from service.camera_registry import CameraRegistry
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
@@ -140,14 +143,23 @@ def redis_global_ids(client: redis.Redis, key: str, floor: int = 0) -> Callable[
 def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
     """The engine over the configured store and topology (restored from the store)."""
     cfg = settings.reid
-    topology = (
-        Topology.load(cfg.cameras_file) if cfg.cameras_file else Topology.open_world(cfg.window_s)
-    )
+    client = redis.Redis.from_url(settings.redis.url)
+    if cfg.camera_registry:  # runtime cameras: the registry, seeded once from the file
+        registry = CameraRegistry(client)
+        if cfg.cameras_file:
+            registry.seed(load_cameras_file(cfg.cameras_file), cfg.cameras_file.resolve().parent,
+                          str(cfg.cameras_file))  # fmt: skip
+        topology = Topology(registry.spec())
+    else:
+        topology = (
+            Topology.load(cfg.cameras_file)
+            if cfg.cameras_file
+            else Topology.open_world(cfg.window_s)
+        )
     q = settings.qdrant
     kind = "server" if q.url else q.embedded
     store = LockedStore(open_store(kind, cfg.data_dir / f"qdrant-{kind}", cfg.dim, url=q.url or None,
                                    api_key=q.api_key or None))  # fmt: skip
-    client = redis.Redis.from_url(settings.redis.url)
     ids = redis_global_ids(client, cfg.global_id_key, floor=highest_global_id(store))
     engine = Engine(store, topology, cfg.engine_params(), ids, cfg.data_dir / "thumbnails",
                     load_constraints(client))  # fmt: skip
@@ -167,6 +179,21 @@ def operator_routes(
     web.on_stop.append(publisher.close)
     searcher = Searcher(settings.reid.embedder_model or model_path(EMBEDDER_FILE))
     return operator_router(OperatorApi(api, Corrector(engine, lock, client), publisher, searcher))
+
+
+def follow_registry(
+    api: ReidApi, engine: Engine, lock: threading.Lock, settings: ReidSettingsRoot
+) -> TopologyFollower:
+    """Swap the stage's and the API's topology whenever the camera registry changes."""
+
+    def apply(topology: Topology) -> None:
+        with lock:  # never in the middle of linking a tracklet
+            engine.topology = engine.linker.topology = api.topology = topology
+
+    follower = TopologyFollower(CameraRegistry(redis.Redis.from_url(settings.redis.url)), apply)
+    follower.refresh()
+    follower.start()
+    return follower
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -204,12 +231,18 @@ def main(args: argparse.Namespace) -> int:
     web = web_context(args.config, settings.redis, settings.kafka, "reid")  # [web]: tokens, audit
     lock = threading.Lock()
     api = ReidApi(store, topology, settings.reid.data_dir / "thumbnails")
-    server, _ = start_api(api, web, settings.reid.api_host, settings.reid.api_port,
-                          [operator_routes(api, engine, lock, settings, web)])  # fmt: skip
+    routers = [operator_routes(api, engine, lock, settings, web)]
+    follower = None
+    if settings.reid.camera_registry:
+        follower = follow_registry(api, engine, lock, settings)
+        routers.append(cameras_router(follower.registry, follower))
+    server, _ = start_api(api, web, settings.reid.api_host, settings.reid.api_port, routers)
 
     try:
         serve_stage(ReidStage(engine, lock), settings.kafka, args.group_id)
     finally:
+        if follower is not None:
+            follower.stop()
         server.stop()
         web.close()
         store.close()

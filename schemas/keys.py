@@ -14,6 +14,10 @@
 * ``crosscam:reid:constraints`` — operators' corrections: a list of text records
   ``cannot|must TAB tracklet id TAB tracklet id`` (:mod:`reid.corrections`), appended
   by the ReID API's split/merge, read by every ReID service at start.
+* ``crosscam:cameras``, ``crosscam:cameras:links``, ``crosscam:cameras:meta`` — the camera
+  registry (:mod:`service.camera_registry`): cameras (with their sources), links, and
+  ``version``/``window_s``/``seeded_from``; written by the ReID API's admin routes and
+  the runner's seeding, followed by the runner (ingest processes) and the ReID stage.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ AUDIT_STREAM_KEY = "crosscam:audit"
 AUDIT_PUBLISHED_KEY = "crosscam:audit:published"
 AUDIT_PUBLISHER_LOCK_KEY = "crosscam:audit:publisher"
 CONSTRAINTS_KEY = "crosscam:reid:constraints"
+CAMERA_REGISTRY_KEY = "crosscam:cameras"
+CAMERA_LINKS_KEY = "crosscam:cameras:links"
+CAMERA_META_KEY = "crosscam:cameras:meta"
 
 
 def token_key(digest: str) -> str:

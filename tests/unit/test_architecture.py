@@ -44,6 +44,7 @@ SERVICE_SIDE = {
     "tracker": {"metrics", "service", "settings", "state_store"},
     "reid": {
         "api",
+        "cameras_api",
         "export",
         "metrics",
         "operator",

@@ -1,0 +1,84 @@
+"""Cameras at runtime for ``crosscam run``: ingest processes follow the camera registry.
+
+The runner seeds the registry (:mod:`service.camera_registry`) from the cameras
+file once, then :class:`IngestReconciler` compares, every poll, the registry's
+enabled cameras with a source against the supervisor's ``ingest-<camera>``
+children: a new camera gets an ingest, a removed or disabled one loses it, a
+changed source restarts it. An ingest that finished its file (exit 0) stays
+finished until its source changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from crosscam.supervisor import ProcessSpec, Supervisor
+from service.camera_registry import CameraRegistry
+
+log = logging.getLogger(__name__)
+
+INGEST_PREFIX = "ingest-"
+POLL_S = 1.0
+
+
+class IngestReconciler:
+    """Keeps one ingest child per enabled registered camera with a source.
+
+    Args:
+        registry: the camera registry.
+        supervisor: whose ``ingest-*`` children are managed.
+        make_spec: the process spec of a camera's ingest, from (camera id, source).
+    """
+
+    def __init__(
+        self, registry: CameraRegistry, supervisor: Supervisor,
+        make_spec: Callable[[str, str], ProcessSpec], poll_s: float = POLL_S,
+    ) -> None:  # fmt: skip
+        self.registry = registry
+        self.supervisor = supervisor
+        self.make_spec = make_spec
+        self.poll_s = poll_s
+        self.seen = -1
+        self._next = 0.0
+
+    def desired(self) -> dict[str, tuple[str, str]]:
+        """Process name -> (camera id, source) for every camera whose ingest should run."""
+        return {
+            f"{INGEST_PREFIX}{cam}": (cam, e.camera.source)
+            for cam, e in self.registry.entries().items()
+            if e.enabled and e.camera.source
+        }
+
+    def tick(self) -> bool:
+        """Reconcile when the registry changed (at most every ``poll_s``); True when it did."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.poll_s
+        version = self.registry.version()
+        if version == self.seen:
+            return False
+        self.reconcile()
+        self.seen = version
+        return True
+
+    def reconcile(self) -> None:
+        """Start, stop or restart ingest children to match the registry."""
+        want = self.desired()
+        have = {
+            n: c.spec for n, c in self.supervisor.children.items() if n.startswith(INGEST_PREFIX)
+        }
+        for name in sorted(set(have) - set(want)):
+            log.info("ingest_removed", extra={"child": name})
+            self.supervisor.remove(name)
+        for name, (cam, source) in sorted(want.items()):
+            spec = self.make_spec(cam, source)
+            if name in have and have[name].argv == spec.argv:
+                continue
+            if name in have:
+                log.info("ingest_source_changed", extra={"child": name})
+                self.supervisor.remove(name)
+            log.info("ingest_added", extra={"child": name})
+            self.supervisor.add(spec)
