@@ -659,6 +659,7 @@ async function pageCameras(token) {
   let cams = [];
   let recent = null;
   try {
+    state.apiCameras = null;  // cameras change at runtime (the camera registry)
     await ensureApiCameras();
     cams = allCameras();
     recent = await Api.tracklets(RECENT_TRACKLETS);
@@ -872,6 +873,7 @@ function route() {
   else if (parts[0] === 'cameras') pageCameras(token);
   else if (parts[0] === 'reidentify') pageReidentify(token, new URLSearchParams(query || ''));
   else if (parts[0] === 'search') pageSearch(token, new URLSearchParams(query || ''));  // operators.js
+  else if (parts[0] === 'registry') pageRegistry(token);  // operators.js
   else pageIdentities(token);
 }
 

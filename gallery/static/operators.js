@@ -186,3 +186,109 @@ async function runSearch(form, thumb) {
     setHtml(out, html`<div class="error" data-error>Search failed: <span class="mono">${esc(err.message)}</span></div>`);
   }
 }
+
+// --------------------------------------------------------------------------------------
+// cameras at runtime (#/registry, admin): add, edit, disable, remove cameras and links
+
+const RegistryApi = {
+  async get() { return Api.request('GET', '/api/registry'); },
+  async add(cam) { return Api.request('POST', '/api/registry/cameras', cam); },
+  async edit(id, change) { return Api.request('PATCH', `/api/registry/cameras/${encodeURIComponent(id)}`, change); },
+  async remove(id) { return Api.request('DELETE', `/api/registry/cameras/${encodeURIComponent(id)}`); },
+  async link(l) { return Api.request('PUT', '/api/registry/links', l); },
+  async unlink(a, b) { return Api.request('DELETE', `/api/registry/links/${encodeURIComponent(a)}/${encodeURIComponent(b)}`); },
+};
+
+function numberOrNull(text) { return text === '' ? null : Number(text); }
+
+async function pageRegistry(token, note = '') {
+  let reg;
+  let status = { cameras: {} };
+  try {
+    reg = await RegistryApi.get();
+    try { status = await Gallery.status(reg.cameras.map((c) => c.id)); } catch (_) { /* shown as unknown */ }
+    okPage();
+  } catch (err) {
+    if (token === state.routeToken) failPage(err, 'camera registry');
+    return;
+  }
+  if (token !== state.routeToken) return;
+  const st = (id) => (status.cameras[id] || { state: 'unknown' }).state;
+  setHtml(view(), html`
+    <section data-page="registry">
+      <div class="pagehead"><div><h1>Site setup</h1><div class="sub">Cameras and links, changed while everything runs: ingest starts or stops within seconds, the ReID topology follows (registry version ${reg.version})</div></div></div>
+      <div class="panel">
+        <h2>Cameras</h2>
+        <table class="list"><thead><tr><th>Camera</th><th>Ingest</th><th>Source</th><th>Map x, y</th><th></th></tr></thead>
+        <tbody>${reg.cameras.map((c) => html`<tr data-camera="${esc(c.id)}" data-enabled="${c.enabled ? '1' : '0'}">
+          <td><b>${esc(c.id)}</b><div class="hint">${esc(c.name)}</div></td>
+          <td><span class="state ${esc(st(c.id).replace(/\s+/g, ''))}" data-state="${esc(st(c.id))}"><span class="dot"></span>${esc(c.enabled ? st(c.id) : 'disabled')}</span></td>
+          <td>${c.has_source ? 'set (hidden)' : html`<span class="hint">none</span>`}</td>
+          <td class="mono">${c.location.x ?? '—'}, ${c.location.y ?? '—'}</td>
+          <td><button type="button" class="small" data-toggle="${esc(c.id)}">${c.enabled ? 'Disable' : 'Enable'}</button>
+              <button type="button" class="small" data-remove="${esc(c.id)}">Remove</button></td>
+        </tr>`)}</tbody></table>
+      </div>
+      <div class="grid2" style="margin-top:18px">
+        <form class="panel query" id="add-camera">
+          <h2>Add a camera</h2>
+          <div class="row">
+            <label class="field">id<input name="id" required></label>
+            <label class="field">name<input name="name"></label>
+          </div>
+          <label class="field">source (RTSP URL or a video file path; never shown again)<input type="password" name="source" autocomplete="off"></label>
+          <div class="row">
+            <label class="field">map x<input type="number" step="any" name="x"></label>
+            <label class="field">map y<input type="number" step="any" name="y"></label>
+          </div>
+          <div class="row"><button class="primary" type="submit">Add camera</button></div>
+        </form>
+        <form class="panel query" id="add-link">
+          <h2>Links (walking times)</h2>
+          <div class="links">${reg.links.map((l) => html`<div class="row" data-link="${esc(l.a)}|${esc(l.b)}">${esc(l.a)} ↔ ${esc(l.b)} · ${l.min_transit_s}–${l.max_transit_s} s
+            <button type="button" class="small" data-unlink="${esc(l.a)}|${esc(l.b)}">Remove</button></div>`)}</div>
+          <div class="row">
+            <label class="field">a<input name="a" required></label><label class="field">b<input name="b" required></label>
+            <label class="field">min s<input type="number" step="any" name="min" value="0"></label>
+            <label class="field">max s<input type="number" step="any" name="max" value="60"></label>
+          </div>
+          <div class="row"><button type="submit">Add or replace link</button></div>
+        </form>
+      </div>
+      <div class="hint" id="registry-status" data-registry-status>${note}</div>
+    </section>`);
+  const statusEl = document.getElementById('registry-status');
+  const act = async (fn, text) => {
+    try {
+      await fn();
+      state.apiCameras = null;
+      pageRegistry(token, text);
+    } catch (err) { statusEl.textContent = `Refused: ${err.message}`; }
+  };
+  view().querySelectorAll('[data-toggle]').forEach((b) => b.addEventListener('click', () => {
+    const enabled = b.closest('tr').dataset.enabled !== '1';
+    act(() => RegistryApi.edit(b.dataset.toggle, { enabled }), `${b.dataset.toggle} ${enabled ? 'enabled' : 'disabled'}.`);
+  }));
+  view().querySelectorAll('[data-remove]').forEach((b) => b.addEventListener('click', () => act(
+    () => RegistryApi.remove(b.dataset.remove), `${b.dataset.remove} removed.`)));
+  view().querySelectorAll('[data-unlink]').forEach((b) => b.addEventListener('click', () => {
+    const [a, c] = b.dataset.unlink.split('|');
+    act(() => RegistryApi.unlink(a, c), `link ${a}–${c} removed.`);
+  }));
+  const add = document.getElementById('add-camera');
+  add.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const f = add.elements;
+    const cam = { id: f.id.value.trim(), name: f.name.value.trim(), source: f.source.value.trim(),
+      location: { x: numberOrNull(f.x.value), y: numberOrNull(f.y.value) } };
+    act(() => RegistryApi.add(cam), `${cam.id} added.`);
+  });
+  const link = document.getElementById('add-link');
+  link.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const f = link.elements;
+    act(() => RegistryApi.link({ a: f.a.value.trim(), b: f.b.value.trim(),
+      min_transit_s: Number(f.min.value), max_transit_s: Number(f.max.value) }), 'link saved.');
+  });
+  schedule(() => { if (document.activeElement === document.body || !document.activeElement) pageRegistry(token); else schedule(() => pageRegistry(token)); });
+}

@@ -1,5 +1,6 @@
 """Operators' gallery pages in headless Chromium, over the real ReID API, store, Redis and Kafka:
-split a wrong link on the identity page, search by an uploaded photo and by a stored crop.
+split a wrong link on the identity page, search by an uploaded photo and by a stored crop, add a
+camera at runtime and see its (real) ingest come online, disable it.
 Screenshots of each page go to ``$CROSSCAM_GALLERY_SHOTS`` (default: the test's tmp folder)."""
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ import cv2
 import pytest
 import redis
 
+from crosscam.cameras import IngestReconciler
+from crosscam.run import ingest_argv
+from crosscam.supervisor import ProcessSpec, Supervisor
 from gallery.server import serve
 from gallery.settings import GalleryConfig, GallerySettings
 from reid.api import ReidApi, start_api
+from reid.cameras_api import TopologyFollower, cameras_router
 from reid.embedding import MODEL_FILE, CropEmbedder
 from reid.operator import Corrector, MatchPublisher
 from reid.operator_api import OperatorApi, Searcher, operator_router
+from reid.topology import Topology
+from schemas.keys import camera_status_key
 from schemas.messages import Crop, Tracklet, pack_f32
 from service.assets import model_path
-from service.settings import KafkaSettings
+from service.camera_registry import CameraRegistry
+from service.settings import KafkaSettings, RedisSettings
 from tests.e2e.test_gallery import BROWSER_DIR, CHROMIUM, PAGE_TIMEOUT_MS, node_driver  # noqa: F401
+from tests.integration.kafka_helpers import unique
 from tests.integration.test_operator_api import _engine
 from tests.unit.test_reid_embedding import pets_crops
 from tests.web_helpers import db_url, web_world
@@ -39,10 +48,33 @@ def _tracklet(cam: str, person: int, t0_s: int, img, emb: CropEmbedder) -> Track
                     ts_start_ns=t0_s * 10**9, ts_end_ns=(t0_s + 8) * 10**9, crops=[crop])  # fmt: skip
 
 
-def test_split_and_search_in_chromium(
+def _ingest_spec(cam: str, source: str) -> ProcessSpec:
+    return ProcessSpec(f"ingest-{cam}", ingest_argv(cam, source, ["--analysis-fps", "2"]),
+                       {"CROSSCAM_METRICS__PORT": "0"})  # fmt: skip
+
+
+def _reconcile(reconciler: IngestReconciler, stop: threading.Event) -> None:
+    """What ``crosscam run --runtime-cameras`` does between its supervision polls."""
+    while not stop.wait(0.25):
+        reconciler.supervisor.poll()
+        reconciler.tick()
+
+
+def _status(redis_url: str, cam: str) -> str:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        state = client.hget(camera_status_key(cam), "state")
+        client.delete(camera_status_key(cam))
+        return state.decode() if state else ""
+    finally:
+        client.close()
+
+
+def test_operator_pages_in_chromium(
     node_driver: str,  # noqa: F811
     redis_url: str,
     kafka_bootstrap: str,
+    pets_video: Path,
     tmp_path: Path,
 ) -> None:
     import json
@@ -53,6 +85,7 @@ def test_split_and_search_in_chromium(
     crops = pets_crops((1, 17), 2)
     emb = CropEmbedder(model_path(MODEL_FILE))
     url = db_url(redis_url, OPS_GALLERY_DB)
+    cam = unique("door")[:30]
     with web_world(redis_url, OPS_GALLERY_DB, tmp_path) as (ctx, tokens):
         eng = _engine(tmp_path / "s", 512, "ui", url)
         # person 1's crop seen on a then b (one identity); person 17 on c
@@ -66,23 +99,43 @@ def test_split_and_search_in_chromium(
         ctx.on_stop.append(publisher.close)
         ops = OperatorApi(api, Corrector(eng, threading.Lock(), redis.Redis.from_url(url)),
                           publisher, Searcher(model_path(MODEL_FILE)))  # fmt: skip
-        server, port = start_api(api, ctx, "127.0.0.1", 0, [operator_router(ops)])
+        registry = CameraRegistry(redis.Redis.from_url(url))
+        registry.seed(eng.topology.spec, None, "test")
+
+        def apply(t: Topology) -> None:
+            eng.topology = eng.linker.topology = api.topology = t
+
+        follower = TopologyFollower(registry, apply)
+        follower.refresh()
+        routers = [operator_router(ops), cameras_router(registry, follower)]
+        server, port = start_api(api, ctx, "127.0.0.1", 0, routers)
         settings = GallerySettings(
-            gallery=GalleryConfig(port=0, reid_api=f"http://127.0.0.1:{port}")
+            gallery=GalleryConfig(port=0, reid_api=f"http://127.0.0.1:{port}", refresh_s=1.0),
+            redis=RedisSettings(url=redis_url),  # where ingest reports camera status
         )
+        sup = Supervisor([], tmp_path / "logs", grace_s=10)
+        reconciler = IngestReconciler(registry, sup, _ingest_spec, poll_s=0.5)
+        stop = threading.Event()
+        follow = threading.Thread(target=_reconcile, args=(reconciler, stop), daemon=True)
+        follow.start()
         front, gallery = serve(settings, ctx)
         photo = tmp_path / "person17.png"
         cv2.imwrite(str(photo), crops[17][1])  # another frame of person 17
         try:
             plan = {"url": f"http://127.0.0.1:{front.port}", "chromium": str(CHROMIUM),
                     "out_dir": str(shots), "token": tokens.admin, "timeout_ms": PAGE_TIMEOUT_MS,
-                    "gid": gid, "split_tracklet": "b:1:12", "photo": str(photo)}  # fmt: skip
+                    "gid": gid, "split_tracklet": "b:1:12", "photo": str(photo),
+                    "new_camera": {"id": cam, "source": str(pets_video)}, "online_timeout_ms": 60_000}  # fmt: skip
             proc = subprocess.run([node_driver, str(BROWSER_DIR / "operators.mjs"), json.dumps(plan)],
                                   capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, cwd=BROWSER_DIR)  # fmt: skip
             facts = json.loads(proc.stdout or "{}")
             assert proc.returncode == 0 and "failed" not in facts, (facts, proc.stderr[-3000:])
             new = eng.identities(["b:1:12"])["b:1:12"]
+            online = _status(redis_url, cam)
         finally:
+            stop.set()
+            follow.join(5)
+            sup.stop()
             front.stop()
             gallery.status.close()
             server.stop()
@@ -97,10 +150,12 @@ def test_split_and_search_in_chromium(
     # the stored crop of person 1 ranks person 1's sightings first (same crop: ~0)
     assert {c["tracklet_id"] for c in facts["crop"][:2]} == {"a:1:0", "b:1:12"}
     assert facts["crop"][0]["distance"] < 0.05
-    for name in (
-        "identity-before-split",
-        "identity-after-split",
-        "search-by-photo",
-        "search-by-crop",
-    ):
+    # the camera added in the browser got an ingest that came online; its source never showed
+    assert online in ("online", "ended") and facts["disabled"]
+    assert (
+        str(pets_video) not in facts["registry_text"] and "set (hidden)" in facts["registry_text"]
+    )
+    assert cam not in facts["registry_before"] and "a" in facts["registry_before"]
+    for name in ("identity-before-split", "identity-after-split", "search-by-photo", "search-by-crop",
+                 "registry-camera-online", "cameras-with-runtime-camera"):  # fmt: skip
         assert (shots / f"{name}.png").stat().st_size > 0

@@ -70,6 +70,30 @@ try {
   await page.waitForSelector('#s-results .cand');
   facts.crop = await candidates(page);
   await page.screenshot({ path: join(plan.out_dir, 'search-by-crop.png'), fullPage: true });
+
+  // 4. cameras at runtime: add a camera with a video source; its ingest comes online
+  if (plan.new_camera) {
+    await page.click('nav a[data-nav=registry]');
+    await page.waitForSelector('[data-page=registry] form#add-camera');
+    facts.registry_before = await page.$$eval('tr[data-camera]', (rows) => rows.map((r) => r.dataset.camera));
+    await page.fill('form#add-camera input[name=id]', plan.new_camera.id);
+    await page.fill('form#add-camera input[name=name]', 'added at runtime');
+    await page.fill('form#add-camera input[name=source]', plan.new_camera.source);
+    await page.fill('form#add-camera input[name=x]', '400');
+    await page.fill('form#add-camera input[name=y]', '0');
+    await page.click('form#add-camera button[type=submit]');
+    await page.waitForSelector(`tr[data-camera="${plan.new_camera.id}"]`);
+    await page.waitForSelector(`tr[data-camera="${plan.new_camera.id}"] [data-state=online]`, { timeout: plan.online_timeout_ms });
+    facts.registry_text = await page.textContent('[data-page=registry]');
+    await page.screenshot({ path: join(plan.out_dir, 'registry-camera-online.png'), fullPage: true });
+    await page.click('nav a[data-nav=cameras]');
+    await page.waitForSelector(`[data-page=cameras] tr[data-camera="${plan.new_camera.id}"] [data-state=online]`);
+    await page.screenshot({ path: join(plan.out_dir, 'cameras-with-runtime-camera.png'), fullPage: true });
+    await page.click('nav a[data-nav=registry]');
+    await page.click(`tr[data-camera="${plan.new_camera.id}"] [data-toggle]`);
+    await page.waitForSelector(`tr[data-camera="${plan.new_camera.id}"][data-enabled="0"]`);
+    facts.disabled = true;
+  }
 } catch (err) {
   facts.failed = String(err && err.stack || err);
 } finally {
