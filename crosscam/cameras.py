@@ -5,7 +5,8 @@ file once, then :class:`IngestReconciler` compares, every poll, the registry's
 enabled cameras with a source against the supervisor's ``ingest-<camera>``
 children: a new camera gets an ingest, a removed or disabled one loses it, a
 changed source restarts it. An ingest that finished its file (exit 0) stays
-finished until its source changes.
+finished until its source changes. Uploaded recordings (:mod:`service.uploads`)
+each get one replay (``upload-<id>``), marked done once it read the whole file.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections.abc import Callable
 
 from crosscam.supervisor import ProcessSpec, Supervisor
 from service.camera_registry import CameraRegistry
+from service.uploads import UploadStore
 
 log = logging.getLogger(__name__)
 
 INGEST_PREFIX = "ingest-"
+UPLOAD_PREFIX = "upload-"
 POLL_S = 1.0
 
 
@@ -30,15 +33,20 @@ class IngestReconciler:
         registry: the camera registry.
         supervisor: whose ``ingest-*`` children are managed.
         make_spec: the process spec of a camera's ingest, from (camera id, source).
+        make_replay: the process spec of an upload's replay, from (upload id, camera id,
+            file, start ns); None: uploads are not replayed here.
     """
 
     def __init__(
         self, registry: CameraRegistry, supervisor: Supervisor,
         make_spec: Callable[[str, str], ProcessSpec], poll_s: float = POLL_S,
+        make_replay: Callable[[str, str, str, int], ProcessSpec] | None = None,
     ) -> None:  # fmt: skip
         self.registry = registry
+        self.uploads = UploadStore(registry.client)
         self.supervisor = supervisor
         self.make_spec = make_spec
+        self.make_replay = make_replay
         self.poll_s = poll_s
         self.seen = -1
         self._next = 0.0
@@ -57,6 +65,7 @@ class IngestReconciler:
         if now < self._next:
             return False
         self._next = now + self.poll_s
+        self._finish_uploads()
         version = self.registry.version()
         if version == self.seen:
             return False
@@ -82,3 +91,23 @@ class IngestReconciler:
                 self.supervisor.remove(name)
             log.info("ingest_added", extra={"child": name})
             self.supervisor.add(spec)
+        self._start_uploads()
+
+    def _start_uploads(self) -> None:
+        """A replay for each queued upload (each runs once; ``done`` when the file was read)."""
+        if self.make_replay is None:
+            return
+        for up in self.uploads.all():
+            name = f"{UPLOAD_PREFIX}{up.upload_id}"
+            if up.state == "done" or name in self.supervisor.children:
+                continue
+            log.info("upload_replay_started", extra={"child": name, "camera": up.camera_id})
+            self.supervisor.add(self.make_replay(up.upload_id, up.camera_id, up.path, up.start_ns))
+            self.uploads.set_state(up.upload_id, "replaying")
+
+    def _finish_uploads(self) -> None:
+        for name, child in list(self.supervisor.children.items()):
+            if name.startswith(UPLOAD_PREFIX) and not child.enabled and child.proc is None:
+                self.uploads.set_state(name.removeprefix(UPLOAD_PREFIX), "done")
+                self.supervisor.children.pop(name, None)
+                log.info("upload_replay_done", extra={"child": name})

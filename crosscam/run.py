@@ -258,7 +258,13 @@ def ingest_reconciler(
         return ProcessSpec(f"ingest-{cam}", ingest_argv(cam, source, cfg),
                            {"CROSSCAM_METRICS__PORT": str(port)}, port)  # fmt: skip
 
-    return IngestReconciler(registry, supervisor, make_spec)
+    def make_replay(upload_id: str, cam: str, path: str, start_ns: int) -> ProcessSpec:
+        port = ports.setdefault(upload_id, first_port + len(ports))
+        argv = crosscam_argv("ingest", "--camera-id", cam, "--source", path,
+                             "--start-time-ns", str(start_ns), *cfg)  # fmt: skip
+        return ProcessSpec(f"upload-{upload_id}", argv, {"CROSSCAM_METRICS__PORT": str(port)}, port)
+
+    return IngestReconciler(registry, supervisor, make_spec, make_replay=make_replay)
 
 
 def supervise(

@@ -33,6 +33,7 @@ from reid.qdrant_store import LockedStore, open_store
 from reid.settings import ReidSettingsRoot
 from reid.store import Scope, VectorStore
 from reid.topology import Topology
+from reid.uploads_api import uploads_router
 from schemas.cameras import load_cameras_file
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
@@ -41,6 +42,7 @@ from service.camera_registry import CameraRegistry
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.kafka import Output, Record, dead_letter
 from service.metrics import start_metrics_server
+from service.uploads import UploadStore
 from service.web import WebContext, web_context
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,8 @@ def main(args: argparse.Namespace) -> int:
     if settings.reid.camera_registry:
         follower = follow_registry(api, engine, lock, settings)
         routers.append(cameras_router(follower.registry, follower))
+        routers.append(uploads_router(follower.registry, UploadStore(follower.registry.client),
+                                      settings.reid.data_dir / "uploads"))  # fmt: skip
     server, _ = start_api(api, web, settings.reid.api_host, settings.reid.api_port, routers)
 
     try:

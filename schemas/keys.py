@@ -18,6 +18,8 @@
   registry (:mod:`service.camera_registry`): cameras (with their sources), links, and
   ``version``/``window_s``/``seeded_from``; written by the ReID API's admin routes and
   the runner's seeding, followed by the runner (ingest processes) and the ReID stage.
+* ``crosscam:uploads`` — uploaded recordings (:mod:`service.uploads`): upload id → JSON;
+  written by the ReID API, replayed (and marked done) by the runner.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ CONSTRAINTS_KEY = "crosscam:reid:constraints"
 CAMERA_REGISTRY_KEY = "crosscam:cameras"
 CAMERA_LINKS_KEY = "crosscam:cameras:links"
 CAMERA_META_KEY = "crosscam:cameras:meta"
+UPLOADS_KEY = "crosscam:uploads"
 
 
 def token_key(digest: str) -> str:

@@ -874,6 +874,7 @@ function route() {
   else if (parts[0] === 'reidentify') pageReidentify(token, new URLSearchParams(query || ''));
   else if (parts[0] === 'search') pageSearch(token, new URLSearchParams(query || ''));  // operators.js
   else if (parts[0] === 'registry') pageRegistry(token);  // operators.js
+  else if (parts[0] === 'uploads') pageUploads(token);  // operators.js
   else pageIdentities(token);
 }
 

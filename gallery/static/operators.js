@@ -292,3 +292,92 @@ async function pageRegistry(token, note = '') {
   });
   schedule(() => { if (document.activeElement === document.body || !document.activeElement) pageRegistry(token); else schedule(() => pageRegistry(token)); });
 }
+
+// --------------------------------------------------------------------------------------
+// uploads (#/uploads, operator): a recorded video for a camera, replayed as that camera
+
+const UploadApi = {
+  async list() { return Api.request('GET', '/api/uploads'); },
+  /** POST /api/uploads?camera=&start_ns=&name=&x=&y= with the file as the body (streamed). */
+  async send(file, q) {
+    const p = new URLSearchParams({ camera: q.camera, start_ns: String(q.start_ns) });
+    if (q.name) p.set('name', q.name);
+    if (q.x !== null) p.set('x', String(q.x));
+    if (q.y !== null) p.set('y', String(q.y));
+    let resp;
+    try {
+      resp = await fetch(`/api/uploads?${p}`, {
+        method: 'POST', body: file, cache: 'no-store',
+        headers: { ...Auth.headers(), Accept: 'application/json', 'Content-Type': 'application/octet-stream' },
+      });
+    } catch (err) {
+      throw new ApiError(`the gallery server cannot be reached (${err.message})`);
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (_) { data = null; }
+    if (!resp.ok) throw new ApiError((data && data.error) || `${resp.status}`, resp.status);
+    return data;
+  },
+};
+
+function uploadRows(ups) {
+  return ups.map((u) => {
+    const pct = u.frames_total ? Math.min(100, (100 * u.frames_read) / u.frames_total) : 0;
+    return html`<tr data-upload="${esc(u.upload_id)}" data-state="${esc(u.state)}" data-progress="${pct.toFixed(1)}">
+      <td><b>${esc(u.camera_id)}</b><div class="hint mono">${esc(u.upload_id)}</div></td>
+      <td>${esc(fmtTime(u.start_ns))}<div class="hint">${esc(fmtDuration(u.duration_s))} · ${u.fps.toFixed(1)} fps</div></td>
+      <td class="progress" style="min-width:220px"><div class="bar"><i style="width:${pct.toFixed(1)}%"></i></div>
+        <div class="hint">${u.frames_read} / ${u.frames_total} frames read · ${u.frames_published} analysed</div></td>
+      <td>${esc(u.state)}</td>
+      <td>${u.state === 'done' ? html`<a href="#/identities">identities →</a>` : ''}</td>
+    </tr>`;
+  });
+}
+
+async function pageUploads(token) {
+  let ups = [];
+  try { ups = await UploadApi.list(); okPage(); } catch (err) { if (token === state.routeToken) failPage(err, 'uploads'); return; }
+  if (token !== state.routeToken) return;
+  const existing = document.getElementById('uploads-body');
+  if (existing && document.querySelector('section[data-page=uploads]')) {
+    setHtml(existing, html`${uploadRows(ups)}`);
+  } else {
+    setHtml(view(), html`
+      <section data-page="uploads">
+        <div class="pagehead"><div><h1>Uploads</h1><div class="sub">A recorded video of a camera (new or existing), replayed through the pipeline as that camera, at the time it was recorded</div></div></div>
+        <form class="panel query" id="upload">
+          <div class="row">
+            <label class="field">video file<input type="file" name="video" accept="video/*" required></label>
+            <label class="field">camera id<input name="camera" required></label>
+            <label class="field">camera name (new camera)<input name="name"></label>
+          </div>
+          <div class="row">
+            <label class="field">recording started (UTC)<input type="datetime-local" step="1" name="start" required></label>
+            <label class="field">map x<input type="number" step="any" name="x"></label>
+            <label class="field">map y<input type="number" step="any" name="y"></label>
+          </div>
+          <div class="row"><button class="primary" type="submit">Upload</button><span class="hint" id="upload-status" data-upload-status></span></div>
+        </form>
+        <div class="panel" style="margin-top:18px"><h2>Replays</h2>
+          <table class="list"><thead><tr><th>Camera</th><th>Recorded</th><th>Progress</th><th>State</th><th></th></tr></thead>
+          <tbody id="uploads-body">${uploadRows(ups)}</tbody></table></div>
+      </section>`);
+    const form = document.getElementById('upload');
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const f = form.elements;
+      const status = document.getElementById('upload-status');
+      const start = fromInputTime(f.start.value);
+      if (start === null) { status.textContent = 'Give the recording\'s start time.'; return; }
+      status.textContent = 'uploading…';
+      try {
+        const up = await UploadApi.send(f.video.files[0], { camera: f.camera.value.trim(), name: f.name.value.trim(),
+          start_ns: start, x: numberOrNull(f.x.value), y: numberOrNull(f.y.value) });
+        status.textContent = `Stored as ${up.upload_id}: ${up.frames_total} frames; the replay starts in a moment.`;
+        state.apiCameras = null;
+        pageUploads(token);
+      } catch (err) { status.textContent = `Refused: ${err.message}`; }
+    });
+  }
+  schedule(() => pageUploads(token));
+}

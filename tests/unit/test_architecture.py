@@ -53,6 +53,7 @@ SERVICE_SIDE = {
         "service",
         "settings",
         "tail",
+        "uploads_api",
     },
 }
 
