@@ -108,6 +108,9 @@ class IngestReconciler:
     def _finish_uploads(self) -> None:
         for name, child in list(self.supervisor.children.items()):
             if name.startswith(UPLOAD_PREFIX) and not child.enabled and child.proc is None:
-                self.uploads.set_state(name.removeprefix(UPLOAD_PREFIX), "done")
+                upload_id = name.removeprefix(UPLOAD_PREFIX)
+                up = self.uploads.get(upload_id)
+                counts = self.uploads.final_counts(up.camera_id) if up else {}
+                self.uploads.set_state(upload_id, "done", **counts)
                 self.supervisor.children.pop(name, None)
                 log.info("upload_replay_done", extra={"child": name})

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from schemas.keys import CAMERA_META_KEY, UPLOADS_KEY
+from schemas.keys import CAMERA_META_KEY, UPLOADS_KEY, camera_status_key
 
 PROBE_TIMEOUT_S = 30.0
 VIDEO_SUFFIXES = {"avi": ".avi", "mp4": ".mp4", "mov": ".mov", "matroska": ".mkv", "webm": ".webm"}
@@ -91,15 +91,18 @@ class Upload:
     who: str
     state: str = "queued"
     """``queued`` (waiting for the runner), ``replaying``, ``done``."""
+    frames_read: int = 0
+    frames_published: int = 0
+    """Once done: the replay's final counts (the camera's status hash expires)."""
 
     def public(self, status: dict[str, str] | None = None) -> dict[str, Any]:
         """What the API shows (never the stored path), with progress from the camera's ingest."""
-        read = int((status or {}).get("frames_captured", 0) or 0) if self.state != "queued" else 0
-        done = self.state == "done"
-        shown = self.frames if done else min(read, self.frames)
+        live = status if self.state == "replaying" else None
+        read = int((live or {}).get("frames_captured", 0) or 0) or self.frames_read
+        published = int((live or {}).get("frames_published", 0) or 0) or self.frames_published
         return {"upload_id": self.upload_id, "camera_id": self.camera_id, "start_ns": self.start_ns,
-                "frames_total": self.frames, "frames_read": shown,
-                "frames_published": int((status or {}).get("frames_published", 0) or 0),
+                "frames_total": self.frames, "frames_read": min(read, self.frames),
+                "frames_published": published,
                 "fps": self.fps, "duration_s": self.duration_s, "state": self.state,
                 "created_ns": self.created_ns, "who": self.who}  # fmt: skip
 
@@ -109,6 +112,17 @@ class UploadStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+
+    def final_counts(self, camera_id: str) -> dict[str, int]:
+        """A finished replay's counts, from its camera's status hash (before it expires)."""
+        raw: Any = self.client.hgetall(camera_status_key(camera_id))
+        st = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        return {"frames_read": int(st.get("frames_captured", 0) or 0),
+                "frames_published": int(st.get("frames_published", 0) or 0)}  # fmt: skip
+
+    def get(self, upload_id: str) -> Upload | None:
+        raw: Any = self.client.hget(UPLOADS_KEY, upload_id)
+        return None if raw is None else Upload(**json.loads(raw))
 
     def add(self, upload: Upload) -> None:
         """Record a new upload and tell the runner (registry version bump)."""
@@ -121,10 +135,11 @@ class UploadStore:
         ups = [Upload(**json.loads(v)) for v in raw.values()]
         return sorted(ups, key=lambda u: -u.created_ns)
 
-    def set_state(self, upload_id: str, state: str) -> None:
-        """Move an upload on (``replaying``, ``done``)."""
+    def set_state(self, upload_id: str, state: str, **counts: int) -> None:
+        """Move an upload on (``replaying``, ``done`` with its final ``frames_read`` and
+        ``frames_published``)."""
         raw: Any = self.client.hget(UPLOADS_KEY, upload_id)
         if raw is None:
             return
-        doc = {**json.loads(raw), "state": state}
+        doc = {**json.loads(raw), "state": state, **counts}
         self.client.hset(UPLOADS_KEY, upload_id, json.dumps(doc))

@@ -327,7 +327,7 @@ function uploadRows(ups) {
       <td><b>${esc(u.camera_id)}</b><div class="hint mono">${esc(u.upload_id)}</div></td>
       <td>${esc(fmtTime(u.start_ns))}<div class="hint">${esc(fmtDuration(u.duration_s))} · ${u.fps.toFixed(1)} fps</div></td>
       <td class="progress" style="min-width:220px"><div class="bar"><i style="width:${pct.toFixed(1)}%"></i></div>
-        <div class="hint">${u.frames_read} / ${u.frames_total} frames read · ${u.frames_published} analysed</div></td>
+        <div class="hint">${u.frames_read} / ${u.frames_total} frames read · ${u.frames_published} sent to the detector</div></td>
       <td>${esc(u.state)}</td>
       <td>${u.state === 'done' ? html`<a href="#/identities">identities →</a>` : ''}</td>
     </tr>`;

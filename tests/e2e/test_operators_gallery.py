@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ import pytest
 import redis
 
 from crosscam.cameras import IngestReconciler
-from crosscam.run import ingest_argv
+from crosscam.run import crosscam_argv, ingest_argv
 from crosscam.supervisor import ProcessSpec, Supervisor
 from gallery.server import serve
 from gallery.settings import GalleryConfig, GallerySettings
@@ -24,11 +25,13 @@ from reid.embedding import MODEL_FILE, CropEmbedder
 from reid.operator import Corrector, MatchPublisher
 from reid.operator_api import OperatorApi, Searcher, operator_router
 from reid.topology import Topology
+from reid.uploads_api import uploads_router
 from schemas.keys import camera_status_key
 from schemas.messages import Crop, Tracklet, pack_f32
 from service.assets import model_path
 from service.camera_registry import CameraRegistry
 from service.settings import KafkaSettings, RedisSettings
+from service.uploads import UploadStore
 from tests.e2e.test_gallery import BROWSER_DIR, CHROMIUM, PAGE_TIMEOUT_MS, node_driver  # noqa: F401
 from tests.integration.kafka_helpers import unique
 from tests.integration.test_operator_api import _engine
@@ -53,11 +56,29 @@ def _ingest_spec(cam: str, source: str) -> ProcessSpec:
                        {"CROSSCAM_METRICS__PORT": "0"})  # fmt: skip
 
 
+def _replay_spec(redis_url: str, upload_id: str, cam: str, path: str, start_ns: int) -> ProcessSpec:
+    argv = crosscam_argv("ingest", "--camera-id", cam, "--source", path, "--start-time-ns", str(start_ns),
+                         "--redis-url", redis_url)  # status where the API reads it  # fmt: skip
+    return ProcessSpec(f"upload-{upload_id}", argv, {"CROSSCAM_METRICS__PORT": "0"})
+
+
 def _reconcile(reconciler: IngestReconciler, stop: threading.Event) -> None:
     """What ``crosscam run --runtime-cameras`` does between its supervision polls."""
     while not stop.wait(0.25):
         reconciler.supervisor.poll()
         reconciler.tick()
+
+
+def _clip(video: Path, out: Path, frames: int = 30) -> Path:
+    cap = cv2.VideoCapture(str(video))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (384, 288))
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(cv2.resize(frame, (384, 288)))
+    writer.release()
+    cap.release()
+    return out
 
 
 def _status(redis_url: str, cam: str) -> str:
@@ -107,25 +128,32 @@ def test_operator_pages_in_chromium(
 
         follower = TopologyFollower(registry, apply)
         follower.refresh()
-        routers = [operator_router(ops), cameras_router(registry, follower)]
+        routers = [operator_router(ops), cameras_router(registry, follower),
+                   uploads_router(registry, UploadStore(registry.client), tmp_path / "uploads")]  # fmt: skip
         server, port = start_api(api, ctx, "127.0.0.1", 0, routers)
         settings = GallerySettings(
             gallery=GalleryConfig(port=0, reid_api=f"http://127.0.0.1:{port}", refresh_s=1.0),
             redis=RedisSettings(url=redis_url),  # where ingest reports camera status
         )
         sup = Supervisor([], tmp_path / "logs", grace_s=10)
-        reconciler = IngestReconciler(registry, sup, _ingest_spec, poll_s=0.5)
+        reconciler = IngestReconciler(
+            registry, sup, _ingest_spec, poll_s=0.5, make_replay=partial(_replay_spec, url)
+        )
         stop = threading.Event()
         follow = threading.Thread(target=_reconcile, args=(reconciler, stop), daemon=True)
         follow.start()
         front, gallery = serve(settings, ctx)
+        clip, fake = _clip(pets_video, tmp_path / "clip.avi"), tmp_path / "fake.mp4"
+        fake.write_text("not a video, whatever its name says\n" * 50)
         photo = tmp_path / "person17.png"
         cv2.imwrite(str(photo), crops[17][1])  # another frame of person 17
         try:
             plan = {"url": f"http://127.0.0.1:{front.port}", "chromium": str(CHROMIUM),
                     "out_dir": str(shots), "token": tokens.admin, "timeout_ms": PAGE_TIMEOUT_MS,
                     "gid": gid, "split_tracklet": "b:1:12", "photo": str(photo),
-                    "new_camera": {"id": cam, "source": str(pets_video)}, "online_timeout_ms": 60_000}  # fmt: skip
+                    "new_camera": {"id": cam, "source": str(pets_video)}, "online_timeout_ms": 60_000,
+                    "upload": {"file": str(clip), "camera": f"{cam}-up", "start": "2020-09-13T12:26:40",
+                               "fake": str(fake)}}  # fmt: skip
             proc = subprocess.run([node_driver, str(BROWSER_DIR / "operators.mjs"), json.dumps(plan)],
                                   capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, cwd=BROWSER_DIR)  # fmt: skip
             facts = json.loads(proc.stdout or "{}")
@@ -156,6 +184,11 @@ def test_operator_pages_in_chromium(
         str(pets_video) not in facts["registry_text"] and "set (hidden)" in facts["registry_text"]
     )
     assert cam not in facts["registry_before"] and "a" in facts["registry_before"]
-    for name in ("identity-before-split", "identity-after-split", "search-by-photo", "search-by-crop",
+    # the upload was stored, replayed to its end as a new camera; a fake video was refused
+    assert facts["upload"]["state"] == "done" and facts["upload"]["progress"] == 100.0
+    assert "30 / 30 frames read" in facts["upload"]["text"]
+    assert "· 0 sent" not in facts["upload"]["text"]  # sampled to the analysis rate, > 0
+    assert "not a video" in facts["upload"]["refused"]
+    for name in ("upload-started", "upload-done", "identity-before-split", "identity-after-split", "search-by-photo", "search-by-crop",
                  "registry-camera-online", "cameras-with-runtime-camera"):  # fmt: skip
         assert (shots / f"{name}.png").stat().st_size > 0

@@ -217,6 +217,7 @@ def test_an_upload_is_stored_replayed_at_its_time_with_progress(
     assert w.store.all()[0].state == "done", log
     row = rows[0]
     assert row["state"] == "done" and row["frames_read"] == row["frames_total"] == CLIP_FRAMES, row
+    assert 0 < row["frames_published"] <= CLIP_FRAMES, row  # sampled to the analysis rate
     st = {k.decode(): v.decode() for k, v in status.hgetall(camera_status_key(cam)).items()}
     assert int(st["frames_captured"]) == CLIP_FRAMES, st
     # replayed at the time it was recorded: the last frame is ~4 s after START_NS

@@ -94,6 +94,30 @@ try {
     await page.waitForSelector(`tr[data-camera="${plan.new_camera.id}"][data-enabled="0"]`);
     facts.disabled = true;
   }
+
+  // 5. upload a recorded video for a new camera; its replay's progress reaches the end
+  if (plan.upload) {
+    await page.click('nav a[data-nav=uploads]');
+    await page.waitForSelector('[data-page=uploads] form#upload');
+    await page.setInputFiles('form#upload input[name=video]', plan.upload.file);
+    await page.fill('form#upload input[name=camera]', plan.upload.camera);
+    await page.fill('form#upload input[name=name]', 'uploaded recording');
+    await page.fill('form#upload input[name=start]', plan.upload.start);
+    await page.click('form#upload button[type=submit]');
+    await page.waitForSelector('tr[data-upload]');
+    await page.screenshot({ path: join(plan.out_dir, 'upload-started.png'), fullPage: true });
+    await page.waitForSelector('tr[data-upload][data-state=done]', { timeout: plan.online_timeout_ms });
+    facts.upload = await page.$eval('tr[data-upload]', (r) => ({
+      state: r.dataset.state, progress: Number(r.dataset.progress), text: r.textContent,
+    }));
+    await page.screenshot({ path: join(plan.out_dir, 'upload-done.png'), fullPage: true });
+    // a text file named like a video is refused by probing, and says so
+    await page.setInputFiles('form#upload input[name=video]', plan.upload.fake);
+    await page.fill('form#upload input[name=camera]', `${plan.upload.camera}-2`);
+    await page.click('form#upload button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('[data-upload-status]').textContent.startsWith('Refused'));
+    facts.upload.refused = await page.textContent('[data-upload-status]');
+  }
 } catch (err) {
   facts.failed = String(err && err.stack || err);
 } finally {
