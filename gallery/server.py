@@ -144,7 +144,7 @@ def _proxy_routes(app: FastAPI, gallery: Gallery) -> None:
     async def forward(request: Request) -> Response:
         authenticate(request)  # no valid token: 401 here, the ReID API never asked
         # a recorded video streams through; every other body is small and read whole
-        streamed = request.method == "POST" and request.url.path == UPLOAD_PATH
+        streamed = request.method == "POST" and request.url.path.startswith(UPLOAD_PATH)
         body = request.stream() if streamed else await request.body()
         client = request.client.host if request.client else ""
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")

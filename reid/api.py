@@ -124,6 +124,7 @@ def _tracklet_json(t: StoredTracklet) -> dict[str, Any]:
         "global_id": t.global_id,
         "thumbnail_ref": t.thumbnail_ref,
         "thumbnail_url": f"/thumbnails/{t.thumbnail_ref}" if t.thumbnail_ref else "",
+        "plan_track": t.plan_track,
     }
 
 

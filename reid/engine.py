@@ -75,6 +75,8 @@ class Engine:
         self.new_global_id = new_global_id
         self.linker = Linker(topology, params.linker, new_global_id, constraints)
         self.thumbnails_dir = thumbnails_dir
+        self.plan_track: Callable[[Tracklet], list[list[float]]] | None = None
+        """Set by the service when a site plan exists: a tracklet's plan trajectory."""
 
     def restore(self) -> int:
         """After a restart: the newest window of stored tracklets joins the linker as frozen anchors.
@@ -171,6 +173,7 @@ class Engine:
                     shots=agg.shots,
                     thumbnail_ref=sighting.thumbnail_ref,
                     neighbours={n.tracklet_id: n.distance for n in neighbours},
+                    plan_track=self.plan_track(tracklet) if self.plan_track else [],
                 )
             ]
         )

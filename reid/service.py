@@ -31,6 +31,7 @@ from reid.operator import Corrector, MatchPublisher, load_constraints
 from reid.operator_api import OperatorApi, Searcher, operator_router
 from reid.qdrant_store import LockedStore, open_store
 from reid.settings import ReidSettingsRoot
+from reid.sitemap_api import SiteMap, sitemap_router
 from reid.store import Scope, VectorStore
 from reid.topology import Topology
 from reid.uploads_api import uploads_router
@@ -234,6 +235,9 @@ def main(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     api = ReidApi(store, topology, settings.reid.data_dir / "thumbnails")
     routers = [operator_routes(api, engine, lock, settings, web)]
+    site = SiteMap(redis.Redis.from_url(settings.redis.url), settings.reid.data_dir / "sitemap")
+    engine.plan_track = site.track  # tracklets carry their plan trajectory
+    routers.append(sitemap_router(site, lambda: api.topology))
     follower = None
     if settings.reid.camera_registry:
         follower = follow_registry(api, engine, lock, settings)

@@ -20,6 +20,8 @@
   the runner's seeding, followed by the runner (ingest processes) and the ReID stage.
 * ``crosscam:uploads`` — uploaded recordings (:mod:`service.uploads`): upload id → JSON;
   written by the ReID API, replayed (and marked done) by the runner.
+* ``crosscam:sitemap`` — the site plan (:mod:`reid.sitemap_api`): ``plan`` and
+  ``camera:<id>`` (image/plan point pairs and the fitted homography).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ CAMERA_REGISTRY_KEY = "crosscam:cameras"
 CAMERA_LINKS_KEY = "crosscam:cameras:links"
 CAMERA_META_KEY = "crosscam:cameras:meta"
 UPLOADS_KEY = "crosscam:uploads"
+SITEMAP_KEY = "crosscam:sitemap"
 
 
 def token_key(digest: str) -> str:

@@ -75,7 +75,8 @@ SECURITY_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
 UPLOAD_PATH = "/api/uploads"
-"""The one route whose bodies may be large (recorded videos): its own cap and timeout."""
+"""The routes whose bodies may be large (recorded videos, a site plan image: POST to it and
+below it): their own cap and timeout."""
 MAX_AUDIT_PARAMS = 32
 MAX_AUDIT_VALUE = 256
 
@@ -293,7 +294,10 @@ class Guard:
             # RFC 9112 6.3: a smuggling attempt's shape; refuse it and close the connection
             await _send_json(send, 400, "Content-Length together with Transfer-Encoding")
             return
-        upload = scope["method"] == "POST" and scope["path"] == UPLOAD_PATH
+        path = scope["path"]
+        upload = scope["method"] == "POST" and (
+            path == UPLOAD_PATH or path.startswith(UPLOAD_PATH + "/")
+        )
         cap = s.upload_max_bytes if upload else s.max_body_bytes
         timeout_s = s.upload_timeout_s if upload else s.request_timeout_s
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)

@@ -52,6 +52,7 @@ SERVICE_SIDE = {
         "qdrant_store",
         "service",
         "settings",
+        "sitemap_api",
         "tail",
         "uploads_api",
     },
