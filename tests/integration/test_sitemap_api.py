@@ -42,6 +42,7 @@ class World:
     ) -> httpx.Response:
         token = self.tokens.of(role)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers.update(kw.pop("headers", {}))  # type: ignore[arg-type]
         return httpx.request(method, self.url + path, headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
 
 
