@@ -230,6 +230,7 @@ const Api = {
       ts_end_ns: Number(t.ts_end_ns),
       global_id: t.global_id || '',
       thumbnail_url: t.thumbnail_url || Api.thumbUrl(t.thumbnail_ref),
+      plan_track: t.plan_track || [],  // [t_ns, x, y] on the site plan (operators.js draws it)
     };
   },
 
@@ -875,6 +876,7 @@ function route() {
   else if (parts[0] === 'search') pageSearch(token, new URLSearchParams(query || ''));  // operators.js
   else if (parts[0] === 'registry') pageRegistry(token);  // operators.js
   else if (parts[0] === 'uploads') pageUploads(token);  // operators.js
+  else if (parts[0] === 'sitemap') pageSiteMap(token);  // operators.js
   else pageIdentities(token);
 }
 

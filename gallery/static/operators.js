@@ -55,6 +55,7 @@ function isAdmin() { return Boolean(state.config.who && state.config.who.role ==
 function decorateIdentity(gid, sightings) {
   const page = document.querySelector('section[data-page=identity]');
   if (!page) return;
+  drawPlanRoute(gid, sightings);
   document.querySelectorAll('.sighting[data-tracklet]').forEach((row) => {
     const ref = row.querySelector('img[data-src]');
     const links = row.querySelector('.row');
@@ -380,4 +381,123 @@ async function pageUploads(token) {
     });
   }
   schedule(() => pageUploads(token));
+}
+
+// --------------------------------------------------------------------------------------
+// the site plan (#/sitemap, admin): a plan image, per camera 4+ image <-> plan point pairs;
+// the identity page draws a person's path on the plan over time
+
+const SiteApi = {
+  async get() { return Api.request('GET', '/api/sitemap'); },
+  async setCamera(cam, pairs) { return Api.request('PUT', `/api/sitemap/cameras/${encodeURIComponent(cam)}`, pairs); },
+  async uploadPlan(file) {
+    const resp = await fetch('/api/uploads/plan', { method: 'POST', body: file, cache: 'no-store',
+      headers: { ...Auth.headers(), Accept: 'application/json', 'Content-Type': 'application/octet-stream' } });
+    let data = null;
+    try { data = await resp.json(); } catch (_) { data = null; }
+    if (!resp.ok) throw new ApiError((data && data.error) || `${resp.status}`, resp.status);
+    return data;
+  },
+};
+
+/** An <svg> over the plan image (plan pixel coordinates), appended to `box`. */
+async function planCanvas(box, plan) {
+  box.replaceChildren();
+  const wrap = document.createElement('div');
+  wrap.className = 'plan';
+  const img = document.createElement('img');
+  img.alt = 'site plan';
+  img.src = await imageUrl(plan.url);
+  const svg = svgEl('svg', { viewBox: `0 0 ${plan.width} ${plan.height}`, class: 'plan-overlay' });
+  wrap.append(img, svg);
+  box.appendChild(wrap);
+  return svg;
+}
+
+async function drawPlanRoute(gid, sightings) {
+  const page = document.querySelector('section[data-page=identity]');
+  const tracks = sightings.filter((s) => s.plan_track && s.plan_track.length);
+  if (!page || !tracks.length) return;
+  let site;
+  try { site = await SiteApi.get(); } catch (_) { return; }
+  if (!site.plan) return;
+  const panel = document.createElement('div');
+  panel.className = 'panel plan-panel';
+  panel.id = 'plan-route';
+  setHtml(panel, html`<h2>Path on the site plan</h2><div class="plan-box"></div>
+    <div class="legend"><span>the person's foot point over time, from cameras with a homography; numbers: sightings in time order</span></div>`);
+  page.insertBefore(panel, page.querySelector('.grid2'));
+  const svg = await planCanvas(panel.querySelector('.plan-box'), site.plan);
+  const pts = tracks.flatMap((s) => s.plan_track).sort((a, b) => a[0] - b[0]);
+  svg.appendChild(svgEl('polyline', { points: pts.map((p) => `${p[1]},${p[2]}`).join(' '), class: 'plan-path' }));
+  tracks.forEach((s) => {
+    const first = s.plan_track[0];
+    const i = sightings.indexOf(s) + 1;
+    svg.appendChild(svgEl('circle', { cx: first[1], cy: first[2], r: Math.max(4, site.plan.width / 120), class: 'plan-stop' }));
+    svg.appendChild(svgEl('text', { x: first[1], y: first[2], class: 'plan-label' }, String(i)));
+  });
+}
+
+async function pageSiteMap(token, note = '') {
+  let site;
+  try { [site] = await Promise.all([SiteApi.get(), ensureApiCameras()]); okPage(); } catch (err) { if (token === state.routeToken) failPage(err, 'site plan'); return; }
+  if (token !== state.routeToken) return;
+  const cams = allCameras();
+  setHtml(view(), html`
+    <section data-page="sitemap">
+      <div class="pagehead"><div><h1>Site plan</h1><div class="sub">Upload a plan; for each camera give 4 or more ground points in the camera's image and click where they are on the plan</div></div></div>
+      <div class="grid2">
+        <div class="panel">
+          <form class="query" id="plan-form"><div class="row">
+            <label class="field">plan image<input type="file" name="plan" accept="image/png,image/jpeg,image/webp"></label>
+            <button type="submit">Upload plan</button></div></form>
+          <div id="plan-edit" class="plan-box">${site.plan ? '' : html`<div class="empty">No plan yet.</div>`}</div>
+        </div>
+        <form class="panel query" id="pairs-form">
+          <h2>Camera homography</h2>
+          <label class="field">camera<select name="camera">${cams.map((c) => html`<option value="${esc(c.id)}">${esc(c.id)}${site.cameras[c.id] ? ' ✓' : ''}</option>`)}</select></label>
+          <label class="field">image points (pixels; x,y; x,y; …)<input name="image" placeholder="0,400; 640,400; 640,470; 0,470"></label>
+          <label class="field">plan points (click the plan, or type x,y; x,y; …)<input name="plan" data-plan-points></label>
+          <div class="row"><button class="primary" type="submit">Save homography</button><button type="button" class="small" id="clear-plan-points">clear plan points</button></div>
+          <div class="hint" id="sitemap-status" data-sitemap-status>${note}</div>
+        </form>
+      </div>
+    </section>`);
+  const form = document.getElementById('pairs-form');
+  const status = document.getElementById('sitemap-status');
+  const parse = (text) => text.split(';').map((p) => p.trim()).filter(Boolean).map((p) => p.split(',').map(Number));
+  const fill = () => {
+    const had = site.cameras[form.elements.camera.value];
+    form.elements.image.value = had ? had.image_points.map((p) => p.join(',')).join('; ') : '';
+    form.elements.plan.value = had ? had.plan_points.map((p) => p.join(',')).join('; ') : '';
+  };
+  fill();
+  form.elements.camera.addEventListener('change', fill);
+  document.getElementById('clear-plan-points').addEventListener('click', () => { form.elements.plan.value = ''; });
+  if (site.plan) {
+    const svg = await planCanvas(document.getElementById('plan-edit'), site.plan);
+    Object.values(site.cameras).forEach((c) => c.plan_points.forEach((p) => svg.appendChild(
+      svgEl('circle', { cx: p[0], cy: p[1], r: Math.max(3, site.plan.width / 150), class: 'plan-stop' }))));
+    svg.addEventListener('click', (ev) => {
+      const pt = svg.createSVGPoint();
+      pt.x = ev.clientX; pt.y = ev.clientY;
+      const p = pt.matrixTransform(svg.getScreenCTM().inverse());
+      const v = form.elements.plan.value.trim();
+      form.elements.plan.value = `${v ? `${v}; ` : ''}${p.x.toFixed(1)},${p.y.toFixed(1)}`;
+      svg.appendChild(svgEl('circle', { cx: p.x, cy: p.y, r: Math.max(3, site.plan.width / 150), class: 'plan-pick' }));
+    });
+  }
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      await SiteApi.setCamera(form.elements.camera.value, { image_points: parse(form.elements.image.value), plan_points: parse(form.elements.plan.value) });
+      pageSiteMap(token, `Homography of ${form.elements.camera.value} saved: new sightings are placed on the plan.`);
+    } catch (err) { status.textContent = `Refused: ${err.message}`; }
+  });
+  document.getElementById('plan-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const file = ev.target.elements.plan.files[0];
+    if (!file) { status.textContent = 'Choose a plan image first.'; return; }
+    try { await SiteApi.uploadPlan(file); imageCache.delete('/api/sitemap/plan.png'); pageSiteMap(token, 'Plan stored.'); } catch (err) { status.textContent = `Refused: ${err.message}`; }
+  });
 }

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import redis
 
@@ -22,11 +23,13 @@ from gallery.settings import GalleryConfig, GallerySettings
 from reid.api import ReidApi, start_api
 from reid.cameras_api import TopologyFollower, cameras_router
 from reid.embedding import MODEL_FILE, CropEmbedder
+from reid.engine import Engine
 from reid.operator import Corrector, MatchPublisher
 from reid.operator_api import OperatorApi, Searcher, operator_router
+from reid.sitemap_api import SiteMap, sitemap_router
 from reid.topology import Topology
 from reid.uploads_api import uploads_router
-from schemas.keys import camera_status_key
+from schemas.keys import SITEMAP_KEY, camera_status_key
 from schemas.messages import Crop, Tracklet, pack_f32
 from service.assets import model_path
 from service.camera_registry import CameraRegistry
@@ -81,6 +84,27 @@ def _clip(video: Path, out: Path, frames: int = 30) -> Path:
     return out
 
 
+def _walking_tracklet(img: np.ndarray, emb: CropEmbedder) -> Tracklet:
+    """Person 17 again, on camera b, walking down the image (three boxes)."""
+    t = _tracklet("b", 17, 60, img, emb)
+    t.boxes_xyxy = pack_f32(
+        np.array([[300, 100, 340, 200], [300, 200, 340, 300], [300, 300, 340, 400]], np.float32)
+    )
+    t.frame_ts_ns = [60 * 10**9, 64 * 10**9, 68 * 10**9]
+    t.frame_seqs = [0, 1, 2]
+    return t
+
+
+def _after_homography(client: redis.Redis, cam: str, eng: Engine, lock: threading.Lock, t: Tracklet,
+                      stop: threading.Event) -> None:  # fmt: skip
+    """Once the browser saved ``cam``'s homography, link ``t`` as the ReID stage would."""
+    while not stop.wait(0.2):
+        if client.hexists(SITEMAP_KEY, f"camera:{cam}"):
+            with lock:
+                eng.process(t)
+            return
+
+
 def _status(redis_url: str, cam: str) -> str:
     client = redis.Redis.from_url(redis_url)
     try:
@@ -118,7 +142,8 @@ def test_operator_pages_in_chromium(
         api = ReidApi(eng.store, eng.topology, tmp_path / "thumbs")
         publisher = MatchPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap))
         ctx.on_stop.append(publisher.close)
-        ops = OperatorApi(api, Corrector(eng, threading.Lock(), redis.Redis.from_url(url)),
+        lock = threading.Lock()
+        ops = OperatorApi(api, Corrector(eng, lock, redis.Redis.from_url(url)),
                           publisher, Searcher(model_path(MODEL_FILE)))  # fmt: skip
         registry = CameraRegistry(redis.Redis.from_url(url))
         registry.seed(eng.topology.spec, None, "test")
@@ -128,8 +153,19 @@ def test_operator_pages_in_chromium(
 
         follower = TopologyFollower(registry, apply)
         follower.refresh()
+        site = SiteMap(registry.client, tmp_path / "sitemap")
+        eng.plan_track = site.track
         routers = [operator_router(ops), cameras_router(registry, follower),
-                   uploads_router(registry, UploadStore(registry.client), tmp_path / "uploads")]  # fmt: skip
+                   uploads_router(registry, UploadStore(registry.client), tmp_path / "uploads"),
+                   sitemap_router(site, lambda: api.topology)]  # fmt: skip
+        gid17 = eng.identities(["c:17:40"])["c:17:40"]
+        walk = _walking_tracklet(crops[17][0], emb)
+        feeder = threading.Thread(
+            target=_after_homography,
+            args=(registry.client, "b", eng, lock, walk, stop_feed := threading.Event()),
+            daemon=True,
+        )
+        feeder.start()
         server, port = start_api(api, ctx, "127.0.0.1", 0, routers)
         settings = GallerySettings(
             gallery=GalleryConfig(port=0, reid_api=f"http://127.0.0.1:{port}", refresh_s=1.0),
@@ -145,6 +181,8 @@ def test_operator_pages_in_chromium(
         front, gallery = serve(settings, ctx)
         clip, fake = _clip(pets_video, tmp_path / "clip.avi"), tmp_path / "fake.mp4"
         fake.write_text("not a video, whatever its name says\n" * 50)
+        plan_png = tmp_path / "plan.png"
+        cv2.imwrite(str(plan_png), np.full((300, 400, 3), 235, np.uint8))
         photo = tmp_path / "person17.png"
         cv2.imwrite(str(photo), crops[17][1])  # another frame of person 17
         try:
@@ -153,14 +191,18 @@ def test_operator_pages_in_chromium(
                     "gid": gid, "split_tracklet": "b:1:12", "photo": str(photo),
                     "new_camera": {"id": cam, "source": str(pets_video)}, "online_timeout_ms": 60_000,
                     "upload": {"file": str(clip), "camera": f"{cam}-up", "start": "2020-09-13T12:26:40",
-                               "fake": str(fake)}}  # fmt: skip
+                               "fake": str(fake)},
+                    "sitemap": {"plan": str(plan_png), "camera": "b", "image": "0,0; 640,0; 640,480; 0,480",
+                                "clicks": [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]], "gid": gid17}}  # fmt: skip
             proc = subprocess.run([node_driver, str(BROWSER_DIR / "operators.mjs"), json.dumps(plan)],
                                   capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, cwd=BROWSER_DIR)  # fmt: skip
             facts = json.loads(proc.stdout or "{}")
             assert proc.returncode == 0 and "failed" not in facts, (facts, proc.stderr[-3000:])
             new = eng.identities(["b:1:12"])["b:1:12"]
             online = _status(redis_url, cam)
+            walked = eng.store.get([walk.tracklet_id])
         finally:
+            stop_feed.set()
             stop.set()
             follow.join(5)
             sup.stop()
@@ -189,6 +231,9 @@ def test_operator_pages_in_chromium(
     assert "30 / 30 frames read" in facts["upload"]["text"]
     assert "· 0 sent" not in facts["upload"]["text"]  # sampled to the analysis rate, > 0
     assert "not a video" in facts["upload"]["refused"]
-    for name in ("upload-started", "upload-done", "identity-before-split", "identity-after-split", "search-by-photo", "search-by-crop",
+    # a homography placed in the browser: the next sighting has a plan path, drawn on the plan
+    assert walked and len(walked[0].plan_track) == 3 and walked[0].global_id == gid17
+    assert facts["plan_route"]["points"] == 3 and facts["plan_route"]["stops"] == 1
+    for name in ("sitemap", "identity-plan-route", "upload-started", "upload-done", "identity-before-split", "identity-after-split", "search-by-photo", "search-by-crop",
                  "registry-camera-online", "cameras-with-runtime-camera"):  # fmt: skip
         assert (shots / f"{name}.png").stat().st_size > 0

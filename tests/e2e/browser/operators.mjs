@@ -118,6 +118,34 @@ try {
     await page.waitForFunction(() => document.querySelector('[data-upload-status]').textContent.startsWith('Refused'));
     facts.upload.refused = await page.textContent('[data-upload-status]');
   }
+
+  // 6. site plan: upload a plan, place camera b's homography by clicking the plan; the next
+  //    sighting on b is drawn as a path on the plan on its identity page
+  if (plan.sitemap) {
+    const sm = plan.sitemap;
+    await page.click('nav a[data-nav=sitemap]');
+    await page.waitForSelector('[data-page=sitemap] form#plan-form');
+    await page.setInputFiles('form#plan-form input[name=plan]', sm.plan);
+    await page.click('form#plan-form button[type=submit]');
+    await page.waitForSelector('#plan-edit svg.plan-overlay');
+    await page.selectOption('form#pairs-form select[name=camera]', sm.camera);
+    await page.fill('form#pairs-form input[name=image]', sm.image);
+    await page.fill('form#pairs-form input[name=plan]', '');
+    const box = await (await page.$('#plan-edit svg.plan-overlay')).boundingBox();
+    for (const [fx, fy] of sm.clicks) await page.mouse.click(box.x + fx * box.width, box.y + fy * box.height);
+    facts.plan_points_typed = await page.inputValue('form#pairs-form input[name=plan]');
+    await page.click('form#pairs-form button[type=submit]');
+    await page.waitForFunction(() => (document.querySelector('[data-sitemap-status]') || {}).textContent?.includes('saved'));
+    await page.screenshot({ path: join(plan.out_dir, 'sitemap.png'), fullPage: true });
+    await page.goto(`${plan.url}/#/identity/${encodeURIComponent(sm.gid)}`);
+    await page.waitForSelector('#plan-route svg polyline.plan-path', { state: 'attached', timeout: plan.online_timeout_ms });
+    await page.waitForFunction(() => document.querySelector('#plan-route img')?.complete);
+    facts.plan_route = await page.$eval('#plan-route', (p) => ({
+      points: p.querySelector('polyline').getAttribute('points').trim().split(/\s+/).length,
+      stops: p.querySelectorAll('circle.plan-stop').length,
+    }));
+    await page.screenshot({ path: join(plan.out_dir, 'identity-plan-route.png'), fullPage: true });
+  }
 } catch (err) {
   facts.failed = String(err && err.stack || err);
 } finally {
