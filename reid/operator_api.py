@@ -190,7 +190,7 @@ def _search_routes(router: APIRouter, ops: OperatorApi) -> None:
             raise HTTPException(503, "search by example is not available in this process")
         searcher = ops.searcher
         try:
-            image = decode_image(data)
+            image = await anyio.to_thread.run_sync(decode_image, data)
         except BadImage as exc:
             audit(request, who, "search", [], 415)
             raise HTTPException(415, f"not a usable image: {exc}") from None
