@@ -5,6 +5,12 @@ tracker and ReID stages (and the gallery) as supervised child processes:
 a child that dies is restarted with backoff; SIGTERM stops them all cleanly
 (each stage finishes its batch and commits). Kafka, Redis and Qdrant are
 the local stack's unless their addresses are given (flags or environment).
+
+With ``--runtime-cameras`` the cameras file seeds the Redis camera registry
+once; from then on cameras are added, edited, disabled and removed through
+the ReID API (admin) while everything runs: ingest processes follow the
+registry (:mod:`crosscam.cameras`), the ReID stage reloads its topology and
+the gallery draws the ReID API's cameras.
 """
 
 from __future__ import annotations
@@ -19,14 +25,23 @@ import threading
 import time
 from pathlib import Path
 
+from crosscam.cameras import IngestReconciler
 from crosscam.supervisor import ProcessSpec, Supervisor
 from reid.topology import Topology
 from service.auth import default_token_file
+from service.camera_registry import CameraRegistry
 from service.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 STAGES = ("ingest", "detector", "tracker", "reid", "gallery")
+
+
+def ingest_argv(camera_id: str, source: str, cfg: list[str]) -> list[str]:
+    """argv of one camera's ingest (``--eos-on-stop``: a stopped camera closes its tracks)."""
+    return crosscam_argv(
+        "ingest", "--camera-id", camera_id, "--source", source, "--eos-on-stop", *cfg
+    )
 
 
 def crosscam_argv(*args: str) -> list[str]:
@@ -64,12 +79,7 @@ def build_specs(
             source = topology.source_path(cam)
             if not source:
                 raise ValueError(f"camera {cam!r} has no source in {cameras_file}")
-            add(
-                f"ingest-{cam}",
-                crosscam_argv(
-                    "ingest", "--camera-id", cam, "--source", source, "--eos-on-stop", *cfg
-                ),
-            )
+            add(f"ingest-{cam}", ingest_argv(cam, source, cfg))
     for stage in ("detector", "tracker"):
         if stage in only:
             for i in range(replicas.get(stage, 1)):
@@ -145,6 +155,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stack", action="store_true", help="start the local stack first (crosscam stack up)"
     )
+    parser.add_argument(
+        "--runtime-cameras",
+        action="store_true",
+        help="cameras from the Redis registry (seeded once from --cameras), changed at runtime "
+        "through the ReID API; ingest processes follow it",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -170,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     specs = build_specs(
         args.cameras,
-        only,
+        (only or set(STAGES)) - ({"ingest"} if args.runtime_cameras else set()),
         args.replicas,
         args.config,
         args.metrics_base_port,
@@ -178,7 +194,12 @@ def main(args: argparse.Namespace) -> int:
         args.gallery_port,
         args.reid_api_port,
     )
+    if args.runtime_cameras:
+        runtime_cameras_mode(specs)
     supervisor = Supervisor(specs, log_dir=args.data_dir / "logs")
+    reconciler = None
+    if args.runtime_cameras and (only is None or "ingest" in only):
+        reconciler = ingest_reconciler(args, supervisor, args.metrics_base_port + len(specs))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -194,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     t0 = time.monotonic()
-    supervisor.run(stop)
+    supervise(supervisor, reconciler, stop)
     log.info(
         "run_stopped",
         extra={
@@ -203,3 +224,63 @@ def main(args: argparse.Namespace) -> int:
         },
     )
     return 0
+
+
+def runtime_cameras_mode(specs: list[ProcessSpec]) -> None:
+    """The ReID stage follows the registry; the gallery draws the ReID API's cameras."""
+    for spec in specs:
+        if spec.name == "reid":
+            spec.env["CROSSCAM_REID__CAMERA_REGISTRY"] = "true"
+        if spec.name == "gallery" and "--cameras" in spec.argv:
+            i = spec.argv.index("--cameras")
+            del spec.argv[i : i + 2]
+
+
+def ingest_reconciler(
+    args: argparse.Namespace, supervisor: Supervisor, first_port: int
+) -> IngestReconciler:
+    """Seed the registry from the cameras file (once) and follow it with ingest processes."""
+    import redis
+
+    from schemas.cameras import load_cameras_file
+    from service.settings import RedisSettings
+
+    registry = CameraRegistry(redis.Redis.from_url(RedisSettings().url))
+    if registry.seed(
+        load_cameras_file(args.cameras), args.cameras.resolve().parent, str(args.cameras)
+    ):
+        log.info("camera_registry_seeded", extra={"from": str(args.cameras)})
+    cfg = ["--config", str(args.config)] if args.config else []
+    ports: dict[str, int] = {}
+
+    def make_spec(cam: str, source: str) -> ProcessSpec:
+        port = ports.setdefault(cam, first_port + len(ports))
+        return ProcessSpec(f"ingest-{cam}", ingest_argv(cam, source, cfg),
+                           {"CROSSCAM_METRICS__PORT": str(port)}, port)  # fmt: skip
+
+    def make_replay(upload_id: str, cam: str, path: str, start_ns: int) -> ProcessSpec:
+        port = ports.setdefault(upload_id, first_port + len(ports))
+        argv = crosscam_argv("ingest", "--camera-id", cam, "--source", path,
+                             "--start-time-ns", str(start_ns), *cfg)  # fmt: skip
+        return ProcessSpec(f"upload-{upload_id}", argv, {"CROSSCAM_METRICS__PORT": str(port)}, port)
+
+    return IngestReconciler(registry, supervisor, make_spec, make_replay=make_replay)
+
+
+def supervise(
+    supervisor: Supervisor, reconciler: IngestReconciler | None, stop: threading.Event
+) -> None:
+    """Keep the children running (and ingest following the registry) until ``stop``."""
+    if reconciler is None:
+        supervisor.run(stop)
+        return
+    supervisor.start()
+    try:
+        while not stop.wait(0.25):
+            supervisor.poll()
+            try:
+                reconciler.tick()
+            except Exception as exc:  # noqa: BLE001 - Redis down: keep what runs, retry
+                log.warning("camera_reconcile_failed", extra={"error": repr(exc)})
+    finally:
+        supervisor.stop()

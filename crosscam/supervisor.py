@@ -160,6 +160,25 @@ class Supervisor:
                     child.restarts += 1
                     self._spawn(child)
 
+    def add(self, spec: ProcessSpec) -> None:
+        """Start supervising one more process (a camera added at runtime)."""
+        with self._lock:
+            if self._stopping:
+                return
+            if spec.name in self.children:
+                raise ValueError(f"duplicate process name: {spec.name}")
+            child = _Child(spec, backoff=Backoff(self.backoff_initial_s, self.backoff_max_s,
+                                                 SUPERVISOR_JITTER, self._rng))  # fmt: skip
+            self.children[spec.name] = child
+            self._spawn(child)
+
+    def remove(self, name: str) -> int | None:
+        """Stop one process (SIGTERM, then SIGKILL after ``grace_s``) and forget it."""
+        code = self.stop([name]).get(name)
+        with self._lock:
+            self.children.pop(name, None)
+        return code
+
     def run(self, stop: threading.Event, period_s: float = 0.25) -> None:
         """Supervise until ``stop`` is set, then stop every child."""
         self.start()

@@ -10,6 +10,7 @@ shows, without the API's internal address (that goes to the log, redacted).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -63,7 +64,7 @@ class ReidApiProxy:
         method: str,
         path_and_query: str,
         headers: dict[str, str],
-        body: bytes | None,
+        body: bytes | AsyncIterator[bytes] | None,
         client: str,
     ) -> Answer:
         """Send one request upstream; the answer, or a JSON error saying why there is none."""

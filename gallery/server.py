@@ -40,6 +40,7 @@ from service.logs import setup_logging
 from service.metrics import start_metrics_server
 from service.settings import load_settings
 from service.web import (
+    UPLOAD_PATH,
     RunningServer,
     WebContext,
     WebRoot,
@@ -142,7 +143,9 @@ def _own_routes(app: FastAPI, gallery: Gallery) -> None:
 def _proxy_routes(app: FastAPI, gallery: Gallery) -> None:
     async def forward(request: Request) -> Response:
         authenticate(request)  # no valid token: 401 here, the ReID API never asked
-        body = await request.body()
+        # a recorded video streams through; every other body is small and read whole
+        streamed = request.method == "POST" and request.url.path.startswith(UPLOAD_PATH)
+        body = request.stream() if streamed else await request.body()
         client = request.client.host if request.client else ""
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         answer = await gallery.proxy.forward(

@@ -69,6 +69,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--open-timeout-s", type=float, help="open timeout (s)")
     parser.add_argument("--read-timeout-s", type=float, help="no frame this long = hung (s)")
     parser.add_argument(
+        "--start-time-ns",
+        type=int,
+        default=None,
+        help="a file source's first frame time (ns since the epoch; default now): a "
+        "recording replayed at the time it was made",
+    )
+    parser.add_argument(
         "--eos-on-stop",
         action="store_true",
         help="on SIGTERM end the camera's stream (eos frame): the tracker closes its tracks now",
@@ -115,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
         settings=settings,
         topic=args.topic,
         eos_on_stop=args.eos_on_stop,
+        file_start_ns=args.start_time_ns,
     )
 
     async def go() -> dict[str, Any]:

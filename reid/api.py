@@ -34,13 +34,13 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
@@ -126,6 +126,7 @@ def _tracklet_json(t: StoredTracklet) -> dict[str, Any]:
         "global_id": t.global_id,
         "thumbnail_ref": t.thumbnail_ref,
         "thumbnail_url": f"/thumbnails/{t.thumbnail_ref}" if t.thumbnail_ref else "",
+        "plan_track": t.plan_track,
     }
 
 
@@ -289,9 +290,12 @@ class NewToken(BaseModel):
     ttl_s: int = Field(DEFAULT_TTL_S, ge=60, le=MAX_TTL_S, description="lifetime, seconds")
 
 
-def create_app(api: ReidApi, web: WebContext) -> FastAPI:
-    """The ReID API as a FastAPI app (see the module docstring for the routes)."""
+def create_app(api: ReidApi, web: WebContext, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The ReID API as a FastAPI app (see the module docstring for the routes); ``routers``:
+    more routes (the operator routes of :mod:`reid.operator_api`)."""
     app = make_app("crosscam ReID API", web, __doc__.split("\n\n")[1] if __doc__ else "")
+    for router in routers:
+        app.include_router(router)
     _read_routes(app, api)
     _query_routes(app, api)
     _admin_routes(app, web)
@@ -448,7 +452,10 @@ def _event_json(e: Any) -> dict[str, Any]:
     return msgspec.to_builtins(e)  # type: ignore[no-any-return]
 
 
-def start_api(api: ReidApi, web: WebContext, host: str, port: int) -> tuple[RunningServer, int]:
+def start_api(
+    api: ReidApi, web: WebContext, host: str, port: int, routers: Sequence[APIRouter] = ()
+) -> tuple[RunningServer, int]:
     """Serve the API in a daemon thread; (server, bound port). ``server.stop()`` ends it."""
-    server = serve_in_thread(create_app(api, web), host, port, web.settings, name="reid-api")
+    app = create_app(api, web, routers)
+    server = serve_in_thread(app, host, port, web.settings, name="reid-api")
     return server, server.port

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common.units import NS_PER_S
 from reid.aggregate import AggregationParams, aggregate, tracklet_vectors
+from reid.corrections import Constraints
 from reid.linker import Linker, LinkerParams, LinkResult, Neighbour, Sighting
 from reid.store import Scope, StoredTracklet, VectorStore
 from reid.topology import Topology
@@ -56,6 +57,7 @@ class Engine:
         params: aggregation and linking settings.
         new_global_id: fresh global ids (a counter; Redis INCR in the service).
         thumbnails_dir: where best crops are written (None: not written).
+        constraints: operators' corrections the linker keeps (:mod:`reid.corrections`).
     """
 
     def __init__(
@@ -65,12 +67,16 @@ class Engine:
         params: EngineParams,
         new_global_id: Callable[[], str],
         thumbnails_dir: Path | None,
+        constraints: Constraints | None = None,
     ) -> None:
         self.store = store
         self.topology = topology
         self.params = params
-        self.linker = Linker(topology, params.linker, new_global_id)
+        self.new_global_id = new_global_id
+        self.linker = Linker(topology, params.linker, new_global_id, constraints)
         self.thumbnails_dir = thumbnails_dir
+        self.plan_track: Callable[[Tracklet], list[list[float]]] | None = None
+        """Set by the service when a site plan exists: a tracklet's plan trajectory."""
 
     def restore(self) -> int:
         """After a restart: the newest window of stored tracklets joins the linker as frozen anchors.
@@ -167,6 +173,7 @@ class Engine:
                     shots=agg.shots,
                     thumbnail_ref=sighting.thumbnail_ref,
                     neighbours={n.tracklet_id: n.distance for n in neighbours},
+                    plan_track=self.plan_track(tracklet) if self.plan_track else [],
                 )
             ]
         )

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.units import NS_PER_S
+from reid.corrections import Constraints
 from reid.topology import Topology
 from schemas.messages import Match, MatchedTracklet
 
@@ -193,14 +194,18 @@ class Linker:
         params: linking settings.
         new_global_id: returns a fresh global id each call (pass a counter; a
             test can pin ids).
+        constraints: operators' corrections (:mod:`reid.corrections`), consulted
+            by every reclustering; shared with whoever applies corrections.
     """
 
     def __init__(
-        self, topology: Topology, params: LinkerParams, new_global_id: Callable[[], str]
-    ) -> None:
+        self, topology: Topology, params: LinkerParams, new_global_id: Callable[[], str],
+        constraints: Constraints | None = None,
+    ) -> None:  # fmt: skip
         self.topology = topology
         self.params = params
         self._new_id = new_global_id
+        self.constraints = constraints if constraints is not None else Constraints()
         self._live: OrderedDict[str, Sighting] = OrderedDict()
         self._anchors: OrderedDict[str, _Span] = OrderedDict()
         self._gid: dict[str, str] = {}
@@ -390,6 +395,9 @@ class Linker:
                     clusters.union(first_anchor[g], t)
                 else:
                     first_anchor[g] = t
+        for group in self.constraints.must_groups(nodes):  # operator merges: one identity
+            for t in group[1:]:
+                clusters.union(group[0], t)
         node_set = set(nodes)
         edge_list = sorted(
             (d, a, b)
@@ -401,6 +409,8 @@ class Linker:
             ra, rb = clusters.find(a), clusters.find(b)
             if ra == rb:
                 continue
+            if self.constraints.separates(clusters.members[ra], clusters.members[rb]):
+                continue  # an operator split them: never re-linked
             if all(
                 self.compatible(self._span(x), self._span(y))
                 for x in clusters.members[ra]
@@ -517,6 +527,12 @@ class Linker:
         if tracklet_id not in self._gid:
             self._add_anchor(tracklet_id, _Span(camera_id, ts_start_ns, ts_end_ns), global_id)
             self._latest_end_ns = max(self._latest_end_ns, ts_end_ns)
+
+    def relabel(self, assignment: dict[str, str]) -> None:
+        """Give held tracklets new global ids (an operator's correction; others ignored)."""
+        for t, g in assignment.items():
+            if t in self._gid:
+                self._gid[t] = g
 
     def _forget(self, tid: str) -> None:
         self._gid.pop(tid, None)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from reid.store import Scope, VectorStore
 from reid.topology import Topology
 
@@ -105,4 +107,28 @@ def by_identity(candidates: list[Candidate]) -> list[dict]:
     return [
         {"global_id": g, "distance": cs[0].distance, "tracklets": [c.tracklet_id for c in cs]}
         for g, cs in sorted(groups.items(), key=lambda kv: kv[1][0].distance)
+    ]
+
+
+def by_example(
+    store: VectorStore, topology: Topology, vector: np.ndarray, q: ReidQuery
+) -> list[Candidate]:
+    """Stored tracklets closest to an example's vector (a searched photo), closest first,
+    within ``q``'s cameras, map area and time window (its ids are ignored)."""
+    cams = q.cameras
+    if q.area is not None:
+        in_area = frozenset(topology.cameras_in_area(*q.area))
+        cams = in_area if cams is None else cams & in_area
+    scope = Scope(cameras=cams, ts_from_ns=q.ts_from_ns, ts_to_ns=q.ts_to_ns)
+    return [
+        Candidate(
+            h.tracklet.tracklet_id,
+            h.tracklet.camera_id,
+            h.tracklet.ts_start_ns,
+            h.tracklet.ts_end_ns,
+            h.tracklet.global_id,
+            round(h.distance, 5),
+            h.tracklet.thumbnail_ref,
+        )  # fmt: skip
+        for h in store.search(vector, scope, limit=q.limit)
     ]

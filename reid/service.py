@@ -23,24 +23,35 @@ from typing import Any
 
 import numpy as np
 import redis
+from fastapi import APIRouter
 
 from reid import metrics as m
 from reid.api import ReidApi, start_api
+from reid.cameras_api import TopologyFollower, cameras_router
+from reid.embedding import MODEL_FILE as EMBEDDER_FILE
 from reid.engine import Engine, Processed
 from reid.erasure import ErasureReport
 from reid.erasure_job import erase_everywhere, erased_tracklets, publish_erased
+from reid.operator import Corrector, MatchPublisher, load_constraints
+from reid.operator_api import OperatorApi, Searcher, operator_router
 from reid.qdrant_store import LockedStore, open_store
 from reid.retention_job import start_background as start_retention
 from reid.settings import ReidSettingsRoot
+from reid.sitemap_api import SiteMap, sitemap_router
 from reid.store import Scope, VectorStore
 from reid.topology import Topology
+from reid.uploads_api import uploads_router
+from schemas.cameras import load_cameras_file
 from schemas.messages import Tracklet
 from schemas.topics import MATCHES, TRACKLETS
+from service.assets import model_path
+from service.camera_registry import CameraRegistry
 from service.cli import add_stage_arguments, load_stage_settings, serve_stage
 from service.delivery import apply_each
 from service.kafka import Output, Record, dead_letter
 from service.metrics import camera_label, start_metrics_server
-from service.web import web_context
+from service.uploads import UploadStore
+from service.web import WebContext, web_context
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +83,17 @@ class ReidStage:
     input = TRACKLETS
 
     def __init__(
-        self, engine: Engine, erased: Callable[[list[str]], set[str]] | None = None
+        self,
+        engine: Engine,
+        erased: Callable[[list[str]], set[str]] | None = None,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.engine = engine
         self.erased = erased
         """Which of these tracklet ids belong to erased identities (a replay must not revive them)."""
-        self.lock = threading.Lock()
-        """Held while the engine links one tracklet, and while an erasure edits its window."""
+        self.lock = lock or threading.Lock()
+        """Held while the engine links one tracklet; erasure, operators' corrections and a
+        topology change take it too, so none of them interleaves with linking."""
 
     def handle(self, records: list[Record]) -> list[Output]:
         """Link the tracklets one by one; a failure keeps the outputs of those before it.
@@ -206,16 +221,26 @@ def redis_global_ids(client: redis.Redis, key: str, floor: int = 0) -> Callable[
 def build(settings: ReidSettingsRoot) -> tuple[Engine, VectorStore, Topology]:
     """The engine over the configured store and topology (restored from the store)."""
     cfg = settings.reid
-    topology = (
-        Topology.load(cfg.cameras_file) if cfg.cameras_file else Topology.open_world(cfg.window_s)
-    )
+    client = redis.Redis.from_url(settings.redis.url)
+    if cfg.camera_registry:  # runtime cameras: the registry, seeded once from the file
+        registry = CameraRegistry(client)
+        if cfg.cameras_file:
+            registry.seed(load_cameras_file(cfg.cameras_file), cfg.cameras_file.resolve().parent,
+                          str(cfg.cameras_file))  # fmt: skip
+        topology = Topology(registry.spec())
+    else:
+        topology = (
+            Topology.load(cfg.cameras_file)
+            if cfg.cameras_file
+            else Topology.open_world(cfg.window_s)
+        )
     q = settings.qdrant
     kind = "server" if q.url else q.embedded
     store = LockedStore(open_store(kind, cfg.data_dir / f"qdrant-{kind}", cfg.dim, url=q.url or None,
                                    api_key=q.api_key or None))  # fmt: skip
-    client = redis.Redis.from_url(settings.redis.url)
     ids = redis_global_ids(client, cfg.global_id_key, floor=highest_global_id(store))
-    engine = Engine(store, topology, cfg.engine_params(), ids, cfg.data_dir / "thumbnails")
+    engine = Engine(store, topology, cfg.engine_params(), ids, cfg.data_dir / "thumbnails",
+                    load_constraints(client))  # fmt: skip
     restored = engine.restore()
     log.info("reid_started", extra={"store": kind, "points": store.count(), "restored": restored,
                                      "cameras": len(topology.cameras), "links": len(topology.spec.links)})  # fmt: skip
@@ -236,6 +261,33 @@ def eraser(
         return report
 
     return erase
+
+
+def operator_routes(
+    api: ReidApi, engine: Engine, lock: threading.Lock, settings: ReidSettingsRoot,
+    web: WebContext,
+) -> APIRouter:  # fmt: skip
+    """The operator routes (corrections, search by example) over this process's engine."""
+    client = redis.Redis.from_url(settings.redis.url, socket_timeout=5.0)
+    publisher = MatchPublisher(settings.kafka)
+    web.on_stop.append(publisher.close)
+    searcher = Searcher(settings.reid.embedder_model or model_path(EMBEDDER_FILE))
+    return operator_router(OperatorApi(api, Corrector(engine, lock, client), publisher, searcher))
+
+
+def follow_registry(
+    api: ReidApi, engine: Engine, lock: threading.Lock, settings: ReidSettingsRoot
+) -> TopologyFollower:
+    """Swap the stage's and the API's topology whenever the camera registry changes."""
+
+    def apply(topology: Topology) -> None:
+        with lock:  # never in the middle of linking a tracklet
+            engine.topology = engine.linker.topology = api.topology = topology
+
+    follower = TopologyFollower(CameraRegistry(redis.Redis.from_url(settings.redis.url)), apply)
+    follower.refresh()
+    follower.start()
+    return follower
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -276,13 +328,26 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     start_retention(store, thumbnails, settings.retention, settings.kafka, stop)
     web = web_context(args.config, settings.redis, settings.kafka, "reid")  # [web]: tokens, audit
+    lock = stage.lock
     api = ReidApi(store, topology, thumbnails, erase=eraser(stage, thumbnails, client, settings))
-    server, _ = start_api(api, web, settings.reid.api_host, settings.reid.api_port)
+    routers = [operator_routes(api, engine, lock, settings, web)]
+    site = SiteMap(redis.Redis.from_url(settings.redis.url), settings.reid.data_dir / "sitemap")
+    engine.plan_track = site.track  # tracklets carry their plan trajectory
+    routers.append(sitemap_router(site, lambda: api.topology))
+    follower = None
+    if settings.reid.camera_registry:
+        follower = follow_registry(api, engine, lock, settings)
+        routers.append(cameras_router(follower.registry, follower))
+        routers.append(uploads_router(follower.registry, UploadStore(follower.registry.client),
+                                      settings.reid.data_dir / "uploads"))  # fmt: skip
+    server, _ = start_api(api, web, settings.reid.api_host, settings.reid.api_port, routers)
 
     try:
         serve_stage(stage, settings.kafka, args.group_id)
     finally:
         stop.set()
+        if follower is not None:
+            follower.stop()
         server.stop()
         web.close()
         store.close()

@@ -53,6 +53,14 @@ class ReidSettings(LinkerParams, AggregationParams, StrictModel):
     api_port: int = Field(
         8765, ge=0, le=65535, description="port of the query API (0 = any free port)"
     )
+    camera_registry: bool = Field(
+        False,
+        description="cameras from the Redis camera registry (seeded from cameras_file once), "
+        "changed at runtime through the API; off: the cameras file alone",
+    )
+    embedder_model: Path | None = Field(
+        None, description="appearance model for search by example (default: the assets' OSNet)"
+    )
     global_id_key: str = Field(
         "crosscam:reid:next_global_id", description="Redis counter of global ids"
     )

@@ -72,6 +72,8 @@ class StoredTracklet:
     shots: np.ndarray | None = None
     thumbnail_ref: str = ""
     neighbours: dict[str, float] = field(default_factory=dict)
+    plan_track: list[list[float]] = field(default_factory=list)
+    """[t_ns, x, y] rows on the site plan (foot points through the camera's homography)."""
 
     def payload(self) -> dict[str, Any]:
         """The point's payload as stored (times also in seconds, for range filters)."""
@@ -86,6 +88,7 @@ class StoredTracklet:
             "thumbnail_ref": self.thumbnail_ref,
             "shots": pack_shots(self.shots) if self.shots is not None else "",
             "neighbours": {k: round(float(v), 5) for k, v in self.neighbours.items()},
+            "plan_track": self.plan_track,
         }
 
     @classmethod
@@ -103,6 +106,7 @@ class StoredTracklet:
             shots=unpack_shots(payload.get("shots", "")),
             thumbnail_ref=payload.get("thumbnail_ref", ""),
             neighbours=dict(payload.get("neighbours") or {}),
+            plan_track=list(payload.get("plan_track") or []),
         )
 
 

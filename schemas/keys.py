@@ -18,6 +18,17 @@
   identities (score: when the entry may be dropped, Unix seconds), written by
   erasure, read by the ReID stage so a replay of the tracklets topic cannot
   bring an erased identity back. Tracklet ids carry no personal data.
+* ``crosscam:reid:constraints`` — operators' corrections: a list of text records
+  ``cannot|must TAB tracklet id TAB tracklet id`` (:mod:`reid.corrections`), appended
+  by the ReID API's split/merge, read by every ReID service at start.
+* ``crosscam:cameras``, ``crosscam:cameras:links``, ``crosscam:cameras:meta`` — the camera
+  registry (:mod:`service.camera_registry`): cameras (with their sources), links, and
+  ``version``/``window_s``/``seeded_from``; written by the ReID API's admin routes and
+  the runner's seeding, followed by the runner (ingest processes) and the ReID stage.
+* ``crosscam:uploads`` — uploaded recordings (:mod:`service.uploads`): upload id → JSON;
+  written by the ReID API, replayed (and marked done) by the runner.
+* ``crosscam:sitemap`` — the site plan (:mod:`reid.sitemap_api`): ``plan`` and
+  ``camera:<id>`` (image/plan point pairs and the fitted homography).
 """
 
 from __future__ import annotations
@@ -43,6 +54,12 @@ TOKEN_INDEX_KEY = "crosscam:tokens"
 AUDIT_STREAM_KEY = "crosscam:audit"
 AUDIT_PUBLISHED_KEY = "crosscam:audit:published"
 AUDIT_PUBLISHER_LOCK_KEY = "crosscam:audit:publisher"
+CONSTRAINTS_KEY = "crosscam:reid:constraints"
+CAMERA_REGISTRY_KEY = "crosscam:cameras"
+CAMERA_LINKS_KEY = "crosscam:cameras:links"
+CAMERA_META_KEY = "crosscam:cameras:meta"
+UPLOADS_KEY = "crosscam:uploads"
+SITEMAP_KEY = "crosscam:sitemap"
 
 
 def token_key(digest: str) -> str:

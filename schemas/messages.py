@@ -194,6 +194,9 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
       ``merged_ids[0]`` into ``global_id``.
     * ``erased`` — identity ``global_id`` was erased (a data subject's request):
       subscribers delete what they hold of it; the id is never used again.
+
+    ``by`` says who decided: ``system`` (the linker) or ``operator`` (a person's
+    correction through the API; the linker keeps it from then on).
     """
 
     v: int = SCHEMA_VERSION
@@ -207,6 +210,7 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
     merged_ids: list[str] = msgspec.field(default_factory=list)
     thumbnail_ref: str = ""
     ts_emitted_ns: int = 0
+    by: Literal["system", "operator"] = "system"
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -74,6 +74,9 @@ SECURITY_HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
+UPLOAD_PATH = "/api/uploads"
+"""The routes whose bodies may be large (recorded videos, a site plan image: POST to it and
+below it): their own cap and timeout."""
 MAX_AUDIT_PARAMS = 32
 MAX_AUDIT_VALUE = 256
 
@@ -90,6 +93,12 @@ class WebSettings(StrictModel):
         description="origins allowed to read answers cross-site (CORS); empty = CORS off",
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=1 << 30, description="413 above this")
+    upload_max_bytes: int = Field(
+        512 << 20, ge=1024, le=1 << 40, description=f"413 above this on POST {UPLOAD_PATH} (videos)"
+    )
+    upload_timeout_s: float = Field(
+        600.0, gt=0, le=7200, description=f"whole POST {UPLOAD_PATH} request, then 504"
+    )
     request_timeout_s: float = Field(30.0, gt=0, le=600, description="whole request, then 408/504")
     header_timeout_s: float = Field(10.0, gt=0, le=120, description="request head must arrive")
     keep_alive_s: int = Field(5, ge=1, le=120, description="idle keep-alive connections close")
@@ -285,10 +294,16 @@ class Guard:
             # RFC 9112 6.3: a smuggling attempt's shape; refuse it and close the connection
             await _send_json(send, 400, "Content-Length together with Transfer-Encoding")
             return
+        path = scope["path"]
+        upload = scope["method"] == "POST" and (
+            path == UPLOAD_PATH or path.startswith(UPLOAD_PATH + "/")
+        )
+        cap = s.upload_max_bytes if upload else s.max_body_bytes
+        timeout_s = s.upload_timeout_s if upload else s.request_timeout_s
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None and (not length.isdigit() or int(length) > s.max_body_bytes):
+        if length is not None and (not length.isdigit() or int(length) > cap):
             code = 413 if length.isdigit() else 400
-            await _send_json(send, code, f"request body over {s.max_body_bytes} bytes")
+            await _send_json(send, code, f"request body over {cap} bytes")
             return
         started = False
         seen = 0
@@ -298,7 +313,7 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > s.max_body_bytes:
+                if seen > cap:
                     raise _BodyTooLarge
             return message
 
@@ -312,15 +327,15 @@ class Guard:
             await send(message)
 
         try:
-            with anyio.fail_after(s.request_timeout_s):
+            with anyio.fail_after(timeout_s):
                 await self.app(scope, capped_receive, guarded_send)
         except _BodyTooLarge:
             if not started:
-                await _send_json(send, 413, f"request body over {s.max_body_bytes} bytes")
+                await _send_json(send, 413, f"request body over {cap} bytes")
         except TimeoutError:
             log.warning("web_request_timeout", extra={"path": scope.get("path", "")})
             if not started:
-                await _send_json(send, 504, f"no answer within {s.request_timeout_s:g} s")
+                await _send_json(send, 504, f"no answer within {timeout_s:g} s")
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -230,6 +230,7 @@ const Api = {
       ts_end_ns: Number(t.ts_end_ns),
       global_id: t.global_id || '',
       thumbnail_url: t.thumbnail_url || Api.thumbUrl(t.thumbnail_ref),
+      plan_track: t.plan_track || [],  // [t_ns, x, y] on the site plan (operators.js draws it)
     };
   },
 
@@ -646,6 +647,7 @@ async function pageIdentity(token, gid) {
       drawMap(document.getElementById('route-map'), { links: mapLinks(), seen: new Set(cams), route: s });
       drawTimeline(document.getElementById('route-timeline'), s);
     }
+    if (changed && typeof decorateIdentity === 'function') decorateIdentity(gid, s);  // operators.js
   } catch (err) {
     if (token === state.routeToken) failPage(err, `identity ${gid}`);
   }
@@ -658,6 +660,7 @@ async function pageCameras(token) {
   let cams = [];
   let recent = null;
   try {
+    state.apiCameras = null;  // cameras change at runtime (the camera registry)
     await ensureApiCameras();
     cams = allCameras();
     recent = await Api.tracklets(RECENT_TRACKLETS);
@@ -870,6 +873,10 @@ function route() {
   if (parts[0] === 'identity' && parts[1]) pageIdentity(token, parts[1]);
   else if (parts[0] === 'cameras') pageCameras(token);
   else if (parts[0] === 'reidentify') pageReidentify(token, new URLSearchParams(query || ''));
+  else if (parts[0] === 'search') pageSearch(token, new URLSearchParams(query || ''));  // operators.js
+  else if (parts[0] === 'registry') pageRegistry(token);  // operators.js
+  else if (parts[0] === 'uploads') pageUploads(token);  // operators.js
+  else if (parts[0] === 'sitemap') pageSiteMap(token);  // operators.js
   else pageIdentities(token);
 }
 

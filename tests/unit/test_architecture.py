@@ -42,8 +42,22 @@ SERVICE_SIDE = {
     "ingest": {"cli", "metrics", "publish", "service", "settings", "status"},
     "detector": {"metrics", "service", "settings", "stage"},
     "tracker": {"metrics", "service", "settings", "state_store"},
-    "reid": {"api", "erasure_job", "export", "metrics", "qdrant_store", "retention_job", "service",
-             "settings", "tail"},
+    "reid": {
+        "api",
+        "cameras_api",
+        "erasure_job",
+        "export",
+        "metrics",
+        "operator",
+        "operator_api",
+        "qdrant_store",
+        "retention_job",
+        "service",
+        "settings",
+        "sitemap_api",
+        "tail",
+        "uploads_api",
+    },
 }
 
 
