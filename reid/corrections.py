@@ -126,7 +126,12 @@ class Constraints:
     def records(self) -> list[str]:
         """Every constraint as a text record (see :func:`record`)."""
         out = [record("must", a, b) for a, b in sorted(self.must)]
-        out += [record("cannot", a, b) for a, bs in self.cannot.items() for b in bs if a < b]
+        out += [
+            record("cannot", a, b)
+            for a, bs in sorted(self.cannot.items())
+            for b in sorted(bs)
+            if a < b
+        ]
         return out
 
     @classmethod
