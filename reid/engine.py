@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reid.aggregate import AggregationParams, aggregate, tracklet_vectors
+from reid.aggregate import AggregationParams, aggregate, grey_vectors, tracklet_vectors
 from reid.linker import Linker, LinkerParams, LinkResult, Neighbour, Sighting
 from reid.store import Scope, StoredTracklet, VectorStore
 from reid.topology import Topology
@@ -122,6 +122,12 @@ class Engine:
         if vectors.size == 0:
             return Processed(events=[], assigned={}, skipped="no_vectors")
         agg = aggregate(vectors, quality, self.params.aggregation)
+        gv, gq = grey_vectors(tracklet)
+        grey_mean = (
+            aggregate(gv, gq, self.params.aggregation).mean
+            if gv.size and gv.shape[1] == agg.mean.size
+            else None
+        )
         sighting = Sighting(
             tracklet_id=tid,
             camera_id=tracklet.camera_id,
@@ -130,6 +136,8 @@ class Engine:
             mean=agg.mean,
             shots=agg.shots,
             thumbnail_ref=self._save_thumbnail(tracklet),
+            grey_mean=grey_mean,
+            greyscale=tracklet.greyscale,
         )
         scope = self.linker.scope(sighting)
         t0 = time.perf_counter()

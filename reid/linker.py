@@ -32,10 +32,29 @@ from typing import Literal
 
 import numpy as np
 
+from reid.calibration import CalibrationParams, CameraMeans, PairStats
 from reid.topology import Topology
 from schemas.messages import Match, MatchedTracklet
 
 NS = 1_000_000_000
+
+COLOUR, GREY = "colour", "grey"
+"""Comparison spaces: colour crops' vectors, or greyscale crops' vectors (like with like
+when one camera of the pair sees no colour)."""
+
+RECALIBRATE_EVERY = 256
+"""After the doubling epochs (8, 16, ..., 256 tracklets), recalibrate every this many."""
+
+RECALIBRATE_MAX_LIVE = 1500
+"""Above this many live tracklets a recalibration (quadratic in the window) is skipped."""
+
+AVERAGE_LINK_SHARE = 0.75
+"""Two clusters join only when their members' mean calibrated score is at most this
+share of ``z_link`` (see :meth:`Linker._alike`)."""
+
+COLD_SCORE_SCALE = 0.05
+"""A cold pair's score: ``z_link + (distance - link_distance) / this``, so cold and
+calibrated edges sort on one scale (a cold edge at the threshold scores ``z_link``)."""
 
 
 @dataclass
@@ -53,6 +72,14 @@ class Sighting:
     mean: np.ndarray
     shots: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     thumbnail_ref: str = ""
+    grey_mean: np.ndarray | None = None
+    greyscale: bool = False
+
+    def vector(self, space: str) -> np.ndarray:
+        """The aggregate to compare in ``space`` ("grey": of greyscale crops, when known)."""
+        if space == GREY and self.grey_mean is not None:
+            return self.grey_mean
+        return self.mean
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,7 @@ class Neighbour:
     ts_end_ns: int
     global_id: str
     distance: float
+    vector: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -79,9 +107,11 @@ class LinkerParams:
     """Linking settings.
 
     Attributes:
-        link_distance: largest distance of an edge (cosine distance of the
-            tracklets' vectors, blended with the shots'). Raising it links
-            more (recall up) and joins more different people (precision down).
+        link_distance: largest distance of an edge on a *cold* camera pair
+            (too few tracklets to calibrate, see :mod:`reid.calibration`), or on
+            every pair with calibration off: cosine distance of the tracklets'
+            vectors, blended with the shots'. Raising it links more (recall up)
+            and joins more different people (precision down).
         shot_weight: share of the multi-shot distance (mean over each shot of
             its nearest shot on the other tracklet) in the edge distance; 0
             uses the mean vectors only. Raising it favours tracklets that share
@@ -108,6 +138,7 @@ class LinkerParams:
             to each other than across cameras (measured on the PETS scenario:
             same-camera links at the cross-camera threshold cost more
             precision than they gave recall).
+        calibration: per camera pair self-calibration of cross-camera links.
     """
 
     link_distance: float = 0.25
@@ -119,6 +150,7 @@ class LinkerParams:
     search_limit: int = 30
     link_same_camera: bool = False
     same_camera_link_distance: float = 0.15
+    calibration: CalibrationParams = field(default_factory=CalibrationParams)
 
 
 @dataclass(frozen=True)
@@ -172,8 +204,12 @@ class Linker:
         self._live: OrderedDict[str, Sighting] = OrderedDict()
         self._anchors: OrderedDict[str, _Span] = OrderedDict()
         self._gid: dict[str, str] = {}
-        self._edges: dict[str, dict[str, float]] = {}
+        self._edges: dict[str, dict[str, float]] = {}  # tracklet -> neighbour -> edge score
+        self._dist: dict[frozenset[str], float] = {}  # edge -> raw cosine distance (for events)
         self._latest_end_ns = 0
+        self._added = 0
+        self._means = CameraMeans(params.calibration.mean_prior_count)
+        self._pairs = PairStats(params.calibration)
 
     # --- queries ----------------------------------------------------------------------
 
@@ -202,7 +238,7 @@ class Linker:
             ts_from_ns=sighting.ts_start_ns - gap_ns,
             ts_to_ns=sighting.ts_end_ns + gap_ns,
             limit=self.params.search_limit,
-            max_distance=self.params.link_distance,
+            max_distance=2.0 if self.params.calibration.enabled else self.params.link_distance,
         )
 
     # --- constraints ------------------------------------------------------------------
@@ -234,77 +270,210 @@ class Linker:
 
         Args:
             sighting: the new tracklet.
-            neighbours: stored tracklets near it (from :meth:`scope`'s search);
-                ones the linker holds get their distance refined with shots,
-                others join as frozen anchors with their stored identity.
+            neighbours: stored tracklets near it (from :meth:`scope`'s search).
+                Tracklets the linker holds live are compared here whatever the
+                store returned (the calibration needs every allowed pair);
+                others join as frozen anchors with their stored identity,
+                compared through their stored vector when the neighbour has one.
 
         A tracklet already held (a replay) changes nothing and emits nothing.
         """
         tid = sighting.tracklet_id
         if tid in self._gid:
             return LinkResult(events=[], assigned={})
-        p = self.params
+        self._count_camera(sighting)
         edges: dict[str, float] = {}
+        for other in self._candidates(sighting):
+            scored = self._score(sighting, other, record=True)
+            if scored is not None:
+                edges[other.tracklet_id] = scored[0]
+                self._dist[frozenset((tid, other.tracklet_id))] = scored[1]
         for n in neighbours:
-            if n.tracklet_id == tid:
-                continue
-            if n.tracklet_id in self._live:
-                other: _Span | Sighting = self._live[n.tracklet_id]
-                d = self.distance(sighting, self._live[n.tracklet_id], n.distance)
-            else:
-                if n.tracklet_id not in self._anchors:
-                    if not n.global_id:
-                        continue
-                    self._add_anchor(
-                        n.tracklet_id, _Span(n.camera_id, n.ts_start_ns, n.ts_end_ns), n.global_id
-                    )
-                other = self._anchors[n.tracklet_id]
-                d = n.distance
-            if not p.link_same_camera and other.camera_id == sighting.camera_id:
-                continue
-            limit = (
-                p.same_camera_link_distance
-                if other.camera_id == sighting.camera_id
-                else p.link_distance
-            )
-            if d <= limit and self.compatible(sighting, other, check_max=True):
-                edges[n.tracklet_id] = d
+            self._anchor_edge(sighting, n, edges)
         self._live[tid] = sighting
         self._edges[tid] = dict(edges)
         for o, d in edges.items():
             self._edges.setdefault(o, {})[tid] = d
         self._latest_end_ns = max(self._latest_end_ns, sighting.ts_end_ns)
-        result = self._recluster(tid)
+        self._added += 1
+        if self._is_epoch(self._added):
+            result = self._recalibrate(tid)
+        else:
+            result = self._recluster(tid)
         self._evict()
         return result
 
-    def add_live(self, sighting: Sighting) -> LinkResult:
-        """Link against the live window only, computing distances here (no store).
-
-        For tests and the offline evaluation: the same as :meth:`add` with
-        the neighbours the live window itself provides.
-        """
-        scope = self.scope(sighting)
-        ns = []
+    def _candidates(self, sighting: Sighting) -> list[Sighting]:
+        """Live tracklets that one person could also be (other cameras unless same-camera links)."""
+        out = []
         for o in self._live.values():
-            if (
-                (scope.cameras is not None and o.camera_id not in scope.cameras)
-                or o.ts_end_ns < scope.ts_from_ns
-                or o.ts_start_ns > scope.ts_to_ns
-            ):
+            if o.camera_id == sighting.camera_id and not self.params.link_same_camera:
                 continue
-            d = float(1.0 - np.dot(sighting.mean, o.mean))
-            ns.append(
-                Neighbour(
-                    o.tracklet_id,
-                    o.camera_id,
-                    o.ts_start_ns,
-                    o.ts_end_ns,
-                    self._gid[o.tracklet_id],
-                    d,
-                )
+            if self.compatible(sighting, o, check_max=True):
+                out.append(o)
+        return out
+
+    def _anchor_edge(self, sighting: Sighting, n: Neighbour, edges: dict[str, float]) -> None:
+        """An edge to a stored tracklet the linker does not hold live (a frozen anchor)."""
+        if n.tracklet_id == sighting.tracklet_id or n.tracklet_id in self._live:
+            return
+        if n.tracklet_id not in self._anchors:
+            if not n.global_id:
+                return
+            self._add_anchor(
+                n.tracklet_id, _Span(n.camera_id, n.ts_start_ns, n.ts_end_ns), n.global_id
             )
-        return self.add(sighting, ns)
+        span = self._anchors[n.tracklet_id]
+        if span.camera_id == sighting.camera_id and not self.params.link_same_camera:
+            return
+        if not self.compatible(sighting, span, check_max=True):
+            return
+        if n.vector is not None and n.vector.size == sighting.mean.size:
+            other = Sighting(
+                n.tracklet_id, n.camera_id, n.ts_start_ns, n.ts_end_ns, np.asarray(n.vector)
+            )
+            scored = self._score(sighting, other, record=False)
+        else:
+            scored = self._absolute(sighting.camera_id == n.camera_id, n.distance)
+        if scored is not None:
+            edges[n.tracklet_id] = scored[0]
+            self._dist[frozenset((sighting.tracklet_id, n.tracklet_id))] = scored[1]
+
+    def add_live(self, sighting: Sighting) -> LinkResult:
+        """Link against the live window only (no store): for tests and the offline evaluation."""
+        return self.add(sighting, ())
+
+    # --- calibrated scores ------------------------------------------------------------
+
+    def _count_camera(self, s: Sighting) -> None:
+        self._means.add(COLOUR, s.camera_id, s.mean)
+        if s.greyscale or s.grey_mean is not None:
+            self._means.add(GREY, s.camera_id, s.vector(GREY))
+
+    @staticmethod
+    def space(a: Sighting, b: Sighting) -> str:
+        """Grey when either camera sees no colour and both have greyscale vectors, else colour."""
+        has_grey = (a.greyscale or a.grey_mean is not None) and (
+            b.greyscale or b.grey_mean is not None
+        )
+        return GREY if has_grey and (a.greyscale or b.greyscale) else COLOUR
+
+    def _absolute(self, same_camera: bool, d: float) -> tuple[float, float] | None:
+        """The uncalibrated rule: an absolute distance limit; (score, distance) or None."""
+        p = self.params
+        limit = p.same_camera_link_distance if same_camera else p.link_distance
+        if d > limit:
+            return None
+        return p.calibration.z_link + (d - limit) / COLD_SCORE_SCALE, d
+
+    def _score(self, a: Sighting, b: Sighting, record: bool) -> tuple[float, float] | None:
+        """(score, distance) of an edge between two sightings, or None for no edge.
+
+        The score orders edges (lower = more alike); the distance is the raw
+        cosine distance reported in match events. ``record``: count the
+        calibrated distance into the pair's statistics.
+        """
+        raw = self.distance(a, b)
+        cal = self.params.calibration
+        if a.camera_id == b.camera_id or not cal.enabled:
+            return self._absolute(a.camera_id == b.camera_id, raw)
+        sp = self.space(a, b)
+        ca = self._means.centred(sp, a.camera_id, a.vector(sp))
+        cb = self._means.centred(sp, b.camera_id, b.vector(sp))
+        d = float(1.0 - np.dot(ca, cb))
+        key = PairStats.key(sp, a.camera_id, b.camera_id)
+        if record:
+            self._pairs.add(key, d)
+        model = self._pairs.model(key)
+        if model is None:
+            return self._absolute(False, raw)
+        z = model.z(d)
+        return (z, raw) if z <= cal.z_link else None
+
+    def _pair_z(self, a: Sighting, b: Sighting) -> float | None:
+        """Calibrated score of two live sightings on different cameras (None: cold or one camera)."""
+        if a.camera_id == b.camera_id or not self.params.calibration.enabled:
+            return None
+        sp = self.space(a, b)
+        model = self._pairs.model(PairStats.key(sp, a.camera_id, b.camera_id))
+        if model is None:
+            return None
+        ca = self._means.centred(sp, a.camera_id, a.vector(sp))
+        cb = self._means.centred(sp, b.camera_id, b.vector(sp))
+        return model.z(float(1.0 - np.dot(ca, cb)))
+
+    def _alike(self, first: list[str], second: list[str]) -> bool:
+        """Average linkage: two clusters join only if their members are alike *on average*.
+
+        One edge joins two clusters; without this, two people who each have a
+        chain of sightings merge wholesale through a single chance
+        resemblance. The mean calibrated score over every cross-camera pair of
+        live members must be at most ``z_link / 2``: halfway from a stranger's
+        typical score (0) to the link threshold.
+        """
+        zs = [
+            z
+            for x in first
+            if x in self._live
+            for y in second
+            if y in self._live and (z := self._pair_z(self._live[x], self._live[y])) is not None
+        ]
+        return not zs or float(np.mean(zs)) <= self.params.calibration.z_link * AVERAGE_LINK_SHARE
+
+    def calibration_summary(self) -> dict[str, dict[str, float]]:
+        """Per camera pair: distances seen, stranger median and spread (once warm)."""
+        return self._pairs.summary()
+
+    @staticmethod
+    def _is_epoch(added: int) -> bool:
+        """Recalibrate at 8, 16, 32, ... tracklets, then every :data:`RECALIBRATE_EVERY`."""
+        return added >= 8 and (added & (added - 1) == 0 or added % RECALIBRATE_EVERY == 0)
+
+    def _recalibrate(self, new_tid: str) -> LinkResult:
+        """Recompute the live window's statistics and edges with today's camera means, re-cluster.
+
+        Early decisions were taken cold (or on thin statistics); this revisits
+        them as evidence accumulates. Returns the new tracklet's events first,
+        then any merges and splits elsewhere in the window.
+        """
+        live = list(self._live.values())
+        if not self.params.calibration.enabled or len(live) > RECALIBRATE_MAX_LIVE:
+            return self._recluster(new_tid)
+        self._pairs.clear()
+        pairs = [
+            (a, b)
+            for i, a in enumerate(live)
+            for b in live[i + 1 :]
+            if (a.camera_id != b.camera_id or self.params.link_same_camera)
+            and self.compatible(a, b, check_max=True)
+        ]
+        for a, b in pairs:  # statistics first, from every allowed pair
+            if a.camera_id != b.camera_id:
+                sp = self.space(a, b)
+                ca = self._means.centred(sp, a.camera_id, a.vector(sp))
+                cb = self._means.centred(sp, b.camera_id, b.vector(sp))
+                self._pairs.add(PairStats.key(sp, a.camera_id, b.camera_id), 1.0 - float(ca @ cb))
+        for t in live:  # then the live-live edges, anchors' edges kept
+            self._edges[t.tracklet_id] = {
+                o: e for o, e in self._edges.get(t.tracklet_id, {}).items() if o in self._anchors
+            }
+        for a, b in pairs:
+            scored = self._score(a, b, record=False)
+            if scored is not None:
+                self._edges[a.tracklet_id][b.tracklet_id] = scored[0]
+                self._edges[b.tracklet_id][a.tracklet_id] = scored[0]
+                self._dist[frozenset((a.tracklet_id, b.tracklet_id))] = scored[1]
+        result = self._recluster(new_tid)
+        done = set(self._component(new_tid))
+        for t in live:
+            if t.tracklet_id in done:
+                continue
+            nodes = self._component(t.tracklet_id)
+            done.update(nodes)
+            old, new = self._cluster(nodes)
+            result.events.extend(self._events(None, old, new))
+            result.assigned.update({x: g for x, g in new.items() if old[x] != g})
+        return result
 
     def distance(self, a: Sighting, b: Sighting, mean_distance: float | None = None) -> float:
         """Edge distance: mean-vector cosine distance blended with the multi-shot one."""
@@ -330,7 +499,14 @@ class Linker:
         return sorted(seen, key=lambda t: (self._span(t).ts_start_ns, t))
 
     def _recluster(self, new_tid: str) -> LinkResult:
-        nodes = self._component(new_tid)
+        old, new = self._cluster(self._component(new_tid))
+        return LinkResult(
+            events=self._events(new_tid, old, new),
+            assigned={t: g for t, g in new.items() if old[t] != g},
+        )
+
+    def _cluster(self, nodes: list[str]) -> tuple[dict[str, str | None], dict[str, str]]:
+        """Constrained best-first agglomeration of ``nodes``; (old ids, new ids), applied."""
         parent = {t: t for t in nodes}
         members: dict[str, list[str]] = {t: [t] for t in nodes}
 
@@ -373,7 +549,7 @@ class Linker:
                 self.compatible(self._span(x), self._span(y))
                 for x in members[ra]
                 for y in members[rb]
-            ):
+            ) and self._alike(members[ra], members[rb]):
                 union(a, b)
 
         # the cluster holding an identity's earliest sighting keeps its id (ids stay with founders)
@@ -412,19 +588,30 @@ class Linker:
                 new[t] = choice
         for t, g in new.items():
             self._gid[t] = g
-        return LinkResult(
-            events=self._events(new_tid, old, new),
-            assigned={t: g for t, g in new.items() if old[t] != g},
-        )
+        return old, new
 
-    def _events(self, new_tid: str, old: dict[str, str | None], new: dict[str, str]) -> list[Match]:
+    def _events(
+        self, new_tid: str | None, old: dict[str, str | None], new: dict[str, str]
+    ) -> list[Match]:
+        """The new tracklet's link/new_identity event (when given), then splits and merges."""
+        emitted_ns = self._latest_end_ns  # message time, so a replay emits identical events
+        events: list[Match] = []
+        if new_tid is not None:
+            events.append(self._tracklet_event(new_tid, new))
+            emitted_ns = self._live[new_tid].ts_end_ns
+        events.extend(self._changes(old, new, emitted_ns))
+        return events
+
+    def _tracklet_event(self, new_tid: str, new: dict[str, str]) -> Match:
         s = self._live[new_tid]
         gid = new[new_tid]
         mates = [t for t, g in new.items() if g == gid and t != new_tid]
-        emitted_ns = s.ts_end_ns  # message time, so a replay emits identical events
-        events: list[Match] = []
         if mates:
-            direct = sorted((d, o) for o, d in self._edges[new_tid].items() if new.get(o) == gid)
+            direct = sorted(
+                (self._dist.get(frozenset((new_tid, o)), 0.0), o)
+                for o in self._edges[new_tid]
+                if new.get(o) == gid
+            )
             matched = [
                 MatchedTracklet(
                     tracklet_id=o,
@@ -438,19 +625,22 @@ class Linker:
             kind: Literal["link", "new_identity"] = "link"
         else:
             matched, kind = [], "new_identity"
-        events.append(
-            Match(
-                kind=kind,
-                global_id=gid,
-                tracklet_id=new_tid,
-                camera_id=s.camera_id,
-                ts_start_ns=s.ts_start_ns,
-                ts_end_ns=s.ts_end_ns,
-                matched=matched,
-                thumbnail_ref=s.thumbnail_ref,
-                ts_emitted_ns=emitted_ns,
-            )
+        return Match(
+            kind=kind,
+            global_id=gid,
+            tracklet_id=new_tid,
+            camera_id=s.camera_id,
+            ts_start_ns=s.ts_start_ns,
+            ts_end_ns=s.ts_end_ns,
+            matched=matched,
+            thumbnail_ref=s.thumbnail_ref,
+            ts_emitted_ns=s.ts_end_ns,
         )
+
+    def _changes(
+        self, old: dict[str, str | None], new: dict[str, str], emitted_ns: int
+    ) -> list[Match]:
+        events: list[Match] = []
         survivors = set(new.values())
         merged_into: dict[str, set[str]] = {}
         for t, g_old in old.items():
@@ -501,6 +691,7 @@ class Linker:
         self._gid.pop(tid, None)
         for o in self._edges.pop(tid, {}):
             self._edges.get(o, {}).pop(tid, None)
+            self._dist.pop(frozenset((tid, o)), None)
 
     def _evict(self) -> None:
         horizon = self._latest_end_ns - int(self.params.window_s * NS)
@@ -516,3 +707,4 @@ class Linker:
                 if o in self._anchors:
                     self._edges[tid].pop(o, None)
                     self._edges.get(o, {}).pop(tid, None)
+                    self._dist.pop(frozenset((tid, o)), None)
