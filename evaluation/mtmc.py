@@ -37,6 +37,7 @@ from evaluation.mtmc_scoring import (
     link_scores,
     load_samples,
     mtmc_idf1,
+    read_frames,
     save_samples,
 )
 from reid.aggregate import AggregationParams
@@ -84,6 +85,19 @@ def score(
     return out
 
 
+def greyscale_cameras(scn: Scenario, frames: int = 15) -> frozenset[str]:
+    """Cameras whose first frames carry no colour (as the detector decides it)."""
+    from detector.greyscale import GreyscaleCameras
+
+    judge = GreyscaleCameras()
+    for cam in scn.cameras:
+        for i, frame in enumerate(read_frames(scn.video(cam))):
+            judge.observe(cam, frame)
+            if i + 1 >= frames:
+                break
+    return frozenset(c for c in scn.cameras if judge.is_greyscale(c))
+
+
 def engine_params(link_distance: float | None, shot_weight: float | None) -> EngineParams:
     base = LinkerParams()
     lp = LinkerParams(
@@ -119,6 +133,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from detector.config import OnnxEmbedderConfig, RuntimeConfig
     from detector.embedder import build_embedder
+    from detector.greyscale import grey_crops
 
     scn = Scenario.load(args.scenario)
     params = engine_params(args.link_distance, args.shot_weight)
@@ -126,7 +141,13 @@ def main(args: argparse.Namespace) -> int:
                     "shot_weight": params.linker.shot_weight}  # fmt: skip
     if args.mode in ("all", "gt"):
         embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
-        samples = gt_tracklets(scn, lambda crops: embedder.embed(crops))
+        grey = greyscale_cameras(scn)
+        samples = gt_tracklets(
+            scn,
+            lambda crops: embedder.embed(crops),
+            (lambda crops: embedder.embed(grey_crops(crops))) if grey else None,
+            grey,
+        )
         report["gt_tracklets"] = {
             "tracklets": len(samples),
             "with_topology": score(scn, samples, scn.topology, params, args.store),

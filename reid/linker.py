@@ -283,8 +283,13 @@ class Linker:
             return LinkResult(events=[], assigned={})
         self._count_camera(sighting)
         edges: dict[str, float] = {}
-        for other in self._candidates(sighting):
-            scored = self._score(sighting, other, record=True)
+        for other in self._live.values():
+            if not self.compatible(sighting, other, check_max=True):
+                continue
+            self._record(sighting, other)
+            if other.camera_id == sighting.camera_id and not self.params.link_same_camera:
+                continue
+            scored = self._score(sighting, other)
             if scored is not None:
                 edges[other.tracklet_id] = scored[0]
                 self._dist[frozenset((tid, other.tracklet_id))] = scored[1]
@@ -302,16 +307,6 @@ class Linker:
             result = self._recluster(tid)
         self._evict()
         return result
-
-    def _candidates(self, sighting: Sighting) -> list[Sighting]:
-        """Live tracklets that one person could also be (other cameras unless same-camera links)."""
-        out = []
-        for o in self._live.values():
-            if o.camera_id == sighting.camera_id and not self.params.link_same_camera:
-                continue
-            if self.compatible(sighting, o, check_max=True):
-                out.append(o)
-        return out
 
     def _anchor_edge(self, sighting: Sighting, n: Neighbour, edges: dict[str, float]) -> None:
         """An edge to a stored tracklet the linker does not hold live (a frozen anchor)."""
@@ -332,7 +327,7 @@ class Linker:
             other = Sighting(
                 n.tracklet_id, n.camera_id, n.ts_start_ns, n.ts_end_ns, np.asarray(n.vector)
             )
-            scored = self._score(sighting, other, record=False)
+            scored = self._score(sighting, other)
         else:
             scored = self._absolute(sighting.camera_id == n.camera_id, n.distance)
         if scored is not None:
@@ -366,24 +361,30 @@ class Linker:
             return None
         return p.calibration.z_link + (d - limit) / COLD_SCORE_SCALE, d
 
-    def _score(self, a: Sighting, b: Sighting, record: bool) -> tuple[float, float] | None:
+    def _centred(self, a: Sighting, b: Sighting) -> tuple[tuple[str, str, str], float]:
+        """(statistics key, distance) of two sightings in their space, centred per camera."""
+        sp = self.space(a, b)
+        ca = self._means.centred(sp, a.camera_id, a.vector(sp))
+        cb = self._means.centred(sp, b.camera_id, b.vector(sp))
+        return PairStats.key(sp, a.camera_id, b.camera_id), float(1.0 - np.dot(ca, cb))
+
+    def _record(self, a: Sighting, b: Sighting) -> None:
+        """Count an allowed pair's distance into its camera pair's statistics."""
+        if self.params.calibration.enabled:
+            self._pairs.add(*self._centred(a, b))
+
+    def _score(self, a: Sighting, b: Sighting) -> tuple[float, float] | None:
         """(score, distance) of an edge between two sightings, or None for no edge.
 
         The score orders edges (lower = more alike); the distance is the raw
-        cosine distance reported in match events. ``record``: count the
-        calibrated distance into the pair's statistics.
+        cosine distance reported in match events. Same-camera edges keep
+        their absolute limit; cross-camera ones are calibrated once warm.
         """
         raw = self.distance(a, b)
         cal = self.params.calibration
         if a.camera_id == b.camera_id or not cal.enabled:
             return self._absolute(a.camera_id == b.camera_id, raw)
-        sp = self.space(a, b)
-        ca = self._means.centred(sp, a.camera_id, a.vector(sp))
-        cb = self._means.centred(sp, b.camera_id, b.vector(sp))
-        d = float(1.0 - np.dot(ca, cb))
-        key = PairStats.key(sp, a.camera_id, b.camera_id)
-        if record:
-            self._pairs.add(key, d)
+        key, d = self._centred(a, b)
         model = self._pairs.model(key)
         if model is None:
             return self._absolute(False, raw)
@@ -391,25 +392,23 @@ class Linker:
         return (z, raw) if z <= cal.z_link else None
 
     def _pair_z(self, a: Sighting, b: Sighting) -> float | None:
-        """Calibrated score of two live sightings on different cameras (None: cold or one camera)."""
-        if a.camera_id == b.camera_id or not self.params.calibration.enabled:
+        """Calibrated score of two live sightings (one camera: against that camera's own
+        strangers); None while their pair is cold or calibration is off."""
+        if not self.params.calibration.enabled:
             return None
-        sp = self.space(a, b)
-        model = self._pairs.model(PairStats.key(sp, a.camera_id, b.camera_id))
-        if model is None:
-            return None
-        ca = self._means.centred(sp, a.camera_id, a.vector(sp))
-        cb = self._means.centred(sp, b.camera_id, b.vector(sp))
-        return model.z(float(1.0 - np.dot(ca, cb)))
+        key, d = self._centred(a, b)
+        model = self._pairs.model(key)
+        return None if model is None else model.z(d)
 
     def _alike(self, first: list[str], second: list[str]) -> bool:
         """Average linkage: two clusters join only if their members are alike *on average*.
 
         One edge joins two clusters; without this, two people who each have a
         chain of sightings merge wholesale through a single chance
-        resemblance. The mean calibrated score over every cross-camera pair of
-        live members must be at most ``z_link / 2``: halfway from a stranger's
-        typical score (0) to the link threshold.
+        resemblance, and a second stranger on a camera joins a pair because
+        he resembles one of its members. The mean calibrated score over every
+        pair of live members (one camera's pairs against that camera's own
+        strangers) must be at most :data:`AVERAGE_LINK_SHARE` of ``z_link``.
         """
         zs = [
             z
@@ -444,21 +443,19 @@ class Linker:
             (a, b)
             for i, a in enumerate(live)
             for b in live[i + 1 :]
-            if (a.camera_id != b.camera_id or self.params.link_same_camera)
-            and self.compatible(a, b, check_max=True)
+            if self.compatible(a, b, check_max=True)
         ]
         for a, b in pairs:  # statistics first, from every allowed pair
-            if a.camera_id != b.camera_id:
-                sp = self.space(a, b)
-                ca = self._means.centred(sp, a.camera_id, a.vector(sp))
-                cb = self._means.centred(sp, b.camera_id, b.vector(sp))
-                self._pairs.add(PairStats.key(sp, a.camera_id, b.camera_id), 1.0 - float(ca @ cb))
+            self._record(a, b)
+        pairs = [
+            (a, b) for a, b in pairs if a.camera_id != b.camera_id or self.params.link_same_camera
+        ]
         for t in live:  # then the live-live edges, anchors' edges kept
             self._edges[t.tracklet_id] = {
                 o: e for o, e in self._edges.get(t.tracklet_id, {}).items() if o in self._anchors
             }
         for a, b in pairs:
-            scored = self._score(a, b, record=False)
+            scored = self._score(a, b)
             if scored is not None:
                 self._edges[a.tracklet_id][b.tracklet_id] = scored[0]
                 self._edges[b.tracklet_id][a.tracklet_id] = scored[0]

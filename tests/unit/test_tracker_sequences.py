@@ -202,3 +202,45 @@ def test_same_input_same_output() -> None:
         _, results = run(CameraTracker("cam", TrackerParams()), walkers, range(60), seed=5)
         outs.append([(r.tracks, [t.tracklet_id for t in r.finished]) for r in results])
     assert outs[0] == outs[1]
+
+
+def test_a_thing_that_never_moves_is_suppressed_and_counted() -> None:
+    """A sign post detected in every frame for 15 s never becomes a tracklet; the walker does."""
+    post_look, person_look = looks(2)
+    post = Walker((300.0, 400.0), (0.0, 0.0), 150.0, post_look)  # motionless, no jitter
+    person = Walker((50.0, 420.0), (40.0, 0.0), 120.0, person_look)
+    tracker = CameraTracker("cam", TrackerParams())
+    _, results = run(tracker, [post, person], range(int(15 * FPS)))
+    end = tracker.close()
+    finished = [t for r in [*results, end] for t in r.finished]
+    dropped = sum(r.dropped.get("static", 0) for r in [*results, end])
+    assert dropped == 1
+    assert len(finished) == 1
+    assert finished[0].boxes_array()[-1, 0] > finished[0].boxes_array()[0, 0] + 100  # the walker
+
+
+def test_a_still_spot_broken_into_short_tracks_is_suppressed_once_it_adds_up() -> None:
+    """A thing whose track keeps breaking: the first 6 s pieces pass, later ones at the spot don't."""
+    post = Walker((300.0, 400.0), (0.0, 0.0), 150.0, looks(1)[0], hidden=(0, 0))
+    tracker = CameraTracker("cam", TrackerParams())
+    kept, suppressed = 0, 0
+    for piece in range(4):  # 6 s seen, then 4 s unseen (longer than the lost-track time)
+        start = piece * int(10 * FPS)
+        piece_walker = dataclasses.replace(post, visible=(start, start + int(6 * FPS)))
+        _, results = run(tracker, [piece_walker], range(start, start + int(10 * FPS)))
+        kept += sum(len(r.finished) for r in results)
+        suppressed += sum(r.dropped.get("static", 0) for r in results)
+    assert kept == 1  # 6 s: not yet 10 s still at that spot
+    assert suppressed == 3
+
+
+def test_a_person_standing_still_briefly_is_not_suppressed() -> None:
+    """Someone who stops for 3 s then walks on moves over the track's life: a tracklet."""
+    still = Walker((300.0, 400.0), (0.0, 0.0), 150.0, looks(1)[0], visible=(0, int(3 * FPS)))
+    tracker = CameraTracker("cam", TrackerParams())
+    _, results = run(tracker, [still], range(int(3 * FPS)))
+    walk = Walker((300.0 - 60.0 * 3, 400.0), (60.0, 0.0), 150.0, looks(1)[0])  # on from x 300
+    _, more = run(tracker, [walk], range(int(3 * FPS), int(12 * FPS)))
+    end = tracker.close()
+    assert not any(r.dropped.get("static") for r in [*results, *more, end])
+    assert sum(len(r.finished) for r in [*results, *more, end]) == 1
