@@ -151,7 +151,7 @@ def test_greyscale_pair_compares_greyscale_vectors() -> None:
     run = []
     for i, p in enumerate(people):
         t = 4.0 * i
-        colour = _unit(p + 1.5 * colour_only[i])
+        colour = _unit(p + 4.0 * colour_only[i])  # colour dominates what a colour camera sees
         a = Sighting(f"a{i}", "a", int(t * NS), int((t + 3) * NS), colour, grey_mean=p)
         b = Sighting(f"b{i}", "b", int((t + 6) * NS), int((t + 9) * NS), _unit(p), greyscale=True)
         run += [(a, i), (b, i)]
@@ -163,4 +163,6 @@ def test_greyscale_pair_compares_greyscale_vectors() -> None:
     precision, recall = link_scores(lk, run)
     assert precision >= 0.6 and recall >= 0.9
     assert link_scores(colour_only_linker, run)[1] < recall - 0.2  # colour vs grey: worse
-    assert Linker.space(run[0][0], run[1][0]) == "grey"
+    a0, b0 = (next(s for s, _ in run if s.tracklet_id == t) for t in ("a0", "b0"))
+    assert Linker.space(a0, b0) == "grey"
+    assert Linker.space(a0, a0) == "colour"
