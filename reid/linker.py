@@ -428,16 +428,8 @@ class Linker:
         """Recalibrate at 8, 16, 32, ... tracklets, then every :data:`RECALIBRATE_EVERY`."""
         return added >= 8 and (added & (added - 1) == 0 or added % RECALIBRATE_EVERY == 0)
 
-    def _recalibrate(self, new_tid: str) -> LinkResult:
-        """Recompute the live window's statistics and edges with today's camera means, re-cluster.
-
-        Early decisions were taken cold (or on thin statistics); this revisits
-        them as evidence accumulates. Returns the new tracklet's events first,
-        then any merges and splits elsewhere in the window.
-        """
-        live = list(self._live.values())
-        if not self.params.calibration.enabled or len(live) > RECALIBRATE_MAX_LIVE:
-            return self._recluster(new_tid)
+    def _rebuild_edges(self, live: list[Sighting]) -> None:
+        """Pair statistics and live-live edges recomputed from ``live`` (anchors' edges kept)."""
         self._pairs.clear()
         pairs = [
             (a, b)
@@ -460,6 +452,44 @@ class Linker:
                 self._edges[a.tracklet_id][b.tracklet_id] = scored[0]
                 self._edges[b.tracklet_id][a.tracklet_id] = scored[0]
                 self._dist[frozenset((a.tracklet_id, b.tracklet_id))] = scored[1]
+
+    def restore(self, held: Iterable[tuple[Sighting, str]]) -> int:
+        """After a restart: rebuild the live window from stored tracklets and their identities.
+
+        ``held`` are (sighting, global id) of the tracklets that were live
+        when the stage stopped (the store's newest ``window_s``). They rejoin
+        as live tracklets, not frozen anchors: camera means, pair statistics
+        and edges are rebuilt, so later tracklets revisit them exactly as if
+        the stage had never stopped. Their ids are kept; nothing is emitted.
+        Returns how many were restored.
+        """
+        n = 0
+        for s, gid in sorted(held, key=lambda sg: (sg[0].ts_end_ns, sg[0].tracklet_id)):
+            if s.tracklet_id in self._gid or not gid:
+                continue
+            self._count_camera(s)
+            self._live[s.tracklet_id] = s
+            self._gid[s.tracklet_id] = gid
+            self._edges.setdefault(s.tracklet_id, {})
+            self._latest_end_ns = max(self._latest_end_ns, s.ts_end_ns)
+            self._added += 1
+            n += 1
+        if n:
+            self._rebuild_edges(list(self._live.values()))
+            self._evict()
+        return n
+
+    def _recalibrate(self, new_tid: str) -> LinkResult:
+        """Recompute the live window's statistics and edges with today's camera means, re-cluster.
+
+        Early decisions were taken cold (or on thin statistics); this revisits
+        them as evidence accumulates. Returns the new tracklet's events first,
+        then any merges and splits elsewhere in the window.
+        """
+        live = list(self._live.values())
+        if not self.params.calibration.enabled or len(live) > RECALIBRATE_MAX_LIVE:
+            return self._recluster(new_tid)
+        self._rebuild_edges(live)
         result = self._recluster(new_tid)
         done = set(self._component(new_tid))
         for t in live:
