@@ -137,7 +137,9 @@ class Analyzer:
         """
         if not self.greyscale.any_greyscale() or self.embedder.dim == 0:
             return
-        start, want, spans = 0, [], []
+        start = 0
+        want: list[np.ndarray] = []
+        spans: list[tuple[FrameAnalysis, int]] = []
         for res in results:
             n = len(res)
             if not res.greyscale and n:

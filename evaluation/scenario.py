@@ -124,8 +124,9 @@ class Look:
             out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         if self.jpeg_quality > 0:
             ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            if ok:
-                out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                out = np.asarray(decoded, np.uint8)
         return out
 
 

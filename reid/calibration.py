@@ -152,11 +152,11 @@ class PairStats:
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per pair: samples, median and spread (for logs and the evaluation report)."""
-        out = {}
+        out: dict[str, dict[str, float]] = {}
         for key in sorted(self._d):
             m = self.model(key)
             name = f"{key[0]}:{key[1]}-{key[2]}"
-            out[name] = {"samples": len(self._d[key])}
+            out[name] = {"samples": float(len(self._d[key]))}
             if m is not None:
                 out[name].update(median=round(m.median, 4), spread=round(m.spread, 4))
         return out
