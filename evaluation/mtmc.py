@@ -22,6 +22,7 @@ frame, ids are global).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -98,11 +99,15 @@ def greyscale_cameras(scn: Scenario, frames: int = 15) -> frozenset[str]:
     return frozenset(c for c in scn.cameras if judge.is_greyscale(c))
 
 
-def engine_params(link_distance: float | None, shot_weight: float | None) -> EngineParams:
+def engine_params(
+    link_distance: float | None, shot_weight: float | None, calibrated: bool = True
+) -> EngineParams:
+    """Default linking settings with the command line's overrides."""
     base = LinkerParams()
     lp = LinkerParams(
         link_distance=base.link_distance if link_distance is None else link_distance,
         shot_weight=base.shot_weight if shot_weight is None else shot_weight,
+        calibration=dataclasses.replace(base.calibration, enabled=calibrated),
     )
     return EngineParams(linker=lp, aggregation=AggregationParams())
 
@@ -118,6 +123,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--shot-weight", type=float, default=None, help="override LinkerParams.shot_weight"
+    )
+    parser.add_argument(
+        "--calibration",
+        choices=("on", "off"),
+        default="on",
+        help="off: one absolute link_distance for every camera pair (the linker before calibration)",
     )
     parser.add_argument(
         "--store", default="edge", choices=("edge", "local"), help="embedded store backend"
@@ -136,8 +147,8 @@ def main(args: argparse.Namespace) -> int:
     from detector.greyscale import grey_crops
 
     scn = Scenario.load(args.scenario)
-    params = engine_params(args.link_distance, args.shot_weight)
-    report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance,
+    params = engine_params(args.link_distance, args.shot_weight, args.calibration == "on")
+    report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance, "calibration": args.calibration,
                     "shot_weight": params.linker.shot_weight}  # fmt: skip
     if args.mode in ("all", "gt"):
         embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())

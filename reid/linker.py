@@ -129,9 +129,16 @@ class LinkerParams:
         search_limit: neighbours to ask the store for per new tracklet.
         link_same_camera: also link tracklets on one camera directly (a
             person who leaves the view and re-enters, or a track the tracker
-            broke). Off by default: on the PETS scenario it lowered live link
-            F1 at every same-camera threshold tried (0.1-0.3); one camera's
-            tracklets still join one identity through other cameras.
+            broke). With calibration, such a pair is judged against that
+            camera's own strangers (every pair of its tracklets that do not
+            overlap in time), like a cross-camera pair against its pair's.
+            Measured over seven cuts (five rendered differently, GT and
+            detector+tracker tracklets), on: mean link F1 0.805, off: 0.747;
+            on lost 0.08 on the standard cut's GT tracklets and gained 0.16 on
+            its detector+tracker ones, which the tracker breaks into
+            fragments. Without calibration (absolute distances) it lowered
+            live link F1 on the PETS scenario at every threshold tried
+            (0.1-0.3): turn it off with calibration off.
         same_camera_link_distance: largest distance of a link between two
             tracklets of one camera. Stricter than ``link_distance`` because
             one camera's lighting and angle make different people look closer
@@ -148,7 +155,7 @@ class LinkerParams:
     max_live_tracklets: int = 2000
     max_anchors: int = 20000
     search_limit: int = 30
-    link_same_camera: bool = False
+    link_same_camera: bool = True
     same_camera_link_distance: float = 0.15
     calibration: CalibrationParams = field(default_factory=CalibrationParams)
 
@@ -382,12 +389,13 @@ class Linker:
         """
         raw = self.distance(a, b)
         cal = self.params.calibration
-        if a.camera_id == b.camera_id or not cal.enabled:
-            return self._absolute(a.camera_id == b.camera_id, raw)
+        same = a.camera_id == b.camera_id
+        if not cal.enabled:
+            return self._absolute(same, raw)
         key, d = self._centred(a, b)
         model = self._pairs.model(key)
         if model is None:
-            return self._absolute(False, raw)
+            return self._absolute(same, raw)
         z = model.z(d)
         return (z, raw) if z <= cal.z_link else None
 
@@ -490,17 +498,17 @@ class Linker:
         if not self.params.calibration.enabled or len(live) > RECALIBRATE_MAX_LIVE:
             return self._recluster(new_tid)
         self._rebuild_edges(live)
-        result = self._recluster(new_tid)
-        done = set(self._component(new_tid))
-        for t in live:
-            if t.tracklet_id in done:
-                continue
-            nodes = self._component(t.tracklet_id)
-            done.update(nodes)
-            old, new = self._cluster(nodes)
-            result.events.extend(self._events(None, old, new))
-            result.assigned.update({x: g for x, g in new.items() if old[x] != g})
-        return result
+        # one clustering over the whole window: tracklets that shared an identity
+        # but lost their edges must split, which per-component clustering cannot see
+        nodes = sorted(
+            {n for t in live for n in self._component(t.tracklet_id)},
+            key=lambda t: (self._span(t).ts_start_ns, t),
+        )
+        old, new = self._cluster(nodes)
+        return LinkResult(
+            events=self._events(new_tid, old, new),
+            assigned={t: g for t, g in new.items() if old[t] != g},
+        )
 
     def distance(self, a: Sighting, b: Sighting, mean_distance: float | None = None) -> float:
         """Edge distance: mean-vector cosine distance blended with the multi-shot one."""

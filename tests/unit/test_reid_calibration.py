@@ -73,8 +73,9 @@ def link_scores(lk: Linker, run: list[tuple[Sighting, int]]) -> tuple[float, flo
 
 
 def linker(calibrated: bool = True) -> Linker:
+    """Cross-camera links only: these scenes test the camera pair's calibration."""
     ids = count(1)
-    params = LinkerParams(calibration=CalibrationParams(enabled=calibrated))
+    params = LinkerParams(calibration=CalibrationParams(enabled=calibrated), link_same_camera=False)
     return Linker(two_cameras(), params, lambda: f"g{next(ids)}")
 
 

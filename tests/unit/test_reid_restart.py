@@ -14,21 +14,22 @@ from schemas.messages import Crop, Tracklet, pack_f32
 from tests.unit.test_reid_calibration import link_scores, two_cameras, walk_through
 
 DIM = 64
+PARAMS = LinkerParams(link_same_camera=False)  # the calibration tests' scene, cross-camera only
 
 
 def test_linker_restored_from_its_live_window_ends_as_the_uninterrupted_one() -> None:
     run = walk_through(60, camera_b_bias=1.0, seed=1)
     ids = count(1)
-    whole = Linker(two_cameras(), LinkerParams(), lambda: f"g{next(ids)}")
+    whole = Linker(two_cameras(), PARAMS, lambda: f"g{next(ids)}")
     for s, _ in run:
         whole.add_live(s)
     ids2 = count(1)
-    first = Linker(two_cameras(), LinkerParams(), lambda: f"g{next(ids2)}")
+    first = Linker(two_cameras(), PARAMS, lambda: f"g{next(ids2)}")
     half = len(run) // 2
     for s, _ in run[:half]:
         first.add_live(s)
     held = [(s, first.global_id(s.tracklet_id) or "") for s, _ in run[:half]]
-    restarted = Linker(two_cameras(), LinkerParams(), lambda: f"g{next(ids2)}")
+    restarted = Linker(two_cameras(), PARAMS, lambda: f"g{next(ids2)}")
     assert restarted.restore(held) == half
     assert all(restarted.global_id(s.tracklet_id) == g for s, g in held)  # ids kept
     for s, _ in run[half:]:
@@ -57,7 +58,7 @@ def test_engine_restarted_on_its_store_rebuilds_the_window(tmp_path: Path) -> No
     ids = count(1)
 
     def engine(path: Path) -> Engine:
-        return Engine(open_store("edge", path, DIM), two_cameras(), EngineParams(),
+        return Engine(open_store("edge", path, DIM), two_cameras(), EngineParams(linker=PARAMS),
                       lambda: f"g{next(ids)}", None)  # fmt: skip
 
     whole = engine(tmp_path / "whole")
