@@ -108,6 +108,7 @@ def engine_params(
         link_distance=base.link_distance if link_distance is None else link_distance,
         shot_weight=base.shot_weight if shot_weight is None else shot_weight,
         calibration=dataclasses.replace(base.calibration, enabled=calibrated),
+        link_same_camera=base.link_same_camera and calibrated,
     )
     return EngineParams(linker=lp, aggregation=AggregationParams())
 
@@ -128,7 +129,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--calibration",
         choices=("on", "off"),
         default="on",
-        help="off: one absolute link_distance for every camera pair (the linker before calibration)",
+        help="off: the linker before calibration (one absolute link_distance for every "
+        "camera pair, no same-camera links)",
     )
     parser.add_argument(
         "--store", default="edge", choices=("edge", "local"), help="embedded store backend"
