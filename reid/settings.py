@@ -8,12 +8,14 @@ from typing import Literal
 from pydantic import Field
 
 from reid.aggregate import AggregationParams
+from reid.calibration import CalibrationParams
 from reid.engine import EngineParams
 from reid.linker import LinkerParams
 from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
 
 _L = LinkerParams()
 _A = AggregationParams()
+_C = CalibrationParams()
 
 
 class QdrantSettings(StrictModel):
@@ -40,7 +42,10 @@ class ReidSettings(StrictModel):
     data_dir: Path = Field(Path("var/reid"), description="embedded store and thumbnails live here")
     dim: int = Field(512, ge=1, le=4096, description="appearance vector size (OSNet: 512)")
     link_distance: float = Field(
-        _L.link_distance, gt=0, le=2, description="largest cosine distance of a link"
+        _L.link_distance,
+        gt=0,
+        le=2,
+        description="largest cosine distance of a link on a camera pair not yet calibrated",
     )
     shot_weight: float = Field(
         _L.shot_weight, ge=0, le=1, description="share of multi-shot distance"
@@ -56,6 +61,22 @@ class ReidSettings(StrictModel):
         _L.link_same_camera, description="link tracklets of one camera directly"
     )
     same_camera_link_distance: float = Field(_L.same_camera_link_distance, ge=0, le=2)
+    calibrate: bool = Field(
+        _C.enabled,
+        description="calibrate links per camera pair from the traffic (off: link_distance everywhere)",
+    )
+    link_z: float = Field(
+        _C.z_link,
+        lt=0,
+        ge=-10,
+        description="calibrated link: stranger sigmas below the camera pair's stranger median",
+    )
+    calibration_min_pairs: int = Field(
+        _C.min_pair_samples,
+        ge=5,
+        le=100_000,
+        description="allowed-pair distances a camera pair needs before it is calibrated",
+    )
     outlier_mad_factor: float = Field(_A.outlier_mad_factor, gt=0)
     api_host: str = Field("127.0.0.1", description="address of the query API")
     api_port: int = Field(
@@ -77,6 +98,11 @@ class ReidSettings(StrictModel):
                 search_limit=self.search_limit,
                 link_same_camera=self.link_same_camera,
                 same_camera_link_distance=self.same_camera_link_distance,
+                calibration=CalibrationParams(
+                    enabled=self.calibrate,
+                    z_link=self.link_z,
+                    min_pair_samples=self.calibration_min_pairs,
+                ),
             ),
             aggregation=AggregationParams(outlier_mad_factor=self.outlier_mad_factor),
         )
