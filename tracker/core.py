@@ -289,8 +289,9 @@ class CameraTracker:
             self.last_seq, self.last_ts_ns = msg.seq, msg.ts_capture_ns
             return self.close()
         a = frame_arrays(msg)
-        grey = unpack_f32(msg.embeddings_grey, msg.embedding_dim) if msg.embeddings_grey else None
-        self.set_colour(msg.greyscale, grey)
+        n, dim = len(a.scores), msg.embedding_dim
+        sized = bool(dim) and len(msg.embeddings_grey) == 4 * n * dim  # else ignored, never fatal
+        self.set_colour(msg.greyscale, unpack_f32(msg.embeddings_grey, dim) if sized else None)
         return self.step(
             msg.ts_capture_ns,
             msg.seq,

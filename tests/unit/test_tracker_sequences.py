@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evaluation.synthetic import DIM, FPS, Walker, frame_detections, looks, ts
-from schemas.messages import Detections, pack_f32
+from schemas.messages import Detections, Tracklet, pack_f32
 from tracker.core import CameraTracker, IdCounter, StepResult, TrackerParams
 
 
@@ -244,3 +244,28 @@ def test_a_person_standing_still_briefly_is_not_suppressed() -> None:
     end = tracker.close()
     assert not any(r.dropped.get("static") for r in [*results, *more, end])
     assert sum(len(r.finished) for r in [*results, *more, end]) == 1
+
+
+def test_greyscale_facts_reach_the_tracklet_and_bad_grey_vectors_are_ignored() -> None:
+    """The detector's greyscale flag and crops' grey vectors ride along; a wrong-sized blob is dropped."""
+
+    def feed(bad: bool) -> Tracklet:
+        w = Walker((50.0, 420.0), (60.0, 0.0), 120.0, looks(1)[0])
+        rng = np.random.default_rng(0)
+        tracker = CameraTracker("cam", TrackerParams())
+        for f in range(int(3 * FPS)):
+            boxes, scores, embs, _ = frame_detections([w], f, rng)
+            grey = embs[:, :3].copy() if bad else embs[:, ::-1].copy()
+            msg = Detections(camera_id="cam", seq=f, ts_capture_ns=ts(f), width=640, height=480,
+                             boxes_xyxy=pack_f32(boxes), scores=pack_f32(scores),
+                             embeddings=pack_f32(embs), embedding_dim=DIM,
+                             crops_jpeg=[b"j"] * len(scores), embeddings_grey=pack_f32(grey),
+                             greyscale=True)  # fmt: skip
+            tracker.step_detections(msg)
+        (t,) = tracker.close().finished
+        return t
+
+    good, bad = feed(bad=False), feed(bad=True)
+    assert good.greyscale and bad.greyscale
+    assert good.crops and all(len(c.embedding_grey) == 4 * DIM for c in good.crops)
+    assert bad.crops and not any(c.embedding_grey for c in bad.crops)
