@@ -25,6 +25,7 @@ from detector.backends import Detector, build_detector
 from detector.background import BackgroundMasker
 from detector.config import AnalyzerConfig, AppearanceConfig
 from detector.embedder import Embedder, OnnxEmbedder, build_embedder
+from detector.greyscale import GreyscaleCameras, grey_crops
 from detector.preprocess import crop_views, sharpness
 
 # Background fill when the embedder has no mean colour (no embedder): mid grey.
@@ -43,6 +44,10 @@ class FrameAnalysis:
         embeddings: (N, D) float32, L2-normalised (D = 0 without an embedder).
         sharpness: (N,) float32 variance of the Laplacian of each crop.
         crops: N BGR uint8 views into the frame (unmasked), one per box.
+        greyscale: the camera's frames carry no colour (detected, see
+            :mod:`detector.greyscale`).
+        embeddings_grey: (N, D) vectors of the crops made grey, on a colour
+            frame while some camera is greyscale; (N, 0) otherwise.
     """
 
     camera_id: str
@@ -52,6 +57,8 @@ class FrameAnalysis:
     embeddings: np.ndarray
     sharpness: np.ndarray
     crops: list[np.ndarray] = field(default_factory=list)
+    greyscale: bool = False
+    embeddings_grey: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -97,6 +104,7 @@ class Analyzer:
         self.gate = gate or AppearanceGate(AppearanceConfig(on_demand=False))
         self.detector_reason = detector_reason
         self.last_timing = AnalysisTiming()
+        self.greyscale = GreyscaleCameras()
 
     @classmethod
     def from_config(cls, config: AnalyzerConfig | None = None) -> Analyzer:
@@ -129,6 +137,28 @@ class Analyzer:
         if self.masker is not None:
             self.masker.reset(camera_id)
         self.gate.reset(camera_id)
+        self.greyscale.reset(camera_id)
+
+    def _embed_grey(self, results: list[FrameAnalysis]) -> None:
+        """While some camera is greyscale, colour frames' crops are embedded grey as well.
+
+        Like with like: a greyscale camera's people are then compared with the
+        colour cameras' people as a greyscale camera would see them. Costs one
+        more embedding per colour crop, only on a network with a greyscale camera.
+        """
+        if not self.greyscale.any_greyscale() or self.embedder.dim == 0:
+            return
+        want: list[np.ndarray] = []
+        spans: list[tuple[FrameAnalysis, int]] = []
+        for res in results:
+            if not res.greyscale and len(res):
+                spans.append((res, len(want)))
+                want.extend(res.crops)
+        if not want:
+            return
+        vectors = self.embedder.embed(grey_crops(want))
+        for res, at in spans:
+            res.embeddings_grey = vectors[at : at + len(res)]
 
     def analyze(self, camera_id: str, frame_bgr: np.ndarray) -> FrameAnalysis:
         """People in one (H, W, 3) uint8 BGR frame."""
@@ -142,6 +172,7 @@ class Analyzer:
         plans: list[EmbedPlan] = []
         to_embed: list[np.ndarray] = []
         for (camera_id, frame), fb in zip(frames, found, strict=True):
+            grey = self.greyscale.observe(camera_id, frame)
             crops = crop_views(frame, fb.boxes_xyxy)
             sharp = np.asarray([sharpness(c) for c in crops], dtype=np.float32)
             plan = self.gate.plan(camera_id, fb.boxes_xyxy, fb.scores, sharp)
@@ -162,9 +193,11 @@ class Analyzer:
                     embeddings=np.zeros((0, self.embedder.dim), np.float32),
                     sharpness=sharp,
                     crops=crops,
+                    greyscale=grey,
                 )
             )
         self._fill_vectors(results, plans, to_embed)
+        self._embed_grey(results)
         self.last_timing = AnalysisTiming(
             frames=len(frames),
             boxes=sum(len(r) for r in results),

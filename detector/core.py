@@ -127,6 +127,8 @@ def to_detections(
         sharpness=pack_f32(res.sharpness),
         crops_jpeg=crops_jpeg,
         ts_detected_ns=now_ns,
+        embeddings_grey=pack_f32(res.embeddings_grey) if res.embeddings_grey.size else b"",
+        greyscale=res.greyscale,
     )
 
 

@@ -3,6 +3,8 @@
 Cameras are interleaved by capture time (frame ``i`` of every camera before
 frame ``i + 1`` of any), exactly as the per-camera topics deliver them to the
 stages; finished tracklets come out in the order the trackers finish them.
+Trackers keep crops as in the live system (their vectors and, on a network
+with a greyscale camera, their greyscale vectors) but without the JPEG bytes.
 """
 
 from __future__ import annotations
@@ -53,8 +55,12 @@ def live_tracklets(scn: Scenario, max_frames: int | None = None) -> tuple[list[S
                 collect(trackers[cam].close().finished)
                 continue
             fa = analyzer.analyze(cam, frame)
+            trackers[cam].set_colour(
+                fa.greyscale, fa.embeddings_grey if fa.embeddings_grey.size else None
+            )
+            # crops are kept as in the live system (their vectors, greyscale ones too), without JPEGs
             res = trackers[cam].step(
-                ts, n, fa.boxes_xyxy, fa.scores, fa.embeddings, fa.sharpness, None
+                ts, n, fa.boxes_xyxy, fa.scores, fa.embeddings, fa.sharpness, [b""] * len(fa)
             )
             collect(res.finished)
         n += 1

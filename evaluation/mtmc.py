@@ -37,6 +37,7 @@ from evaluation.mtmc_scoring import (
     link_scores,
     load_samples,
     mtmc_idf1,
+    read_frames,
     save_samples,
 )
 from reid.aggregate import AggregationParams
@@ -84,11 +85,29 @@ def score(
     return out
 
 
-def engine_params(link_distance: float | None, shot_weight: float | None) -> EngineParams:
+def greyscale_cameras(scn: Scenario, frames: int = 15) -> frozenset[str]:
+    """Cameras whose first frames carry no colour (as the detector decides it)."""
+    from detector.greyscale import GreyscaleCameras
+
+    judge = GreyscaleCameras()
+    for cam in scn.cameras:
+        for i, frame in enumerate(read_frames(scn.video(cam))):
+            judge.observe(cam, frame)
+            if i + 1 >= frames:
+                break
+    return frozenset(c for c in scn.cameras if judge.is_greyscale(c))
+
+
+def engine_params(
+    link_distance: float | None, shot_weight: float | None, calibrated: bool = True
+) -> EngineParams:
+    """Default linking settings with the command line's overrides."""
     base = LinkerParams()
     lp = LinkerParams(
         link_distance=base.link_distance if link_distance is None else link_distance,
         shot_weight=base.shot_weight if shot_weight is None else shot_weight,
+        calibration=base.calibration.model_copy(update={"enabled": calibrated}),
+        link_same_camera=base.link_same_camera and calibrated,
     )
     return EngineParams(linker=lp, aggregation=AggregationParams())
 
@@ -106,6 +125,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--shot-weight", type=float, default=None, help="override LinkerParams.shot_weight"
     )
     parser.add_argument(
+        "--calibration",
+        choices=("on", "off"),
+        default="on",
+        help="off: the linker before calibration (one absolute link_distance for every "
+        "camera pair, no same-camera links)",
+    )
+    parser.add_argument(
         "--store", default="edge", choices=("edge", "local"), help="embedded store backend"
     )
     parser.add_argument("--frames", type=int, default=None, help="live run: first N frames only")
@@ -119,14 +145,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from detector.config import OnnxEmbedderConfig, RuntimeConfig
     from detector.embedder import build_embedder
+    from detector.greyscale import grey_crops
 
     scn = Scenario.load(args.scenario)
-    params = engine_params(args.link_distance, args.shot_weight)
-    report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance,
+    params = engine_params(args.link_distance, args.shot_weight, args.calibration == "on")
+    report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance, "calibration": args.calibration,
                     "shot_weight": params.linker.shot_weight}  # fmt: skip
     if args.mode in ("all", "gt"):
         embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
-        samples = gt_tracklets(scn, lambda crops: embedder.embed(crops))
+        grey = greyscale_cameras(scn)
+        samples = gt_tracklets(
+            scn,
+            lambda crops: embedder.embed(crops),
+            (lambda crops: embedder.embed(grey_crops(crops))) if grey else None,
+            grey,
+        )
         report["gt_tracklets"] = {
             "tracklets": len(samples),
             "with_topology": score(scn, samples, scn.topology, params, args.store),

@@ -117,8 +117,18 @@ def _crop(frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray | None:
     return frame[y1:y2, x1:x2]
 
 
-def gt_tracklets(scn: Scenario, embed: Callable[[list[np.ndarray]], np.ndarray]) -> list[Sample]:
-    """Tracklets from the per-camera GT, with embedded crops cut from the camera videos."""
+def gt_tracklets(
+    scn: Scenario,
+    embed: Callable[[list[np.ndarray]], np.ndarray],
+    embed_grey: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+    greyscale: frozenset[str] = frozenset(),
+) -> list[Sample]:
+    """Tracklets from the per-camera GT, with embedded crops cut from the camera videos.
+
+    ``greyscale``: cameras whose tracklets are marked greyscale; ``embed_grey``
+    (when given) embeds the other cameras' crops made grey too, as the
+    detector does on a network with a greyscale camera.
+    """
     out: list[Sample] = []
     for cam in scn.cameras:
         rows = scn.gt[cam]
@@ -153,6 +163,11 @@ def gt_tracklets(scn: Scenario, embed: Callable[[list[np.ndarray]], np.ndarray])
             if not cs:
                 continue
             vecs = embed([c[0] for c in cs])
+            greys = (
+                embed_grey([c[0] for c in cs])
+                if embed_grey is not None and cam not in greyscale
+                else [None] * len(cs)
+            )
             frames = part[:, 0].astype(int) - 1
             boxes = np.stack(
                 [part[:, 2], part[:, 3], part[:, 2] + part[:, 4], part[:, 3] + part[:, 5]], 1
@@ -176,9 +191,11 @@ def gt_tracklets(scn: Scenario, embed: Callable[[list[np.ndarray]], np.ndarray])
                         quality=c[1],
                         jpeg=cv2.imencode(".jpg", c[0])[1].tobytes() if i == 0 else b"",
                         embedding=pack_f32(v),
+                        embedding_grey=b"" if g is None else pack_f32(g),
                     )
-                    for i, (c, v) in enumerate(zip(cs, vecs, strict=True))
+                    for i, (c, v, g) in enumerate(zip(cs, vecs, greys, strict=True))
                 ],
+                greyscale=cam in greyscale,
             )
             out.append(
                 Sample(

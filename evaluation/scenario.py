@@ -31,7 +31,7 @@ import json
 import logging
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -83,15 +83,25 @@ CHECK_CROPS_PER_ID = 12
 
 @dataclass(frozen=True)
 class Look:
-    """How one camera renders the scene: exposure gain, gamma, white balance, blur, scale."""
+    """How one camera renders the scene.
+
+    Exposure gain, gamma, white balance, blur and scale, then what a cheap or
+    night camera adds: ``grey`` (luminance only, as an IR/night camera sees),
+    ``noise_sigma`` (Gaussian sensor noise per channel, in 8-bit levels) and
+    ``jpeg_quality`` (each frame round-tripped through JPEG at this quality;
+    0 = not).
+    """
 
     gain: float
     gamma: float
     wb_bgr: tuple[float, float, float]
     blur_sigma: float
     scale: float
+    grey: bool = False
+    noise_sigma: float = 0.0
+    jpeg_quality: int = 0
 
-    def apply(self, view_bgr: np.ndarray) -> np.ndarray:
+    def apply(self, view_bgr: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """The view as this camera sees it (uint8 BGR, scaled)."""
         img = view_bgr.astype(np.float32) / 255.0
         img = np.power(
@@ -102,9 +112,24 @@ class Look:
             out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma)
         h, w = out.shape[:2]
         size = (_even(w * self.scale), _even(h * self.scale))
-        return cv2.resize(
+        out = cv2.resize(
             out, size, interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
         )
+        return self._degrade(out, rng or np.random.default_rng(0))
+
+    def _degrade(self, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.grey:
+            out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        if self.noise_sigma > 0:
+            shape = out.shape[:2] + ((1,) if self.grey else (3,))
+            noise = rng.normal(0.0, self.noise_sigma, shape).astype(np.float32)
+            out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        if self.jpeg_quality > 0:
+            ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                out = np.asarray(decoded, np.uint8)
+        return out
 
 
 LOOKS: tuple[Look, ...] = (
@@ -112,7 +137,47 @@ LOOKS: tuple[Look, ...] = (
     Look(gain=1.15, gamma=0.9, wb_bgr=(1.15, 1.0, 0.88), blur_sigma=1.0, scale=1.2),  # bright, cool
     Look(gain=1.0, gamma=1.0, wb_bgr=(1.0, 1.06, 0.95), blur_sigma=1.6, scale=0.8),  # soft, small
     Look(gain=0.9, gamma=1.05, wb_bgr=(0.95, 1.0, 1.08), blur_sigma=0.6, scale=1.1),
+    Look(gain=1.05, gamma=0.95, wb_bgr=(1.05, 0.97, 1.0), blur_sigma=0.3, scale=0.9),
+    Look(gain=0.95, gamma=1.1, wb_bgr=(1.0, 1.0, 1.05), blur_sigma=0.8, scale=1.0),
 )
+"""Each camera's base look, by position (cam0 gets the first)."""
+
+DEGRADATIONS: dict[str, dict] = {
+    "grey": {"grey": True},
+    "cast": {"wb_bgr": (1.3, 0.95, 0.7)},
+    "warmcast": {"wb_bgr": (0.7, 0.95, 1.3)},
+    "noise": {"noise_sigma": 9.0},
+    "lowres": {"scale": 0.5},
+    "jpeg": {"jpeg_quality": 12},
+    "dark": {"gain": 0.55, "gamma": 1.25},
+}
+"""What ``--look cam=NAME[+NAME...]`` does to a camera's base look: a real network's
+night (IR, greyscale) cameras, sensors with a colour cast or noise, low
+resolution and heavy compression. ``cast`` replaces the white balance with a
+strong blue one, ``lowres`` halves the base scale, the rest set the field."""
+
+
+def degrade(look: Look, names: str) -> Look:
+    """``look`` with the ``+``-separated :data:`DEGRADATIONS` applied (ValueError on an unknown one)."""
+    for name in filter(None, names.split("+")):
+        if name not in DEGRADATIONS:
+            raise ValueError(f"unknown look {name!r}; known: {', '.join(sorted(DEGRADATIONS))}")
+        change = dict(DEGRADATIONS[name])
+        if "scale" in change:
+            change["scale"] = look.scale * change["scale"]
+        look = replace(look, **change)
+    return look
+
+
+def parse_looks(spec: str) -> dict[str, str]:
+    """``cam1=grey,cam2=cast+noise`` → {camera: degradations} (ValueError when malformed)."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        cam, sep, names = part.partition("=")
+        if not sep or not cam.strip() or not names.strip():
+            raise ValueError(f"--look wants CAM=LOOK[+LOOK], got {part!r}")
+        out[cam.strip()] = names.strip()
+    return out
 
 
 def _even(x: float) -> int:
@@ -141,13 +206,23 @@ class View:
         return out, frac
 
 
-def make_views(cameras: int, gap_px: int) -> list[View]:
-    """N vertical strips of equal width with ``gap_px`` between them."""
+def make_views(cameras: int, gap_px: int, looks: dict[str, str] | None = None) -> list[View]:
+    """N vertical strips of equal width with ``gap_px`` between them.
+
+    ``looks``: camera id → :data:`DEGRADATIONS` names applied to its base look.
+    """
+    looks = looks or {}
     width = _even((SOURCE_W - (cameras - 1) * gap_px) / cameras) - 2
+    if width < 64:
+        raise ValueError(f"{cameras} views with {gap_px} px gaps leave {width} px per view")
+    unknown = set(looks) - {f"cam{i}" for i in range(cameras)}
+    if unknown:
+        raise ValueError(f"--look names cameras that are not in the cut: {sorted(unknown)}")
     views = []
     for i in range(cameras):
         x0 = i * (width + gap_px)
-        views.append(View(f"cam{i}", x0, x0 + width, LOOKS[i % len(LOOKS)]))
+        cam = f"cam{i}"
+        views.append(View(cam, x0, x0 + width, degrade(LOOKS[i % len(LOOKS)], looks.get(cam, ""))))
     return views
 
 
@@ -218,13 +293,14 @@ def build_scenario(
     fmt: str = "mp4",
     pets: Path | None = None,
     max_frames: int | None = None,
+    looks: dict[str, str] | None = None,
 ) -> dict:
     """Write the scenario (see the module docstring); returns scenario.json's contents."""
     pets = pets or pets_dir()
+    views = make_views(cameras, gap_px, looks)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gt").mkdir(exist_ok=True)
     gt = load_pets_gt(pets / "gt.txt")
-    views = make_views(cameras, gap_px)
     ext = "mp4" if fmt == "mp4" else "avi"
     n = _write_views(out, pets / "vtest.avi", views, gt, fmt, ext, max_frames)
     speeds = _walk_speeds_px_s(gt)
@@ -240,6 +316,7 @@ def build_scenario(
         "t0_ns": T0_NS,
         "frames": n,
         "gap_px": gap_px,
+        "looks": looks or {},
         "min_visible_fraction": MIN_VISIBLE_FRACTION,
         "fast_walk_px_s": round(fast, 1),
         "views": [
@@ -262,6 +339,7 @@ def _write_views(
 ) -> int:
     """Each view's video and MOT ground truth (people at least ``MIN_VISIBLE_FRACTION``
     inside it) under ``out``; returns the number of frames written."""
+    rng = np.random.default_rng(20090101)  # sensor noise: the same cut every time
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot open {video}")
@@ -274,7 +352,7 @@ def _write_views(
             break
         rows = gt[gt[:, 0] == n + 1]
         for v in views:
-            img = v.look.apply(frame[:, v.x0 : v.x1])
+            img = v.look.apply(frame[:, v.x0 : v.x1], rng)
             if v.camera_id not in writers:
                 writers[v.camera_id] = _Writer(
                     out / f"{v.camera_id}.{ext}", (img.shape[1], img.shape[0]), fmt
@@ -425,7 +503,7 @@ Built by `crosscam scenario pets --cameras {cameras} --out DIR` from PETS09-S2L1
 ({views}); strips are {gap_px} px apart, so nobody is in two cameras at once
 and crossing a gap takes time (fastest walkers, the {pct:.0f}th percentile of
 GT foot speed, {fast} px/s: at least {min_transit} s). Each camera has its
-own exposure, gamma, white balance, blur and scale (`scenario.json`).
+own exposure, gamma, white balance, blur and scale (`scenario.json`).{looks}
 
 Files: `<cam>.{ext}` videos, `gt/<cam>.txt` per-camera MOT ground truth
 (PETS ids, boxes clipped to the view, kept when ≥ {min_vis:.0%} visible),
@@ -476,6 +554,13 @@ def write_readme(out: Path, meta: dict, check: dict | None) -> None:
         min_vis=meta["min_visible_fraction"],
         merges=merges,
         check_table=table,
+        looks=(
+            " Degraded looks (`--look`): "
+            + ", ".join(f"{c} {n}" for c, n in sorted(meta.get("looks", {}).items()))
+            + "."
+            if meta.get("looks")
+            else ""
+        ),
     )
     (out / "README.md").write_text(text)
 
@@ -485,7 +570,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--cameras", type=int, default=3, choices=range(2, len(LOOKS) + 1), help="views to cut"
     )
     parser.add_argument("--out", type=Path, required=True, help="scenario folder to write")
-    parser.add_argument("--gap-px", type=int, default=48, help="source pixels between views")
+    parser.add_argument(
+        "--gap-px", "--gap", type=int, default=48, help="source pixels between views"
+    )
+    parser.add_argument(
+        "--look",
+        default="",
+        help="degrade cameras' looks, e.g. cam1=grey,cam2=cast+noise "
+        f"(known: {', '.join(sorted(DEGRADATIONS))})",
+    )
     parser.add_argument(
         "--format", choices=("mp4", "avi"), default="mp4", help="H.264 mp4 (ffmpeg) or MJPG avi"
     )
@@ -494,7 +587,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     fmt = args.format if (args.format == "avi" or shutil.which("ffmpeg")) else "avi"
-    meta = build_scenario(args.out, cameras=args.cameras, gap_px=args.gap_px, fmt=fmt)
+    try:
+        looks = parse_looks(args.look)
+        make_views(args.cameras, args.gap_px, looks)
+    except ValueError as e:
+        print(json.dumps({"error": str(e)}))
+        return 2
+    meta = build_scenario(args.out, cameras=args.cameras, gap_px=args.gap_px, fmt=fmt, looks=looks)
     check = None if args.no_check else identity_check(args.out)
     write_readme(args.out, meta, check)
     print(json.dumps({"out": str(args.out), "frames": meta["frames"], "cameras": [v["camera_id"] for v in meta["views"]],

@@ -112,3 +112,20 @@ def tracklet_vectors(
     if len(dims) != 1:
         raise ValueError(f"tracklet {tracklet.tracklet_id} mixes vector sizes {sorted(dims)}")
     return np.stack(vecs).astype(np.float32), np.asarray(qual)
+
+
+def grey_vectors(tracklet: Tracklet) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) vectors of the tracklet's crops made grey and (N,) quality; empty (0, 0) when none.
+
+    Only crops carry greyscale vectors (the detector computes them on colour
+    frames so greyscale cameras compare like with like).
+    """
+    crops = [c for c in tracklet.crops if c.embedding_grey]
+    if not crops:
+        return np.zeros((0, 0), np.float32), np.zeros(0)
+    top = max(c.quality for c in crops)
+    vecs = [np.frombuffer(c.embedding_grey, dtype="<f4") for c in crops]
+    if len({len(v) for v in vecs}) != 1:
+        raise ValueError(f"tracklet {tracklet.tracklet_id} mixes greyscale vector sizes")
+    qual = [c.quality / top if top > 0 else 1.0 for c in crops]
+    return np.stack(vecs).astype(np.float32), np.asarray(qual)

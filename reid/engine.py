@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from common.units import NS_PER_S
-from reid.aggregate import AggregationParams, aggregate, tracklet_vectors
+from reid.aggregate import AggregationParams, aggregate, grey_vectors, tracklet_vectors
 from reid.corrections import Constraints
 from reid.linker import Linker, LinkerParams, LinkResult, Neighbour, Sighting
 from reid.store import Scope, StoredTracklet, VectorStore
@@ -79,23 +81,36 @@ class Engine:
         """Set by the service when a site plan exists: a tracklet's plan trajectory."""
 
     def restore(self) -> int:
-        """After a restart: the newest window of stored tracklets joins the linker as frozen anchors.
+        """After a restart: the newest window of stored tracklets becomes the linker's live window.
 
-        Their global ids are kept, so a restart never renumbers people.
+        Tracklets within ``window_s`` of the newest stored one rejoin the
+        linker live, with their vectors and global ids (see
+        :meth:`reid.linker.Linker.restore`), so a restarted stage revisits
+        them as if it had never stopped and never renumbers people. Greyscale
+        vectors are not stored: a restored tracklet is compared in colour.
         Returns how many were restored.
         """
         latest = max((t.ts_end_ns for t in self.store.scroll(Scope())), default=None)
         if latest is None:
             return 0
         horizon = latest - int(self.params.linker.revisit_window_s * NS_PER_S)
-        n = 0
-        for t in sorted(self.store.scroll(Scope(ts_from_ns=horizon)), key=lambda t: t.ts_end_ns):
-            if t.global_id:
-                self.linker.add_anchor(
-                    t.tracklet_id, t.camera_id, t.ts_start_ns, t.ts_end_ns, t.global_id
-                )
-                n += 1
-        return n
+        held = [
+            (
+                Sighting(
+                    tracklet_id=t.tracklet_id,
+                    camera_id=t.camera_id,
+                    ts_start_ns=t.ts_start_ns,
+                    ts_end_ns=t.ts_end_ns,
+                    mean=np.asarray(t.vector, np.float32),
+                    shots=np.zeros((0, 0), np.float32) if t.shots is None else t.shots,
+                    thumbnail_ref=t.thumbnail_ref,
+                ),
+                t.global_id,
+            )
+            for t in self.store.scroll(Scope(ts_from_ns=horizon), with_vectors=True)
+            if t.global_id and t.vector is not None
+        ]
+        return self.linker.restore(held)
 
     def _save_thumbnail(self, tracklet: Tracklet) -> str:
         crops = [c for c in tracklet.crops if c.jpeg]
@@ -129,6 +144,12 @@ class Engine:
         if vectors.size == 0:
             return Processed(events=[], assigned={}, skipped="no_vectors")
         agg = aggregate(vectors, quality, self.params.aggregation)
+        gv, gq = grey_vectors(tracklet)
+        grey_mean = (
+            aggregate(gv, gq, self.params.aggregation).mean
+            if gv.size and gv.shape[1] == agg.mean.size
+            else None
+        )
         sighting = Sighting(
             tracklet_id=tid,
             camera_id=tracklet.camera_id,
@@ -137,6 +158,8 @@ class Engine:
             mean=agg.mean,
             shots=agg.shots,
             thumbnail_ref=self._save_thumbnail(tracklet),
+            grey_mean=grey_mean,
+            greyscale=tracklet.greyscale,
         )
         scope = self.linker.scope(sighting)
         t0 = time.perf_counter()

@@ -77,7 +77,11 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
     float32 (L2-normalised appearance vectors; empty when no embedder runs),
     ``sharpness`` N float32 (variance of the Laplacian of the crop) and
     ``crops_jpeg`` N small JPEG crops, so the tracker can keep a tracklet's
-    best images without the full frame.
+    best images without the full frame. ``greyscale``: the frame carries no
+    colour (an IR or night camera, detected from the pixels);
+    ``embeddings_grey`` N×``embedding_dim`` vectors of the crops made grey, on
+    a colour frame, so a greyscale camera is compared like with like (empty
+    when not computed).
     """
 
     v: int = SCHEMA_VERSION
@@ -94,6 +98,8 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
     crops_jpeg: list[bytes] = msgspec.field(default_factory=list)
     eos: bool = False
     ts_detected_ns: int = 0
+    embeddings_grey: bytes = b""
+    greyscale: bool = False
 
     def boxes_array(self) -> np.ndarray:
         """(N, 4) float32 x1, y1, x2, y2."""
@@ -119,7 +125,7 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Crop(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One of a tracklet's best images, with its appearance vector."""
+    """One of a tracklet's best images, with its appearance vector (and its greyscale one's)."""
 
     seq: int
     ts_capture_ns: int
@@ -128,6 +134,7 @@ class Crop(msgspec.Struct, kw_only=True, omit_defaults=True):
     quality: float
     jpeg: bytes = b""
     embedding: bytes = b""
+    embedding_grey: bytes = b""
 
 
 class Tracklet(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -139,7 +146,8 @@ class Tracklet(msgspec.Struct, kw_only=True, omit_defaults=True):
     the person was matched; ``crops`` the K best images and their vectors;
     ``embeddings`` the vectors of every matched frame the tracker kept (bounded,
     M'×``embedding_dim``). ``end_reason`` is ``"lost"`` (not seen for the
-    lost-track time) or ``"stream_end"``.
+    lost-track time) or ``"stream_end"``. ``greyscale``: the camera's frames
+    carry no colour (compare it through the crops' ``embedding_grey``).
     """
 
     v: int = SCHEMA_VERSION
@@ -158,6 +166,7 @@ class Tracklet(msgspec.Struct, kw_only=True, omit_defaults=True):
     embeddings: bytes = b""
     embedding_dim: int = 0
     end_reason: Literal["lost", "stream_end"] = "lost"
+    greyscale: bool = False
 
     def boxes_array(self) -> np.ndarray:
         """(M, 4) float32 x1, y1, x2, y2, one row per ``frame_seqs`` entry."""

@@ -36,11 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.boxes import box_iou
 from common.units import NS_PER_S
-from schemas.messages import Crop, Detections, Tracklet, pack_f32
+from schemas.messages import Crop, Detections, Tracklet, pack_f32, unpack_f32
 from tracker import kalman
 from tracker.kalman import CHI2_95_2DOF, CHI2_95_4DOF, KalmanParams
 from tracker.matching import INFEASIBLE, assign, cascade_assign, covered_fraction
-from tracker.track import CropCandidate, Gallery, Track, TrackState
+from tracker.track import CropCandidate, Gallery, StaticSpots, Track, TrackState
 
 # Detection-crop quality: the embedder's input height (OSNet: 256×128). A crop
 # at least this tall loses no detail when resized, so taller is no better.
@@ -151,6 +151,15 @@ class TrackerParams(BaseModel):
     min_tracklet_mean_score: float = Field(0.3, ge=0.0, le=1.0)
     """Finished tracklets whose mean detection score is below this are dropped."""
 
+    static_max_drift: float = 0.05
+    """A track whose box centre strays at most this many box heights (95th percentile)
+    over its life did not move (see :class:`tracker.track.StaticSpots`): half the
+    sway of the stillest person measured on the PETS cut (0.09)."""
+
+    static_min_s: float = 10.0
+    """Seconds a spot must have held a motionless 'person' (over one or several
+    tracks) before motionless tracks there are suppressed as a thing (``static``)."""
+
 
 class IdCounter:
     """Hands out track ids 1, 2, 3, ...; its ``next_id`` is part of the saved state."""
@@ -186,7 +195,8 @@ class StepResult:
     tracks: list[TrackView] = field(default_factory=list)
     finished: list[Tracklet] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
-    """Tracklets dropped in this step, by reason (``short``, ``few_frames``, ``low_score``)."""
+    """Tracklets dropped in this step, by reason (``short``, ``few_frames``, ``low_score``,
+    ``static``: a thing that never moves, see :class:`tracker.track.StaticSpots`)."""
     duplicate: bool = False
     """The frame had been applied already (replay after a restart) and was skipped."""
 
@@ -277,6 +287,9 @@ class CameraTracker:
         self.frame_width = 0
         self.frame_height = 0
         self.embedding_dim = 0
+        self.static = StaticSpots(self.params.static_max_drift, self.params.static_min_s)
+        self.greyscale = False  # the camera's frames carry no colour (the detector says)
+        self._emb_grey: np.ndarray | None = None  # this frame's (N, D) greyscale-crop vectors
 
     # ------------------------------------------------------------------ frames
 
@@ -298,6 +311,9 @@ class CameraTracker:
             self.last_seq, self.last_ts_ns = msg.seq, msg.ts_capture_ns
             return self.close()
         a = frame_arrays(msg)
+        n, dim = len(a.scores), msg.embedding_dim
+        sized = bool(dim) and len(msg.embeddings_grey) == 4 * n * dim  # else ignored, never fatal
+        self.set_colour(msg.greyscale, unpack_f32(msg.embeddings_grey, dim) if sized else None)
         return self.step(
             msg.ts_capture_ns,
             msg.seq,
@@ -307,6 +323,16 @@ class CameraTracker:
             a.sharpness,
             a.crops_jpeg,
         )
+
+    def set_colour(self, greyscale: bool, embeddings_grey: np.ndarray | None) -> None:
+        """The next frame's colour facts: camera greyscale, (N, D) vectors of its crops made grey.
+
+        Carried into the tracklet (``greyscale``, each kept crop's
+        ``embedding_grey``) so the ReID stage can compare a greyscale camera
+        like with like. Not calling it leaves both empty.
+        """
+        self.greyscale = greyscale
+        self._emb_grey = embeddings_grey
 
     def step(
         self,
@@ -577,10 +603,17 @@ class CameraTracker:
                     score=score,
                     jpeg=crops_jpeg[d],
                     embedding=emb[d].copy() if has_emb else np.zeros(0, dtype=np.float32),
+                    embedding_grey=self._grey_row(d),
                 ),
                 p.crops_per_tracklet,
                 int(p.crop_min_gap_s * NS_PER_S),
             )
+
+    def _grey_row(self, d: int) -> np.ndarray:
+        g = self._emb_grey
+        if g is None or g.ndim != 2 or d >= len(g):
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(g[d], dtype=np.float32).copy()
 
     def _finish(self, t: Track, reason: Literal["lost", "stream_end"], result: StepResult) -> None:
         """Turn a deleted confirmed track into a tracklet, or drop it by the named thresholds."""
@@ -593,6 +626,8 @@ class CameraTracker:
             drop = "few_frames"
         elif float(scores.mean()) < p.min_tracklet_mean_score:
             drop = "low_score"
+        elif self.static.still(boxes, (t.ts_last_ns - t.ts_start_ns) / NS_PER_S):
+            drop = "static"
         if drop is not None:
             result.dropped[drop] = result.dropped.get(drop, 0) + 1
             return
@@ -609,6 +644,7 @@ class CameraTracker:
                 self.frame_height,
             )
         )
+        result.finished[-1].greyscale = self.greyscale
 
 
 def build_tracklet(
@@ -646,6 +682,7 @@ def build_tracklet(
                 quality=c.quality,
                 jpeg=c.jpeg,
                 embedding=pack_f32(c.embedding) if c.embedding.size else b"",
+                embedding_grey=pack_f32(c.embedding_grey) if c.embedding_grey.size else b"",
             )
             for c in crops
         ],

@@ -105,3 +105,28 @@ def test_video_detections_cached(tmp_path: Path, analyzer: Analyzer) -> None:
     )
     assert not lower.from_cache, "a different threshold is a different cache entry"
     assert sum(map(len, lower.scores)) >= sum(map(len, first.scores))
+
+
+def test_greyscale_camera_is_detected_and_colour_crops_are_embedded_grey(
+    frames: dict[int, np.ndarray],
+) -> None:
+    """A greyscale camera beside a colour one: flagged, and the colour camera's crops get grey vectors."""
+    import cv2
+
+    from detector.greyscale import grey_crops
+
+    fresh = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
+    colour = frames[KNOWN_FRAME]
+    grey = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    alone = fresh.analyze("day", colour)  # no greyscale camera yet: nothing extra
+    assert not alone.greyscale and alone.embeddings_grey.size == 0
+    res_grey, res_colour = fresh.analyze_batch([("night", grey), ("day", colour)])
+    assert res_grey.greyscale and not res_colour.greyscale
+    assert res_grey.embeddings_grey.size == 0  # a grey camera's own vectors are already grey
+    assert res_colour.embeddings_grey.shape == res_colour.embeddings.shape
+    expected = fresh.embedder.embed(grey_crops(res_colour.crops))
+    assert np.allclose(res_colour.embeddings_grey, expected, atol=1e-4)
+    # like with like: the grey camera's person is closer to the colour crop's grey vector
+    d_grey = 1 - float(res_grey.embeddings[0] @ res_colour.embeddings_grey[0])
+    d_colour = 1 - float(res_grey.embeddings[0] @ res_colour.embeddings[0])
+    assert d_grey < d_colour

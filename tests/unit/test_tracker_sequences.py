@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evaluation.synthetic import DIM, FPS, Walker, frame_detections, looks, ts
-from schemas.messages import Detections, pack_f32
+from schemas.messages import Detections, Tracklet, pack_f32
 from tracker.core import CameraTracker, IdCounter, StepResult, TrackerParams
 
 
@@ -202,3 +202,70 @@ def test_same_input_same_output() -> None:
         _, results = run(CameraTracker("cam", TrackerParams()), walkers, range(60), seed=5)
         outs.append([(r.tracks, [t.tracklet_id for t in r.finished]) for r in results])
     assert outs[0] == outs[1]
+
+
+def test_a_thing_that_never_moves_is_suppressed_and_counted() -> None:
+    """A sign post detected in every frame for 15 s never becomes a tracklet; the walker does."""
+    post_look, person_look = looks(2)
+    post = Walker((300.0, 400.0), (0.0, 0.0), 150.0, post_look)  # motionless, no jitter
+    person = Walker((50.0, 420.0), (40.0, 0.0), 120.0, person_look)
+    tracker = CameraTracker("cam", TrackerParams())
+    _, results = run(tracker, [post, person], range(int(15 * FPS)))
+    end = tracker.close()
+    finished = [t for r in [*results, end] for t in r.finished]
+    dropped = sum(r.dropped.get("static", 0) for r in [*results, end])
+    assert dropped == 1
+    assert len(finished) == 1
+    assert finished[0].boxes_array()[-1, 0] > finished[0].boxes_array()[0, 0] + 100  # the walker
+
+
+def test_a_still_spot_broken_into_short_tracks_is_suppressed_once_it_adds_up() -> None:
+    """A thing whose track keeps breaking: the first 6 s pieces pass, later ones at the spot don't."""
+    post = Walker((300.0, 400.0), (0.0, 0.0), 150.0, looks(1)[0], hidden=(0, 0))
+    tracker = CameraTracker("cam", TrackerParams())
+    kept, suppressed = 0, 0
+    for piece in range(4):  # 6 s seen, then 4 s unseen (longer than the lost-track time)
+        start = piece * int(10 * FPS)
+        piece_walker = dataclasses.replace(post, visible=(start, start + int(6 * FPS)))
+        _, results = run(tracker, [piece_walker], range(start, start + int(10 * FPS)))
+        kept += sum(len(r.finished) for r in results)
+        suppressed += sum(r.dropped.get("static", 0) for r in results)
+    assert kept == 1  # 6 s: not yet 10 s still at that spot
+    assert suppressed == 3
+
+
+def test_a_person_standing_still_briefly_is_not_suppressed() -> None:
+    """Someone who stops for 3 s then walks on moves over the track's life: a tracklet."""
+    still = Walker((300.0, 400.0), (0.0, 0.0), 150.0, looks(1)[0], visible=(0, int(3 * FPS)))
+    tracker = CameraTracker("cam", TrackerParams())
+    _, results = run(tracker, [still], range(int(3 * FPS)))
+    walk = Walker((300.0 - 60.0 * 3, 400.0), (60.0, 0.0), 150.0, looks(1)[0])  # on from x 300
+    _, more = run(tracker, [walk], range(int(3 * FPS), int(12 * FPS)))
+    end = tracker.close()
+    assert not any(r.dropped.get("static") for r in [*results, *more, end])
+    assert sum(len(r.finished) for r in [*results, *more, end]) == 1
+
+
+def test_greyscale_facts_reach_the_tracklet_and_bad_grey_vectors_are_ignored() -> None:
+    """The detector's greyscale flag and crops' grey vectors ride along; a wrong-sized blob is dropped."""
+
+    def feed(bad: bool) -> Tracklet:
+        w = Walker((50.0, 420.0), (60.0, 0.0), 120.0, looks(1)[0])
+        rng = np.random.default_rng(0)
+        tracker = CameraTracker("cam", TrackerParams())
+        for f in range(int(3 * FPS)):
+            boxes, scores, embs, _ = frame_detections([w], f, rng)
+            grey = embs[:, :3].copy() if bad else embs[:, ::-1].copy()
+            msg = Detections(camera_id="cam", seq=f, ts_capture_ns=ts(f), width=640, height=480,
+                             boxes_xyxy=pack_f32(boxes), scores=pack_f32(scores),
+                             embeddings=pack_f32(embs), embedding_dim=DIM,
+                             crops_jpeg=[b"j"] * len(scores), embeddings_grey=pack_f32(grey),
+                             greyscale=True)  # fmt: skip
+            tracker.step_detections(msg)
+        (t,) = tracker.close().finished
+        return t
+
+    good, bad = feed(bad=False), feed(bad=True)
+    assert good.greyscale and bad.greyscale
+    assert good.crops and all(len(c.embedding_grey) == 4 * DIM for c in good.crops)
+    assert bad.crops and not any(c.embedding_grey for c in bad.crops)

@@ -1,0 +1,169 @@
+"""Self-calibrating linking: camera pairs whose distances are shifted, cold starts, greyscale pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+from itertools import count
+
+import numpy as np
+
+from reid.calibration import CalibrationParams, PairStats
+from reid.linker import NS, Linker, LinkerParams, Sighting
+from reid.topology import Topology
+from schemas.cameras import Camera, CamerasFile, Link
+
+DIM = 64
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def two_cameras() -> Topology:
+    cams = [Camera(id="a"), Camera(id="b")]
+    return Topology(
+        CamerasFile(
+            window_s=120.0,
+            cameras=cams,
+            links=[Link(a="a", b="b", min_transit_s=1.0, max_transit_s=20.0)],
+        )
+    )
+
+
+def walk_through(
+    people: int, camera_b_bias: float, person_noise: float = 0.35, seed: int = 0
+) -> list[tuple[Sighting, int]]:
+    """``people`` walk from camera a to camera b, one every 4 s; b adds a shared look to everyone.
+
+    ``camera_b_bias`` is the weight of b's own look (its colour cast, its
+    sensor) in every vector it produces: it moves all of b's distances to a,
+    same person or not. Returns (sighting, person) in the order they end.
+    """
+    rng = np.random.default_rng(seed)
+    persons = rng.normal(size=(people, DIM))
+    cam_b = rng.normal(size=DIM) * np.sqrt(DIM) / np.sqrt(DIM)
+    out = []
+    for i in range(people):
+        p = persons[i] / np.linalg.norm(persons[i])
+        va = _unit(p + person_noise * rng.normal(size=DIM) / np.sqrt(DIM))
+        vb = _unit(
+            p
+            + person_noise * rng.normal(size=DIM) / np.sqrt(DIM)
+            + camera_b_bias * cam_b / np.linalg.norm(cam_b)
+        )
+        t = 4.0 * i
+        out.append((Sighting(f"a{i}", "a", int(t * NS), int((t + 3) * NS), va), i))
+        out.append((Sighting(f"b{i}", "b", int((t + 6) * NS), int((t + 9) * NS), vb), i))
+    out.sort(key=lambda sp: sp[0].ts_end_ns)
+    return out
+
+
+def link_scores(lk: Linker, run: list[tuple[Sighting, int]]) -> tuple[float, float]:
+    """Precision and recall of cross-camera same-identity pairs."""
+    tp = fp = fn = 0
+    for i, (s, p) in enumerate(run):
+        for t, q in run[i + 1 :]:
+            if s.camera_id == t.camera_id:
+                continue
+            same = lk.global_id(s.tracklet_id) == lk.global_id(t.tracklet_id)
+            tp += same and p == q
+            fp += same and p != q
+            fn += (not same) and p == q
+    return (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+
+
+def linker(calibrated: bool = True) -> Linker:
+    """Cross-camera links only: these scenes test the camera pair's calibration."""
+    ids = count(1)
+    params = LinkerParams(calibration=CalibrationParams(enabled=calibrated), link_same_camera=False)
+    return Linker(two_cameras(), params, lambda: f"g{next(ids)}")
+
+
+def test_shifted_camera_pair_still_links() -> None:
+    """Camera b's look moves every distance to a past the absolute threshold; calibration links."""
+    run = walk_through(40, camera_b_bias=1.5)
+    d_same = [1 - float(s.mean @ t.mean) for s, p in run for t, q in run if p == q and s != t]
+    assert min(d_same) > LinkerParams().link_distance  # no absolute-threshold link is possible
+    absolute, calibrated = linker(calibrated=False), linker()
+    for s, _ in run:
+        absolute.add_live(s)
+        calibrated.add_live(s)
+    assert link_scores(absolute, run) == (0.0, 0.0)
+    precision, recall = link_scores(calibrated, run)
+    assert precision >= 0.8
+    assert recall >= 0.8
+
+
+def test_unshifted_pair_links_as_well_as_before() -> None:
+    run = walk_through(40, camera_b_bias=0.0, seed=1)
+    lk = linker()
+    for s, _ in run:
+        lk.add_live(s)
+    precision, recall = link_scores(lk, run)
+    assert precision >= 0.8 and recall >= 0.9
+
+
+def test_cold_start_does_not_link_everything() -> None:
+    """Strangers who all look alike on this pair (b's look dominates): few or no links.
+
+    Every distance is under the absolute threshold, so the cold phase links
+    some; once the pair is calibrated (centred by b's mean), the strangers
+    are told apart and the early links are undone.
+    """
+    rng = np.random.default_rng(3)
+    shared = rng.normal(size=DIM)
+    lk = linker()
+    run = []
+    for i in range(30):
+        t = 4.0 * i
+        va = _unit(shared + 0.5 * rng.normal(size=DIM) / np.sqrt(DIM))
+        vb = _unit(shared + 0.5 * rng.normal(size=DIM) / np.sqrt(DIM))
+        run.append((Sighting(f"a{i}", "a", int(t * NS), int((t + 3) * NS), va), 2 * i))
+        run.append((Sighting(f"b{i}", "b", int((t + 6) * NS), int((t + 9) * NS), vb), 2 * i + 1))
+    assert max(1 - float(s.mean @ t.mean) for s, _ in run for t, _ in run) < 0.25
+    run.sort(key=lambda sp: sp[0].ts_end_ns)
+    for s, _ in run:
+        lk.add_live(s)
+    a_ids = {lk.global_id(s.tracklet_id) for s, _ in run if s.camera_id == "a"}
+    linked = sum(lk.global_id(s.tracklet_id) in a_ids for s, _ in run if s.camera_id == "b")
+    assert linked <= 3  # of 30 strangers on b
+    assert len(set(lk.identities().values())) >= 55
+
+
+def test_a_cold_pair_uses_the_absolute_threshold() -> None:
+    """Below min_pair_samples distances a pair has no model; its first links are strict."""
+    stats = PairStats(CalibrationParams(min_pair_samples=5))
+    key = PairStats.key("colour", "b", "a")
+    assert key == ("colour", "a", "b")
+    for d in (0.5, 0.6, 0.7, 0.8):
+        stats.add(key, d)
+    assert stats.model(key) is None
+    stats.add(key, 0.9)
+    m = stats.model(key)
+    assert m is not None and m.median == 0.7 and m.z(0.7) == 0.0
+
+
+def test_greyscale_pair_compares_greyscale_vectors() -> None:
+    """A greyscale camera and a colour one: linked through the colour camera's grey vectors."""
+    rng = np.random.default_rng(5)
+    lk = linker()
+    people = [_unit(rng.normal(size=DIM)) for _ in range(30)]
+    colour_only = [_unit(rng.normal(size=DIM)) for _ in range(30)]  # what grey loses
+    run = []
+    for i, p in enumerate(people):
+        t = 4.0 * i
+        colour = _unit(p + 4.0 * colour_only[i])  # colour dominates what a colour camera sees
+        a = Sighting(f"a{i}", "a", int(t * NS), int((t + 3) * NS), colour, grey_mean=p)
+        b = Sighting(f"b{i}", "b", int((t + 6) * NS), int((t + 9) * NS), _unit(p), greyscale=True)
+        run += [(a, i), (b, i)]
+    run.sort(key=lambda sp: sp[0].ts_end_ns)
+    colour_only_linker = linker()
+    for s, _ in run:
+        lk.add_live(s)
+        colour_only_linker.add_live(dataclasses.replace(s, grey_mean=None, greyscale=False))
+    precision, recall = link_scores(lk, run)
+    assert precision >= 0.6 and recall >= 0.9
+    assert link_scores(colour_only_linker, run)[1] < recall - 0.2  # colour vs grey: worse
+    a0, b0 = (next(s for s, _ in run if s.tracklet_id == t) for t in ("a0", "b0"))
+    assert Linker.space(a0, b0) == "grey"
+    assert Linker.space(a0, a0) == "colour"
