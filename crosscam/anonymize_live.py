@@ -34,7 +34,7 @@ from schemas.messages import Frame
 from schemas.topics import FRAMES, PSEUDONYMISED_FRAMES
 from service.delivery import apply_each
 from service.kafka import Output, Record, dead_letter
-from service.settings import KafkaSettings, RedisSettings, StrictModel
+from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,11 @@ Analyze = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class LiveSettings(StrictModel):
-    """The sections ``anonymize-live`` reads: kafka, redis."""
+    """The sections ``anonymize-live`` reads: kafka, redis, metrics."""
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
 class AnonymizeLiveStage:
@@ -123,7 +124,7 @@ class AnonymizeLiveStage:
 def configure(parser: argparse.ArgumentParser) -> None:
     from service.cli import add_stage_arguments
 
-    add_stage_arguments(parser, "crosscam-anonymize", "kafka, redis",
+    add_stage_arguments(parser, "crosscam-anonymize", "kafka, redis, metrics",
                         "redis:// URL for claim-check frames")  # fmt: skip
     parser.add_argument("--cameras", required=True,
                         help="comma-separated camera ids that get a pseudonymised output")  # fmt: skip
@@ -141,6 +142,7 @@ def main(args: argparse.Namespace) -> int:
     from detector.checksum import ModelFileError
     from detector.service import redis_fetcher
     from service.cli import load_stage_settings, serve_stage
+    from service.metrics import start_metrics_server
 
     settings = load_stage_settings(LiveSettings, args)
     if settings is None:
@@ -157,6 +159,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     fetch, client = redis_fetcher(settings.redis.url, 3)
     stage = AnonymizeLiveStage(cameras, analyze, params, fetch)
+    start_metrics_server(settings.metrics, name="anonymize")
     log.info("anonymize_live_ready", extra={"cameras": sorted(cameras), "ids": args.ids})
     try:
         serve_stage(stage, settings.kafka, args.group_id)
