@@ -59,6 +59,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("tokens", "list"): ("crosscam.tokens", "list access tokens (ids, names, roles, expiry)"),
     ("tokens", "revoke"): ("crosscam.tokens", "revoke an access token by its id"),
     ("anonymize",): ("crosscam.anonymize", "a copy of a video with every person obscured"),
+    ("anonymize-live",): (
+        "crosscam.anonymize_live",
+        "publish obscured frames of chosen cameras to a pseudonymised topic",
+    ),
     ("eval", "anonymize"): (
         "evaluation.anonymize",
         "share of ground-truth people the anonymizer obscures, frames per second",

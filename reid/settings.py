@@ -18,7 +18,7 @@ from reid.engine import EngineParams
 from reid.linker import LinkerParams
 from reid.retention import DAY_S, RetentionPolicy
 from schemas.retention import AUDIT_TOPIC, DAY_MS, HOUR_MS
-from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
+from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, PSEUDONYMISED_FRAMES, TRACKLETS
 from service.settings import KafkaSettings, MetricsSettings, RedisSettings, StrictModel
 
 
@@ -78,7 +78,9 @@ class ReidSettings(LinkerParams, AggregationParams, StrictModel):
 class RetentionSettings(StrictModel):
     """Retention limits (section ``[retention]``); short by default."""
 
-    frames_hours: float = Field(1.0, gt=0, description="frames topic (pictures of people)")
+    frames_hours: float = Field(
+        1.0, gt=0, description="frames topics, raw and pseudonymised (pictures of people)"
+    )
     detections_hours: float = Field(1.0, gt=0, description="detections topic (crops)")
     tracklets_hours: float = Field(24.0, gt=0, description="tracklets topic (crops, vectors)")
     matches_days: float = Field(30.0, gt=0, description="public match events (ids only)")
@@ -93,6 +95,7 @@ class RetentionSettings(StrictModel):
         """``retention.ms`` per topic name."""
         return {
             FRAMES.name: round(self.frames_hours * HOUR_MS),
+            PSEUDONYMISED_FRAMES.name: round(self.frames_hours * HOUR_MS),
             DETECTIONS.name: round(self.detections_hours * HOUR_MS),
             TRACKLETS.name: round(self.tracklets_hours * HOUR_MS),
             MATCHES.name: round(self.matches_days * DAY_MS),

@@ -1,6 +1,6 @@
 """How long each topic keeps its messages (Kafka ``retention.ms``): short by default.
 
-Frames and detections are pictures of people: kept only as long as a stage
+Frames, detections and pseudonymised frames are pictures of people: kept only as long as a stage
 may lag behind (one hour). Tracklets carry crops and vectors: a day, for a
 ReID replay after an outage. The public match events carry ids only: 30 days.
 The audit trail is kept a year (a site's regulator may ask who looked at
@@ -11,7 +11,7 @@ whom). Dead letters keep the failing message for an operator to replay: a week.
 
 from __future__ import annotations
 
-from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, TRACKLETS
+from schemas.topics import DEADLETTER, DETECTIONS, FRAMES, MATCHES, PSEUDONYMISED_FRAMES, TRACKLETS
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -22,6 +22,7 @@ AUDIT_TOPIC = "crosscam.audit.v1"
 TOPIC_RETENTION_MS: dict[str, int] = {
     FRAMES.name: 1 * HOUR_MS,
     DETECTIONS.name: 1 * HOUR_MS,
+    PSEUDONYMISED_FRAMES.name: 1 * HOUR_MS,
     TRACKLETS.name: 1 * DAY_MS,
     MATCHES.name: 30 * DAY_MS,
     DEADLETTER.name: 7 * DAY_MS,
