@@ -21,6 +21,7 @@ drive every failure with fakes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -56,8 +57,152 @@ MAX_CONSECUTIVE_BAD_FRAMES = 50
 FFMPEG_READ_TIMEOUT_FACTOR = 2.0
 # How long stop() waits for the supervisor thread.
 STOP_JOIN_TIMEOUT_S = 5.0
+# Stream clock: the smallest step between two capture times of one camera.
+MIN_STEP_NS = 1_000_000
+# Frames in a row without a usable presentation time that are timed one nominal
+# period after the previous one; after that, arrival time stands in (counted).
+MAX_EXTRAPOLATED_FRAMES = 3
+# A presentation time this far behind the previous one is a new stream (the
+# camera restarted its clock): the clock re-anchors.
+MAX_PTS_BACKSTEP_NS = NS_PER_S
+# Arrival lagging the stream clock by more than this over a whole drift window
+# means the camera's clock runs slow against ours: the anchor moves up by it.
+MAX_LAG_NS = 2 * NS_PER_S
+DRIFT_WINDOW_NS = 10 * NS_PER_S
+
+# A stream claiming more frames per second than this has no usable nominal rate.
+MAX_NOMINAL_FPS = 240.0
 
 T = TypeVar("T")
+
+
+def _finite(value: Any, default: float = 0.0) -> float:
+    """``value`` as a float, or ``default`` if it is not a finite number."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """A live frame's times: ``ts_capture_ns`` (wall clock, from the stream's clock
+    when it has one), ``source_index`` (frame count on the stream's clock) and
+    whether the time came from the stream (False: arrival time stood in)."""
+
+    ts_capture_ns: int
+    source_index: int
+    from_stream: bool
+
+
+class StreamClock:
+    """Capture times of a live camera from its presentation times (pure; one per camera).
+
+    ``capture = anchor + pts``, where the anchor is the smallest ``arrival - pts``
+    seen in this session: the least-delayed frame defines it, so network,
+    decoder and scheduling delays of the others drop out, and no frame is
+    stamped later than it arrived. (FFmpeg's pts of an RTSP stream is its RTP
+    time from the stream's start.) :meth:`new_session` re-anchors (a
+    reconnect, or a pts that jumped back); times stay rising per camera. A
+    frame without a usable pts is timed one nominal period after the last
+    (up to ``MAX_EXTRAPOLATED_FRAMES`` in a row), then by its arrival time
+    (counted in ``arrival_fallbacks``, logged once). A camera clock slower
+    than ours would lag ever more: when every frame of a ``DRIFT_WINDOW_NS``
+    lagged by over ``MAX_LAG_NS``, the anchor moves up (``drift_reanchors``).
+    """
+
+    def __init__(self) -> None:
+        self._offset: int | None = None
+        self._first_pts = 0
+        self._base_index = 0
+        self._last_pts: int | None = None
+        self._invalid_run = 0
+        self._window_start_pts = 0
+        self._window_min_lag: int | None = None
+        self.last_ts = 0
+        self.last_index = -1
+        self.sessions = 0
+        self.arrival_fallbacks = 0
+        self.drift_reanchors = 0
+        self._warned = False
+
+    def new_session(self) -> None:
+        """Forget the anchor: the next frame starts a new stream clock."""
+        self._offset = None
+        self._last_pts = None
+        self._invalid_run = 0
+
+    def stamp(self, pts_ns: int | None, arrival_ns: int, period_ns: int) -> Stamp:
+        """Time one frame: its pts (None if the stream gave none), its arrival, the
+        nominal frame period (0 if unknown)."""
+        if (
+            pts_ns is not None
+            and self._last_pts is not None
+            and pts_ns < self._last_pts - MAX_PTS_BACKSTEP_NS
+        ):
+            self.new_session()
+        if self._offset is None:
+            return self._start(pts_ns if pts_ns is not None else 0, arrival_ns, period_ns)
+        assert self._last_pts is not None
+        pts = pts_ns
+        if pts is None or pts <= self._last_pts:
+            self._invalid_run += 1
+            if period_ns <= 0 or self._invalid_run > MAX_EXTRAPOLATED_FRAMES:
+                return self._by_arrival(arrival_ns)
+            pts = self._last_pts + period_ns
+        else:
+            self._invalid_run = 0
+        return self._by_pts(pts, arrival_ns, period_ns)
+
+    def _start(self, pts: int, arrival_ns: int, period_ns: int) -> Stamp:
+        """The first frame of a session: the anchor, and where its index continues."""
+        self.sessions += 1
+        gap = max(0, arrival_ns - self.last_ts) if self.last_ts else 0
+        skipped = round(gap / period_ns) if period_ns > 0 and self.last_ts else 1
+        self._base_index = self.last_index + max(1, skipped)
+        self._first_pts = pts
+        self._offset = arrival_ns - pts
+        self._window_start_pts, self._window_min_lag = pts, None
+        return self._by_pts(pts, arrival_ns, period_ns)
+
+    def _by_pts(self, pts: int, arrival_ns: int, period_ns: int) -> Stamp:
+        assert self._offset is not None
+        self._offset = min(self._offset, arrival_ns - pts)
+        self._track_drift(pts, arrival_ns - (self._offset + pts))
+        self._last_pts = pts
+        ts = max(self._offset + pts, self.last_ts + MIN_STEP_NS)
+        if period_ns > 0:
+            index = self._base_index + round((pts - self._first_pts) / period_ns)
+        else:
+            index = self.last_index + 1
+        return self._emit(ts, index, from_stream=True)
+
+    def _track_drift(self, pts: int, lag: int) -> None:
+        """Move the anchor up when the whole last window lagged by over ``MAX_LAG_NS``."""
+        assert self._offset is not None
+        low = lag if self._window_min_lag is None else min(self._window_min_lag, lag)
+        self._window_min_lag = low
+        if pts - self._window_start_pts < DRIFT_WINDOW_NS:
+            return
+        if low > MAX_LAG_NS:
+            self._offset += low
+            self.drift_reanchors += 1
+            log.warning("stream_clock_drift", extra={"lag_s": round(low / NS_PER_S, 3)})
+        self._window_start_pts, self._window_min_lag = pts, None
+
+    def _by_arrival(self, arrival_ns: int) -> Stamp:
+        self.arrival_fallbacks += 1
+        if not self._warned:
+            self._warned = True
+            log.warning("stream_clock_fallback", extra={"reason": "no usable pts: arrival time"})
+        ts = max(arrival_ns, self.last_ts + MIN_STEP_NS)
+        return self._emit(ts, self.last_index + 1, from_stream=False)
+
+    def _emit(self, ts: int, index: int, from_stream: bool) -> Stamp:
+        index = max(index, self.last_index + 1)
+        self.last_ts, self.last_index = ts, index
+        return Stamp(ts_capture_ns=ts, source_index=index, from_stream=from_stream)
 
 
 class Capture(Protocol):
@@ -178,14 +323,18 @@ class LatestSlot(Generic[T]):
 class CapturedFrame:
     """One decoded frame the sampler kept.
 
-    ``image``: (H, W, 3) uint8 BGR. ``ts_capture_ns``: wall-clock receive
-    time (live) or start + index / file fps (file). ``source_index``: frames
-    grabbed from this source before it, in this process (a file's frame index).
+    ``image``: (H, W, 3) uint8 BGR. ``ts_capture_ns``: the stream's clock
+    anchored to the wall clock (live, see :class:`StreamClock`) or start +
+    index / file fps (file). ``source_index``: a file's decode index, or a
+    live camera's frame count on its own clock. ``pts_ns``: the stream's
+    presentation time (-1: none). ``ts_arrival_ns``: wall clock when grabbed.
     """
 
     image: np.ndarray
     ts_capture_ns: int
     source_index: int
+    pts_ns: int = -1
+    ts_arrival_ns: int = 0
 
 
 class SourceState(StrEnum):
@@ -365,6 +514,8 @@ class FrameSource:
         self._error = ""
         self._index = 0
         self._file_fps = 0.0
+        self._live_period_ns = 0
+        self.clock = StreamClock()
         self._rate = RateMeter(window_s=fps_window_s)
         self._thread = threading.Thread(
             target=self._supervise, name="ingest-supervisor", daemon=True
@@ -493,8 +644,13 @@ class FrameSource:
 
     # -- session thread ---------------------------------------------------------
     def _on_open(self, cap: Capture) -> None:
-        """A capture opened: a file's clock starts (once, so a reopen cannot rewind it)."""
-        if self.is_file and self._file_fps == 0.0:
+        """A capture opened: a live stream's clock re-anchors; a file's clock starts
+        (once, so a reopen cannot rewind it)."""
+        if not self.is_file:
+            fps = _finite(cap.get(cv2.CAP_PROP_FPS))
+            self._live_period_ns = round(NS_PER_S / fps) if 0 < fps <= MAX_NOMINAL_FPS else 0
+            self.clock.new_session()
+        elif self._file_fps == 0.0:
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
             self._file_fps = fps if 0 < fps < float("inf") else FALLBACK_FILE_FPS
             if self.file_start_ns is None:
@@ -510,13 +666,17 @@ class FrameSource:
         if session.generation != self._generation or session.abandoned.is_set():
             return True
         now_mono = time.monotonic_ns()
+        arrival = time.time_ns()
+        pts_ms = _finite(cap.get(cv2.CAP_PROP_POS_MSEC), -1.0)
+        pts = round(pts_ms * 1_000_000) if pts_ms >= 0 else None
         index = self._index
         self._index += 1
         if self.is_file:
             start = self.file_start_ns or 0
             ts = start + round(index * NS_PER_S / (self._file_fps or FALLBACK_FILE_FPS))
         else:
-            ts = time.time_ns()
+            stamp = self.clock.stamp(pts, arrival, self._live_period_ns)
+            ts, index = stamp.ts_capture_ns, stamp.source_index
         with self._lock:
             self._captured += 1
             self._last_frame_ns = ts
@@ -538,7 +698,13 @@ class FrameSource:
                 self._bad_frames += 1
             self.observer.on_dropped(DropReason.BAD_FRAME)
             return False
-        frame = CapturedFrame(image=image, ts_capture_ns=ts, source_index=index)
+        frame = CapturedFrame(
+            image=image,
+            ts_capture_ns=ts,
+            source_index=index,
+            pts_ns=-1 if pts is None else pts,
+            ts_arrival_ns=arrival,
+        )
         if self.is_file:
             while not self.slot.put_wait(frame, timeout_s=WATCH_INTERVAL_S):
                 if self.slot.closed or session.abandoned.is_set():
