@@ -106,7 +106,8 @@ class StreamClock:
     time from the stream's start.) :meth:`new_session` re-anchors (a
     reconnect, or a pts that jumped back); times stay rising per camera. A
     frame without a usable pts is timed one nominal period after the last
-    (up to ``MAX_EXTRAPOLATED_FRAMES`` in a row), then by its arrival time
+    (up to ``MAX_EXTRAPOLATED_FRAMES`` in a row; a pts of 0 after a session's
+    first frame is OpenCV's "none"), then by its arrival time
     (counted in ``arrival_fallbacks``, logged once). A camera clock slower
     than ours would lag ever more: when every frame of a ``DRIFT_WINDOW_NS``
     lagged by over ``MAX_LAG_NS``, the anchor moves up (``drift_reanchors``).
@@ -146,6 +147,8 @@ class StreamClock:
             return self._start(pts_ns if pts_ns is not None else 0, arrival_ns, period_ns)
         assert self._last_pts is not None
         pts = pts_ns
+        if pts == 0:  # OpenCV's "no pts" after the first frame
+            pts = None
         if pts is None or pts <= self._last_pts:
             self._invalid_run += 1
             if period_ns <= 0 or self._invalid_run > MAX_EXTRAPOLATED_FRAMES:
