@@ -6,10 +6,11 @@
 * :func:`group_lag` — how far a consumer group is behind.
 * :func:`identities_from_matches` — the final global identity of every
   tracklet, by replaying the public match events as any subscriber would.
-* :func:`score_live` — tracklets against a scenario's ground truth. Live
-  cameras carry wall-clock capture times and ingest's sequence numbers, so
-  each camera's frame offset (seq → scenario frame) is found by box
-  agreement with the ground truth, then the ReID evaluation scores links.
+* :func:`score_live` — tracklets against a scenario's ground truth. Each
+  tracklet box is placed on its scenario frame by the frame's source index
+  (ingest puts it in every frame message: frame-exact), or, for frames
+  without one, by each camera's offset found by box agreement with the
+  ground truth; then the ReID evaluation scores links.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from common.boxes import box_iou
 from schemas.codec import DecodeError, decode
-from schemas.messages import Match, Tracklet
+from schemas.messages import Frame, Match, Tracklet
 from schemas.topics import TOPICS
 
 
@@ -158,39 +159,101 @@ def identities_from_matches(matches: list[Match]) -> dict[str, str]:
     return of
 
 
+def _hits(
+    boxes_by_key: dict[int, np.ndarray],
+    gt_by_frame: dict[int, np.ndarray],
+    off: int,
+    n_frames: int,
+    keys: list[int],
+) -> int:
+    """System boxes (at ``keys``) whose best GT box in frame ``(key + off) % n_frames``
+    has IoU >= 0.5."""
+    n = 0
+    for key in keys:
+        g = gt_by_frame.get((key + off) % n_frames)
+        boxes = boxes_by_key[key]
+        if g is not None and len(boxes):
+            n += int((box_iou(boxes, g).max(axis=1) >= 0.5).sum())
+    return n
+
+
 def align_offset(
     boxes_by_seq: dict[int, np.ndarray], gt_by_frame: dict[int, np.ndarray], n_frames: int
 ) -> tuple[int, float]:
     """The shift ``frame = (seq + offset) % n_frames`` that makes a camera's boxes agree best with its GT.
 
-    A live camera is a looping recording that ingest joined part-way through,
-    so its sequence numbers start at an unknown frame and wrap at the end.
-    Score = number of system boxes whose best GT box in the shifted frame has
-    IoU ≥ 0.5 (searched on every 4th frame, then measured on all). Returns
+    The fallback for frames without a source index (older ingest): a live
+    camera is a recording that ingest joined part-way through, so its
+    sequence numbers start at an unknown frame and wrap at the end. Score =
+    number of system boxes whose best GT box in the shifted frame has
+    IoU >= 0.5 (searched on every 4th frame, then measured on all). Returns
     (offset, fraction of boxes matched at that offset).
     """
-
-    def hits(off: int, seqs: list[int]) -> int:
-        n = 0
-        for seq in seqs:
-            g = gt_by_frame.get((seq + off) % n_frames)
-            boxes = boxes_by_seq[seq]
-            if g is not None and len(boxes):
-                n += int((box_iou(boxes, g).max(axis=1) >= 0.5).sum())
-        return n
-
     seqs = sorted(boxes_by_seq)
     if not seqs:
         return 0, 0.0
-    best = max(range(n_frames), key=lambda off: hits(off, seqs[::4]))
+    best = max(
+        range(n_frames), key=lambda off: _hits(boxes_by_seq, gt_by_frame, off, n_frames, seqs[::4])
+    )
     total = sum(len(boxes_by_seq[s]) for s in seqs) or 1
-    return best, hits(best, seqs) / total
+    return best, _hits(boxes_by_seq, gt_by_frame, best, n_frames, seqs) / total
+
+
+def source_indexes(frames: list[Frame]) -> dict[str, dict[int, int]]:
+    """camera -> seq -> the frame's index in its source, from the frames topic.
+
+    The first copy of a ``(camera, seq)`` wins (a producer retry repeats it);
+    frames without an index (older ingest, end of stream) are left out.
+    """
+    out: dict[str, dict[int, int]] = defaultdict(dict)
+    for f in frames:
+        if not f.eos and f.source_index >= 0:
+            out[f.camera_id].setdefault(f.seq, f.source_index)
+    return dict(out)
+
+
+def _frame_of_seq(
+    seqs: dict[int, list[np.ndarray]],
+    gts: dict[int, np.ndarray],
+    n_frames: int,
+    index_of: dict[int, int],
+) -> tuple[dict[int, int], dict[str, Any]]:
+    """seq -> scenario frame for one camera, and how it was found.
+
+    By the frames' source index when every seq has one (frame-exact: nothing
+    guessed; the offset that boxes would have chosen is reported as a check,
+    0 when the camera was joined at its first frame); otherwise by
+    :func:`align_offset`.
+    """
+    boxes = {s: np.stack(v) for s, v in seqs.items()}
+    if seqs and all(s in index_of for s in seqs):
+        by_index = {index_of[s]: b for s, b in boxes.items()}
+        keys = sorted(by_index)
+        total = sum(len(b) for b in by_index.values()) or 1
+        check, _ = align_offset(by_index, gts, n_frames)
+        info = {
+            "method": "source_index",
+            "boxes_matching_gt": round(_hits(by_index, gts, 0, n_frames, keys) / total, 3),
+            "check_offset_by_boxes": check,
+        }
+        return {s: index_of[s] % n_frames for s in seqs}, info
+    off, agree = align_offset(boxes, gts, n_frames)
+    info = {"seq_to_frame_offset": off, "boxes_matching_gt": round(agree, 3)}
+    return {s: (s + off) % n_frames for s in seqs}, info
 
 
 def score_live(
-    scenario_dir: Any, tracklets: list[Tracklet], predicted: dict[str, str]
+    scenario_dir: Any,
+    tracklets: list[Tracklet],
+    predicted: dict[str, str],
+    frames: list[Frame] | None = None,
 ) -> dict[str, Any]:
-    """Link precision/recall/F1 and cross-camera IDF1 of live tracklets vs the scenario's GT."""
+    """Link precision/recall/F1 and cross-camera IDF1 of live tracklets vs the scenario's GT.
+
+    ``frames``: the frames topic's messages; where they carry source indexes,
+    each tracklet box is placed on its exact scenario frame (see
+    :func:`_frame_of_seq`), else each camera's offset is found by box agreement.
+    """
     from evaluation.mtmc_scoring import (
         Sample,
         Scenario,
@@ -201,20 +264,20 @@ def score_live(
     )
 
     scn = Scenario.load(scenario_dir)
+    index_of = source_indexes(frames or [])
     by_cam: dict[str, dict[int, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     for t in tracklets:
         for seq, box in zip(t.frame_seqs, t.boxes_array(), strict=True):
             by_cam[t.camera_id][seq].append(np.asarray(box, np.float64))
-    offsets: dict[str, dict[str, float]] = {}
+    frame_of: dict[str, dict[int, int]] = {}
+    alignment: dict[str, dict[str, Any]] = {}
     for cam, seqs in by_cam.items():
         gts = {f: b for f, (b, _ids) in gt_boxes(scn, cam).items()} if cam in scn.cameras else {}
-        off, agree = align_offset({s: np.stack(v) for s, v in seqs.items()}, gts, scn.frames)
-        offsets[cam] = {"seq_to_frame_offset": off, "boxes_matching_gt": round(agree, 3)}
+        frame_of[cam], alignment[cam] = _frame_of_seq(seqs, gts, scn.frames, index_of.get(cam, {}))
     samples = []
     for t in tracklets:
-        off = int(offsets.get(t.camera_id, {}).get("seq_to_frame_offset", 0))
         boxes = {
-            (seq + off) % scn.frames: np.asarray(b, np.float64)
+            frame_of[t.camera_id][seq]: np.asarray(b, np.float64)
             for seq, b in zip(t.frame_seqs, t.boxes_array(), strict=True)
         }
         samples.append(Sample(tracklet=t, gt_identity=None, boxes=boxes))
@@ -230,5 +293,5 @@ def score_live(
     out["identities"] = len(set(pred.values()))
     out["gt_identities_seen"] = len({s.gt_identity for s in samples if s.gt_identity})
     out["tracklets"] = len(samples)
-    out["alignment"] = offsets
+    out["alignment"] = alignment
     return out
