@@ -103,17 +103,22 @@ class StreamClock:
     seen in this session: the least-delayed frame defines it, so network,
     decoder and scheduling delays of the others drop out, and no frame is
     stamped later than it arrived. (FFmpeg's pts of an RTSP stream is its RTP
-    time from the stream's start.) :meth:`new_session` re-anchors (a
-    reconnect, or a pts that jumped back); times stay rising per camera. A
-    frame without a usable pts is timed one nominal period after the last
-    (up to ``MAX_EXTRAPOLATED_FRAMES`` in a row; a pts of 0 after a session's
-    first frame is OpenCV's "none"), then by its arrival time
-    (counted in ``arrival_fallbacks``, logged once). A camera clock slower
-    than ours would lag ever more: when every frame of a ``DRIFT_WINDOW_NS``
-    lagged by over ``MAX_LAG_NS``, the anchor moves up (``drift_reanchors``).
+    time from the stream's start; OpenCV reports 0 for "none", which the first
+    frames of a stream often have, so a pts <= 0 counts as none.) The source
+    index is the frame count on the stream's clock: the first frame with a
+    pts continues the count, later ones add ``(pts - its pts) / period``.
+
+    :meth:`new_session` re-anchors (a reconnect, or a pts that jumped back);
+    times and indexes keep rising per camera across sessions. A frame without
+    a usable pts is timed one nominal period after the last (up to
+    ``MAX_EXTRAPOLATED_FRAMES`` in a row), else by its arrival time (counted
+    in ``arrival_fallbacks``, logged once). A camera clock slower than ours
+    would lag ever more: when every frame of a ``DRIFT_WINDOW_NS`` lagged by
+    over ``MAX_LAG_NS``, the anchor moves up (``drift_reanchors``).
     """
 
     def __init__(self) -> None:
+        self._started = False
         self._offset: int | None = None
         self._first_pts = 0
         self._base_index = 0
@@ -130,25 +135,25 @@ class StreamClock:
 
     def new_session(self) -> None:
         """Forget the anchor: the next frame starts a new stream clock."""
+        self._started = False
         self._offset = None
         self._last_pts = None
         self._invalid_run = 0
 
     def stamp(self, pts_ns: int | None, arrival_ns: int, period_ns: int) -> Stamp:
-        """Time one frame: its pts (None if the stream gave none), its arrival, the
-        nominal frame period (0 if unknown)."""
-        if (
-            pts_ns is not None
-            and self._last_pts is not None
-            and pts_ns < self._last_pts - MAX_PTS_BACKSTEP_NS
-        ):
-            self.new_session()
+        """Time one frame: its pts (None or <= 0 if the stream gave none), its
+        arrival, the nominal frame period (0 if unknown)."""
+        pts = pts_ns if pts_ns is not None and pts_ns > 0 else None
+        if pts is not None and self._last_pts is not None:
+            if pts < self._last_pts - MAX_PTS_BACKSTEP_NS:
+                self.new_session()
+        if not self._started:
+            self._start(arrival_ns, period_ns)
         if self._offset is None:
-            return self._start(pts_ns if pts_ns is not None else 0, arrival_ns, period_ns)
+            if pts is None:  # no pts yet in this session
+                return self._by_arrival(arrival_ns)
+            self._anchor(pts, arrival_ns)
         assert self._last_pts is not None
-        pts = pts_ns
-        if pts == 0:  # OpenCV's "no pts" after the first frame
-            pts = None
         if pts is None or pts <= self._last_pts:
             self._invalid_run += 1
             if period_ns <= 0 or self._invalid_run > MAX_EXTRAPOLATED_FRAMES:
@@ -158,16 +163,22 @@ class StreamClock:
             self._invalid_run = 0
         return self._by_pts(pts, arrival_ns, period_ns)
 
-    def _start(self, pts: int, arrival_ns: int, period_ns: int) -> Stamp:
-        """The first frame of a session: the anchor, and where its index continues."""
+    def _start(self, arrival_ns: int, period_ns: int) -> None:
+        """A session's first frame: its index goes on after the frames the gap since
+        the last one would have held."""
+        self._started = True
         self.sessions += 1
-        gap = max(0, arrival_ns - self.last_ts) if self.last_ts else 0
-        skipped = round(gap / period_ns) if period_ns > 0 and self.last_ts else 1
-        self._base_index = self.last_index + max(1, skipped)
+        if self.last_ts and period_ns > 0:
+            skipped = round(max(0, arrival_ns - self.last_ts) / period_ns)
+            self.last_index += max(0, skipped - 1)
+
+    def _anchor(self, pts: int, arrival_ns: int) -> None:
+        """The session's first frame with a pts: the clock's origin."""
         self._first_pts = pts
+        self._base_index = self.last_index + 1
         self._offset = arrival_ns - pts
+        self._last_pts = pts - 1
         self._window_start_pts, self._window_min_lag = pts, None
-        return self._by_pts(pts, arrival_ns, period_ns)
 
     def _by_pts(self, pts: int, arrival_ns: int, period_ns: int) -> Stamp:
         assert self._offset is not None

@@ -324,7 +324,9 @@ def test_stream_clock_times_frames_by_pts_not_by_jittery_arrival() -> None:
     rng = np.random.default_rng(0)
     t0 = 1_000 * NS
     # arrival = capture + a delay of 5..80 ms that changes frame to frame
-    frames = [(i * PERIOD, t0 + i * PERIOD + int(rng.integers(5, 80)) * MS) for i in range(200)]
+    frames = [
+        ((i + 1) * PERIOD, t0 + i * PERIOD + int(rng.integers(5, 80)) * MS) for i in range(200)
+    ]
     got = stamps(StreamClock(), frames)
     ts = np.array([s.ts_capture_ns for s in got])
     arrivals = np.array([a for _, a in frames])
@@ -335,6 +337,20 @@ def test_stream_clock_times_frames_by_pts_not_by_jittery_arrival() -> None:
     assert all(s.ts_capture_ns <= a for s, (_, a) in zip(got, frames, strict=True))
     assert [s.source_index for s in got] == list(range(200))
     assert all(s.from_stream for s in got)
+
+
+def test_stream_clock_counts_from_the_first_real_pts_as_opencv_reports_them() -> None:
+    """OpenCV over RTSP: the first two frames report 0 (no pts), the third one period; all
+    arrive in a burst after FFmpeg's probe, then at the camera's pace."""
+    pts = [0, 0] + [k * PERIOD for k in range(1, 40)]
+    arrival = [3 * NS + k * 5 * MS for k in range(20)] + [
+        3 * NS + (k - 20) * PERIOD + 150 * MS for k in range(20, 41)
+    ]
+    got = stamps(StreamClock(), list(zip(pts, arrival, strict=True)))
+    assert [s.source_index for s in got] == list(range(41))
+    assert [s.from_stream for s in got] == [False, False] + [True] * 39
+    ts = [s.ts_capture_ns for s in got]
+    assert set(np.diff(ts[21:]).tolist()) == {PERIOD}
 
 
 def test_stream_clock_is_rising_when_the_anchor_moves_down() -> None:
@@ -380,9 +396,9 @@ def test_stream_clock_never_goes_back_across_sessions() -> None:
 
 def test_stream_clock_extrapolates_a_few_missing_pts_then_falls_back_to_arrival() -> None:
     clock = StreamClock()
-    stamps(clock, [(i * PERIOD, 10 * NS + i * PERIOD) for i in range(5)])
+    stamps(clock, [((i + 1) * PERIOD, 10 * NS + i * PERIOD) for i in range(5)])
     # pts stuck (FFmpeg reports the same position): a few are extrapolated
-    stuck = stamps(clock, [(4 * PERIOD, 10 * NS + i * PERIOD + 7 * MS) for i in range(5, 12)])
+    stuck = stamps(clock, [(5 * PERIOD, 10 * NS + i * PERIOD + 7 * MS) for i in range(5, 12)])
     ts = [s.ts_capture_ns for s in stuck]
     assert ts[:3] == [10 * NS + i * PERIOD for i in range(5, 8)]
     assert [s.from_stream for s in stuck] == [True] * 3 + [False] * 4
@@ -390,7 +406,7 @@ def test_stream_clock_extrapolates_a_few_missing_pts_then_falls_back_to_arrival(
     assert clock.arrival_fallbacks == 4
     assert [s.source_index for s in stuck] == list(range(5, 12))
     # pts come back: the stream clock takes over again, still rising
-    back = clock.stamp(12 * PERIOD, 10 * NS + 12 * PERIOD + 30 * MS, PERIOD)
+    back = clock.stamp(13 * PERIOD, 10 * NS + 12 * PERIOD + 30 * MS, PERIOD)
     assert back.from_stream and back.ts_capture_ns > ts[-1]
 
 
@@ -399,7 +415,7 @@ def test_stream_clock_without_pts_or_rate_uses_arrival_and_counts() -> None:
     got = [clock.stamp(None, 10 * NS + i * 37 * MS, 0) for i in range(5)]
     assert [s.ts_capture_ns for s in got] == [10 * NS + i * 37 * MS for i in range(5)]
     assert [s.source_index for s in got] == list(range(5))
-    assert clock.arrival_fallbacks == 4  # the first frame anchors, the rest have no pts
+    assert clock.arrival_fallbacks == 5
 
 
 def test_stream_clock_follows_a_camera_clock_that_runs_slow() -> None:
@@ -429,7 +445,8 @@ def test_live_source_times_frames_by_the_streams_clock() -> None:
     src.stop()
     assert [f.pts_ns for f in got] == [f.source_index * 20 * MS for f in got]
     ts = [f.ts_capture_ns for f in got]
+    timed = [f for f in got if f.pts_ns > 0]  # the first frame (pts 0: none) goes by arrival
     steps = [(b.ts_capture_ns - a.ts_capture_ns) / (b.source_index - a.source_index)
-             for a, b in zip(got, got[1:], strict=False)]  # fmt: skip
+             for a, b in zip(timed, timed[1:], strict=False)]  # fmt: skip
     assert all(s == 20 * MS for s in steps), steps
     assert all(f.ts_arrival_ns > 0 for f in got) and ts == sorted(ts)
