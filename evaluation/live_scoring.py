@@ -20,6 +20,7 @@ import contextlib
 from collections import defaultdict
 from typing import Any
 
+import cv2
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -199,6 +200,47 @@ def align_offset(
     return best, _hits(boxes_by_seq, gt_by_frame, best, n_frames, seqs) / total
 
 
+JOIN_SEARCH_FRAMES = 64
+"""How many frames into a recording a live camera's first frame may be (ingest joined late)."""
+_MATCH_SIZE = (96, 72)
+
+
+def _small_grey(image: np.ndarray) -> np.ndarray:
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, _MATCH_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def join_offset_by_picture(
+    video: str, frame: Frame, search: int = JOIN_SEARCH_FRAMES
+) -> int | None:
+    """Recording frame minus stream-clock index, measured on the picture.
+
+    The stream clock counts frames from the first one ingest received; a
+    recording served live may have been a few frames in when ingest joined.
+    The recording frame (among ``search`` from ``frame.source_index``) that
+    looks most like ``frame``'s JPEG gives that constant. None if the frame
+    has no inline JPEG or the video cannot be read.
+    """
+    if not frame.jpeg or frame.source_index < 0:
+        return None
+    img = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return None
+    target = _small_grey(img)
+    diffs: list[float] = []
+    cap = cv2.VideoCapture(video)
+    try:
+        for i in range(frame.source_index + search):
+            ok, image = cap.read()
+            if not ok:
+                break
+            if i >= frame.source_index:
+                diffs.append(float(np.abs(_small_grey(image) - target).mean()))
+    finally:
+        cap.release()
+    return int(np.argmin(diffs)) if diffs else None
+
+
 def source_indexes(frames: list[Frame]) -> dict[str, dict[int, int]]:
     """camera -> seq -> the frame's index in its source, from the frames topic.
 
@@ -217,29 +259,44 @@ def _frame_of_seq(
     gts: dict[int, np.ndarray],
     n_frames: int,
     index_of: dict[int, int],
+    join: int | None,
 ) -> tuple[dict[int, int], dict[str, Any]]:
     """seq -> scenario frame for one camera, and how it was found.
 
-    By the frames' source index when every seq has one (frame-exact: nothing
-    guessed; the offset that boxes would have chosen is reported as a check,
-    0 when the camera was joined at its first frame); otherwise by
-    :func:`align_offset`.
+    By the frames' source index when every seq has one, plus the join offset
+    measured on the picture (:func:`join_offset_by_picture`; 0 when it could
+    not be measured): frame-exact, nothing guessed from the boxes. The offset
+    that boxes alone would then choose is reported as a check (0 when the
+    mapping is right). Otherwise by :func:`align_offset`.
     """
     boxes = {s: np.stack(v) for s, v in seqs.items()}
     if seqs and all(s in index_of for s in seqs):
-        by_index = {index_of[s]: b for s, b in boxes.items()}
+        shift = join or 0
+        by_index = {index_of[s] + shift: b for s, b in boxes.items()}
         keys = sorted(by_index)
         total = sum(len(b) for b in by_index.values()) or 1
         check, _ = align_offset(by_index, gts, n_frames)
         info = {
             "method": "source_index",
+            "join_offset_by_picture": join,
             "boxes_matching_gt": round(_hits(by_index, gts, 0, n_frames, keys) / total, 3),
             "check_offset_by_boxes": check,
         }
-        return {s: index_of[s] % n_frames for s in seqs}, info
+        return {s: (index_of[s] + shift) % n_frames for s in seqs}, info
     off, agree = align_offset(boxes, gts, n_frames)
     info = {"seq_to_frame_offset": off, "boxes_matching_gt": round(agree, 3)}
     return {s: (s + off) % n_frames for s in seqs}, info
+
+
+def _join_offset(scn: Any, cam: str, frames: list[Frame]) -> int | None:
+    """The camera's join offset, from its first indexed frame and its recording (if any)."""
+    indexed = [f for f in frames if f.camera_id == cam and f.source_index >= 0 and f.jpeg]
+    if not indexed or cam not in scn.topology.cameras:
+        return None
+    video = scn.topology.source_path(cam)
+    if not video or "://" in video:
+        return None
+    return join_offset_by_picture(video, min(indexed, key=lambda f: f.source_index))
 
 
 def score_live(
@@ -273,7 +330,10 @@ def score_live(
     alignment: dict[str, dict[str, Any]] = {}
     for cam, seqs in by_cam.items():
         gts = {f: b for f, (b, _ids) in gt_boxes(scn, cam).items()} if cam in scn.cameras else {}
-        frame_of[cam], alignment[cam] = _frame_of_seq(seqs, gts, scn.frames, index_of.get(cam, {}))
+        join = _join_offset(scn, cam, frames or [])
+        frame_of[cam], alignment[cam] = _frame_of_seq(
+            seqs, gts, scn.frames, index_of.get(cam, {}), join
+        )
     samples = []
     for t in tracklets:
         boxes = {

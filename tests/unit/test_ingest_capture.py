@@ -340,9 +340,10 @@ def test_stream_clock_times_frames_by_pts_not_by_jittery_arrival() -> None:
 
 
 def test_stream_clock_counts_from_the_first_real_pts_as_opencv_reports_them() -> None:
-    """OpenCV over RTSP: the first two frames report 0 (no pts), the third one period; all
-    arrive in a burst after FFmpeg's probe, then at the camera's pace."""
-    pts = [0, 0] + [k * PERIOD for k in range(1, 40)]
+    """OpenCV over RTSP: the first two frames have no pts, the third one period; all
+    arrive in a burst after FFmpeg's probe, then at the camera's pace. Stamped one by one,
+    the frames before the first pts go by arrival."""
+    pts: list[int | None] = [None, None] + [k * PERIOD for k in range(1, 40)]
     arrival = [3 * NS + k * 5 * MS for k in range(20)] + [
         3 * NS + (k - 20) * PERIOD + 150 * MS for k in range(20, 41)
     ]
@@ -351,6 +352,23 @@ def test_stream_clock_counts_from_the_first_real_pts_as_opencv_reports_them() ->
     assert [s.from_stream for s in got] == [False, False] + [True] * 39
     ts = [s.ts_capture_ns for s in got]
     assert set(np.diff(ts[21:]).tolist()) == {PERIOD}
+
+
+def test_stream_clock_times_a_held_burst_wholly_on_the_streams_clock() -> None:
+    """The same burst held back and stamped together: the least-delayed frame of the burst
+    anchors all of it, and the frames before the first pts go one period apart before it."""
+    pts: list[int | None] = [None, None] + [k * PERIOD for k in range(1, 23)]
+    arrival = [3 * NS + k * 5 * MS for k in range(20)] + [
+        3 * NS + (k - 20) * PERIOD + 150 * MS for k in range(20, 24)
+    ]
+    clock = StreamClock()
+    got = clock.stamp_burst(list(zip(pts, arrival, strict=True)), PERIOD)
+    assert [s.source_index for s in got] == list(range(24))
+    assert set(np.diff([s.ts_capture_ns for s in got]).tolist()) == {PERIOD}
+    assert all(s.ts_capture_ns <= a for s, a in zip(got, arrival, strict=True))
+    assert clock.arrival_fallbacks == 0
+    after = clock.stamp(22 * PERIOD, arrival[-1] + PERIOD + 9 * MS, PERIOD)
+    assert after.ts_capture_ns == got[-1].ts_capture_ns + PERIOD and after.source_index == 24
 
 
 def test_stream_clock_is_rising_when_the_anchor_moves_down() -> None:
@@ -443,7 +461,7 @@ def test_live_source_times_frames_by_the_streams_clock() -> None:
         assert f is not None
         got.append(f)
     src.stop()
-    assert [f.pts_ns for f in got] == [f.source_index * 20 * MS for f in got]
+    assert [f.pts_ns for f in got] == [f.source_index * 20 * MS or -1 for f in got]
     ts = [f.ts_capture_ns for f in got]
     timed = [f for f in got if f.pts_ns > 0]  # the first frame (pts 0: none) goes by arrival
     steps = [(b.ts_capture_ns - a.ts_capture_ns) / (b.source_index - a.source_index)

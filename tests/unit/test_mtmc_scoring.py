@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from common.boxes import box_iou
-from evaluation.live_scoring import align_offset, score_live
+from evaluation.live_scoring import align_offset, join_offset_by_picture, score_live
 from evaluation.mtmc_scoring import Sample, Scenario, label_live, link_scores, mtmc_idf1
 from reid.topology import Topology
 from schemas.messages import Frame, Tracklet, pack_f32
@@ -344,6 +345,7 @@ def test_score_live_places_boxes_by_source_index_where_frames_carry_it(tmp_path:
     exact = score_live(tmp_path, [t], {}, frames=frames)
     assert exact["alignment"]["a"] == {
         "method": "source_index",
+        "join_offset_by_picture": None,  # no recording in this scenario, no JPEG
         "boxes_matching_gt": 1.0,
         "check_offset_by_boxes": 0,
     }
@@ -351,3 +353,22 @@ def test_score_live_places_boxes_by_source_index_where_frames_carry_it(tmp_path:
     # a camera whose frames carry no index falls back to the offset search
     old = [Frame(camera_id="a", seq=s, ts_capture_ns=s) for s in range(8)]
     assert "seq_to_frame_offset" in score_live(tmp_path, [t], {}, frames=old)["alignment"]["a"]
+
+
+def test_join_offset_is_measured_on_the_picture(tmp_path: Path) -> None:
+    """A recording whose frame f shows a bright square at x = 10 f; ingest joined it 4
+    frames in, so the frame it counted as index 3 is recording frame 7."""
+    video = str(tmp_path / "rec.avi")
+    out = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 7.0, (320, 240))
+    pictures = []
+    for f in range(30):
+        img = np.full((240, 320, 3), 40, np.uint8)
+        img[80:160, 10 * f : 10 * f + 60] = 220
+        pictures.append(img)
+        out.write(img)
+    out.release()
+    seen = cv2.resize(pictures[7], (160, 120))  # ingest resizes; JPEG on the wire
+    jpeg = cv2.imencode(".jpg", seen, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
+    frame = Frame(camera_id="a", seq=0, ts_capture_ns=0, source_index=3, jpeg=jpeg)
+    assert join_offset_by_picture(video, frame) == 4
+    assert join_offset_by_picture(video, Frame(camera_id="a", seq=0, ts_capture_ns=0)) is None
