@@ -477,15 +477,17 @@ async def test_live_frames_carry_stream_clock_times_with_jitter_far_below_arriva
         await proxy.stop()
     frames = tail.frames
     assert_gap_free_and_rising(frames)
-    assert all(f.source_index >= 0 and f.pts_ns >= 0 and f.ts_arrival_ns > 0 for f in frames)
+    assert all(f.source_index >= 0 and f.ts_arrival_ns > 0 for f in frames)
+    assert all(f.pts_ns > 0 for f in frames[3:])  # OpenCV has none for the first one or two
     assert summary["stream_clock"]["sessions"] == 1, summary
     idx = [f.source_index for f in frames]
     assert all(b > a for a, b in zip(idx, idx[1:], strict=False)), idx
     # unsampled: every frame ingest captured has its own index, one after the other
     # (those it did not publish were counted as dropped; the server may skip a few)
     assert 0 <= idx[-1] - idx[0] + 1 - summary["frames_captured"] <= 3, (idx, summary)
-    # FFmpeg's catch-up burst after its probe ends within the first frames; judge after it
-    steady = frames[40:]
+    # FFmpeg's catch-up burst after its probe was held back and timed on the stream's
+    # clock too: judged from the first frames on
+    steady = frames[1:]
     period_ns = 1e9 / 10  # vtest.avi plays at 10 fps
     # the index is the stream clock's frame count: pts / period, up to a constant
     drift = [round(f.pts_ns / period_ns) - f.source_index for f in steady]
