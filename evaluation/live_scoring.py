@@ -289,8 +289,16 @@ def _frame_of_seq(
 
 
 def _join_offset(scn: Any, cam: str, frames: list[Frame]) -> int | None:
-    """The camera's join offset, from its first indexed frame and its recording (if any)."""
-    indexed = [f for f in frames if f.camera_id == cam and f.source_index >= 0 and f.jpeg]
+    """The camera's join offset, from its first frame on the stream's clock and its
+    recording (if any).
+
+    Frames with a pts only: the one or two frames before a stream's first pts are
+    placed one period apart before it, which is a guess (an RTSP server may have
+    held a stale preroll frame and skipped some after it; seen in a demo run).
+    """
+    indexed = [
+        f for f in frames if f.camera_id == cam and f.source_index >= 0 and f.pts_ns > 0 and f.jpeg
+    ]
     if not indexed or cam not in scn.topology.cameras:
         return None
     video = scn.topology.source_path(cam)
