@@ -8,6 +8,9 @@ kinds of threads and hands frames over through a one-slot buffer.
   and puts them in the slot. A live camera's slot keeps only the newest
   frame: a slow consumer makes the *old* frame go (counted as ``behind``),
   never the new one. A file's slot blocks instead (lossless, deterministic).
+  A live frame's time is the stream's own clock (:class:`StreamClock`); a
+  session's first frames, which come in a burst, are held until frames come
+  at the stream's pace, then timed together and handed over.
 * The *supervisor* thread watches the session. If no frame arrived within
   the read timeout — even while OpenCV's ``grab()`` is stuck inside FFmpeg —
   the session is abandoned (its thread releases the capture whenever its
