@@ -458,7 +458,7 @@ def _summarise(
     )
     matches = pipeline.decode_all(asyncio.run(pipeline.read_topic(bootstrap, MATCHES.name)), Match)
     predicted = pipeline.identities_from_matches(matches)
-    accuracy = pipeline.score_live(scn, tracklets, predicted)
+    accuracy = pipeline.score_live(scn, tracklets, predicted, frames)
     kinds: dict[str, int] = {}
     for m in matches:
         kinds[m.kind] = kinds.get(m.kind, 0) + 1

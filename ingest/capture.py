@@ -8,6 +8,9 @@ kinds of threads and hands frames over through a one-slot buffer.
   and puts them in the slot. A live camera's slot keeps only the newest
   frame: a slow consumer makes the *old* frame go (counted as ``behind``),
   never the new one. A file's slot blocks instead (lossless, deterministic).
+  A live frame's time is the stream's own clock (:class:`StreamClock`); a
+  session's first frames, which come in a burst, are held until frames come
+  at the stream's pace, then timed together and handed over.
 * The *supervisor* thread watches the session. If no frame arrived within
   the read timeout — even while OpenCV's ``grab()`` is stuck inside FFmpeg —
   the session is abandoned (its thread releases the capture whenever its
@@ -21,6 +24,7 @@ drive every failure with fakes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -56,8 +60,191 @@ MAX_CONSECUTIVE_BAD_FRAMES = 50
 FFMPEG_READ_TIMEOUT_FACTOR = 2.0
 # How long stop() waits for the supervisor thread.
 STOP_JOIN_TIMEOUT_S = 5.0
+# Stream clock: the smallest step between two capture times of one camera.
+MIN_STEP_NS = 1_000_000
+# Frames in a row without a usable presentation time that are timed one nominal
+# period after the previous one; after that, arrival time stands in (counted).
+MAX_EXTRAPOLATED_FRAMES = 3
+# A presentation time this far behind the previous one is a new stream (the
+# camera restarted its clock): the clock re-anchors.
+MAX_PTS_BACKSTEP_NS = NS_PER_S
+# Arrival lagging the stream clock by more than this over a whole drift window
+# means the camera's clock runs slow against ours: the anchor moves up by it.
+MAX_LAG_NS = 2 * NS_PER_S
+DRIFT_WINDOW_NS = 10 * NS_PER_S
+
+# A live session's first frames are held (decoded) until they come at the stream's
+# pace, at most this many; then handed over waiting at most BURST_HANDOFF_S in all.
+MAX_BURST_FRAMES = 32
+MAX_BURST_BYTES = 128 * 1024 * 1024
+BURST_HANDOFF_S = 2.0
+# A stream claiming more frames per second than this has no usable nominal rate.
+MAX_NOMINAL_FPS = 240.0
 
 T = TypeVar("T")
+
+
+def _finite(value: Any, default: float = 0.0) -> float:
+    """``value`` as a float, or ``default`` if it is not a finite number."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """A live frame's times: ``ts_capture_ns`` (wall clock, from the stream's clock
+    when it has one), ``source_index`` (frame count on the stream's clock) and
+    whether the time came from the stream (False: arrival time stood in)."""
+
+    ts_capture_ns: int
+    source_index: int
+    from_stream: bool
+
+
+class StreamClock:
+    """Capture times of a live camera from its presentation times (pure; one per camera).
+
+    ``capture = anchor + pts``, where the anchor is the smallest ``arrival - pts``
+    seen in this session: the least-delayed frame defines it, so network,
+    decoder and scheduling delays of the others drop out, and no frame is
+    stamped later than it arrived. (FFmpeg's pts of an RTSP stream is its RTP
+    time from the stream's start.) The source
+    index is the frame count on the stream's clock: the first frame with a
+    pts continues the count, later ones add ``(pts - its pts) / period``.
+
+    :meth:`new_session` re-anchors (a reconnect, or a pts that jumped back);
+    times and indexes keep rising per camera across sessions. A frame without
+    a usable pts is timed one nominal period after the last (up to
+    ``MAX_EXTRAPOLATED_FRAMES`` in a row), else by its arrival time (counted
+    in ``arrival_fallbacks``, logged once). A camera clock slower than ours
+    would lag ever more: when every frame of a ``DRIFT_WINDOW_NS`` lagged by
+    over ``MAX_LAG_NS``, the anchor moves up (``drift_reanchors``).
+    """
+
+    def __init__(self) -> None:
+        self._started = False
+        self._offset: int | None = None
+        self._first_pts = 0
+        self._base_index = 0
+        self._last_pts: int | None = None
+        self._invalid_run = 0
+        self._window_start_pts = 0
+        self._window_min_lag: int | None = None
+        self.last_ts = 0
+        self.last_index = -1
+        self.sessions = 0
+        self.arrival_fallbacks = 0
+        self.drift_reanchors = 0
+        self._warned = False
+        self._floor: int | None = None
+
+    def stamp_burst(self, frames: list[tuple[int | None, int]], period_ns: int) -> list[Stamp]:
+        """Time frames held back together (FFmpeg's catch-up burst at a stream's start):
+        the least-delayed of them all anchors every one, so each gets its place on the
+        stream's clock. Frames before the burst's first pts are put one period apart
+        before it."""
+        first = next((i for i, (p, _) in enumerate(frames) if p is not None), None)
+        if first is not None and period_ns > 0 and self._offset is None:
+            p0 = frames[first][0]
+            assert p0 is not None
+            lead = [(p0 - (first - i) * period_ns, a) for i, (_, a) in enumerate(frames[:first])]
+            frames = lead + frames[first:]
+        lows = [a - p for p, a in frames if p is not None]
+        self._floor = min(lows) if lows else None
+        try:
+            return [self.stamp(p, a, period_ns) for p, a in frames]
+        finally:
+            self._floor = None
+
+    def new_session(self) -> None:
+        """Forget the anchor: the next frame starts a new stream clock."""
+        self._started = False
+        self._offset = None
+        self._last_pts = None
+        self._invalid_run = 0
+
+    def stamp(self, pts_ns: int | None, arrival_ns: int, period_ns: int) -> Stamp:
+        """Time one frame: its pts (None if the stream gave none), its arrival, the
+        nominal frame period (0 if unknown)."""
+        pts = pts_ns
+        if pts is not None and self._last_pts is not None:
+            if pts < self._last_pts - MAX_PTS_BACKSTEP_NS:
+                self.new_session()
+        if not self._started:
+            self._start(arrival_ns, period_ns)
+        if self._offset is None:
+            if pts is None:  # no pts yet in this session
+                return self._by_arrival(arrival_ns)
+            self._anchor(pts, arrival_ns)
+        assert self._last_pts is not None
+        if pts is None or pts <= self._last_pts:
+            self._invalid_run += 1
+            if period_ns <= 0 or self._invalid_run > MAX_EXTRAPOLATED_FRAMES:
+                return self._by_arrival(arrival_ns)
+            pts = self._last_pts + period_ns
+        else:
+            self._invalid_run = 0
+        return self._by_pts(pts, arrival_ns, period_ns)
+
+    def _start(self, arrival_ns: int, period_ns: int) -> None:
+        """A session's first frame: its index goes on after the frames the gap since
+        the last one would have held."""
+        self._started = True
+        self.sessions += 1
+        if self.last_ts and period_ns > 0:
+            skipped = round(max(0, arrival_ns - self.last_ts) / period_ns)
+            self.last_index += max(0, skipped - 1)
+
+    def _anchor(self, pts: int, arrival_ns: int) -> None:
+        """The session's first frame with a pts: the clock's origin."""
+        self._first_pts = pts
+        self._base_index = self.last_index + 1
+        self._offset = arrival_ns - pts
+        self._last_pts = pts - 1
+        self._window_start_pts, self._window_min_lag = pts, None
+
+    def _by_pts(self, pts: int, arrival_ns: int, period_ns: int) -> Stamp:
+        assert self._offset is not None
+        self._offset = min(self._offset, arrival_ns - pts)
+        if self._floor is not None:
+            self._offset = min(self._offset, self._floor)
+        self._track_drift(pts, arrival_ns - (self._offset + pts))
+        self._last_pts = pts
+        ts = max(self._offset + pts, self.last_ts + MIN_STEP_NS)
+        if period_ns > 0:
+            index = self._base_index + round((pts - self._first_pts) / period_ns)
+        else:
+            index = self.last_index + 1
+        return self._emit(ts, index, from_stream=True)
+
+    def _track_drift(self, pts: int, lag: int) -> None:
+        """Move the anchor up when the whole last window lagged by over ``MAX_LAG_NS``."""
+        assert self._offset is not None
+        low = lag if self._window_min_lag is None else min(self._window_min_lag, lag)
+        self._window_min_lag = low
+        if pts - self._window_start_pts < DRIFT_WINDOW_NS:
+            return
+        if low > MAX_LAG_NS:
+            self._offset += low
+            self.drift_reanchors += 1
+            log.warning("stream_clock_drift", extra={"lag_s": round(low / NS_PER_S, 3)})
+        self._window_start_pts, self._window_min_lag = pts, None
+
+    def _by_arrival(self, arrival_ns: int) -> Stamp:
+        self.arrival_fallbacks += 1
+        if not self._warned:
+            self._warned = True
+            log.warning("stream_clock_fallback", extra={"reason": "no usable pts: arrival time"})
+        ts = max(arrival_ns, self.last_ts + MIN_STEP_NS)
+        return self._emit(ts, self.last_index + 1, from_stream=False)
+
+    def _emit(self, ts: int, index: int, from_stream: bool) -> Stamp:
+        index = max(index, self.last_index + 1)
+        self.last_ts, self.last_index = ts, index
+        return Stamp(ts_capture_ns=ts, source_index=index, from_stream=from_stream)
 
 
 class Capture(Protocol):
@@ -178,14 +365,18 @@ class LatestSlot(Generic[T]):
 class CapturedFrame:
     """One decoded frame the sampler kept.
 
-    ``image``: (H, W, 3) uint8 BGR. ``ts_capture_ns``: wall-clock receive
-    time (live) or start + index / file fps (file). ``source_index``: frames
-    grabbed from this source before it, in this process (a file's frame index).
+    ``image``: (H, W, 3) uint8 BGR. ``ts_capture_ns``: the stream's clock
+    anchored to the wall clock (live, see :class:`StreamClock`) or start +
+    index / file fps (file). ``source_index``: a file's decode index, or a
+    live camera's frame count on its own clock. ``pts_ns``: the stream's
+    presentation time (-1: none). ``ts_arrival_ns``: wall clock when grabbed.
     """
 
     image: np.ndarray
     ts_capture_ns: int
     source_index: int
+    pts_ns: int = -1
+    ts_arrival_ns: int = 0
 
 
 class SourceState(StrEnum):
@@ -276,6 +467,7 @@ class _Session(threading.Thread):
             while not self.abandoned.is_set():
                 t0 = time.monotonic()
                 if not cap.grab():
+                    self.owner._flush_burst(self)
                     self.eof = True
                     self.error = "end of stream" if self.owner.is_file else "read failed"
                     return
@@ -365,6 +557,9 @@ class FrameSource:
         self._error = ""
         self._index = 0
         self._file_fps = 0.0
+        self._live_period_ns = 0
+        self.clock = StreamClock()
+        self._burst: list[_Held] | None = None
         self._rate = RateMeter(window_s=fps_window_s)
         self._thread = threading.Thread(
             target=self._supervise, name="ingest-supervisor", daemon=True
@@ -493,8 +688,14 @@ class FrameSource:
 
     # -- session thread ---------------------------------------------------------
     def _on_open(self, cap: Capture) -> None:
-        """A capture opened: a file's clock starts (once, so a reopen cannot rewind it)."""
-        if self.is_file and self._file_fps == 0.0:
+        """A capture opened: a live stream's clock re-anchors; a file's clock starts
+        (once, so a reopen cannot rewind it)."""
+        if not self.is_file:
+            fps = _finite(cap.get(cv2.CAP_PROP_FPS))
+            self._live_period_ns = round(NS_PER_S / fps) if 0 < fps <= MAX_NOMINAL_FPS else 0
+            self.clock.new_session()
+            self._burst = []
+        elif self._file_fps == 0.0:
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
             self._file_fps = fps if 0 < fps < float("inf") else FALLBACK_FILE_FPS
             if self.file_start_ns is None:
@@ -505,30 +706,57 @@ class FrameSource:
         """A file's frame rate (0 before it opened, or for a live source)."""
         return self._file_fps
 
+    def _read_pts(self, cap: Capture) -> int | None:
+        """The grabbed frame's presentation time (ns), None if it has none (OpenCV
+        reports 0 for "none": a live stream's 0 is taken as none)."""
+        ms = _finite(cap.get(cv2.CAP_PROP_POS_MSEC), -1.0)
+        if ms < 0 or (ms == 0 and not self.is_file):
+            return None
+        return round(ms * 1_000_000)
+
     def _on_grab(self, session: _Session, cap: Capture) -> bool:
         """One grabbed frame: time it, sample, decode, hand over. False if it would not decode."""
         if session.generation != self._generation or session.abandoned.is_set():
             return True
-        now_mono = time.monotonic_ns()
-        index = self._index
-        self._index += 1
+        arrival = time.time_ns()
+        pts = self._read_pts(cap)
+        if self._burst is not None:
+            return self._hold(session, cap, pts, arrival)
         if self.is_file:
+            index = self._index
+            self._index += 1
             start = self.file_start_ns or 0
             ts = start + round(index * NS_PER_S / (self._file_fps or FALLBACK_FILE_FPS))
         else:
-            ts = time.time_ns()
+            stamp = self.clock.stamp(pts, arrival, self._live_period_ns)
+            ts, index = stamp.ts_capture_ns, stamp.source_index
+        if not self._captured_due(ts):
+            return True
+        image = self._decode(cap)
+        if image is None:
+            return False
+        frame = CapturedFrame(image, ts, index, -1 if pts is None else pts, arrival)
+        self._hand_over(session, frame, wait_s=None if self.is_file else 0.0)
+        return True
+
+    def _captured_due(self, ts: int) -> bool:
+        """Count a captured frame; True if the sampler wants it."""
         with self._lock:
             self._captured += 1
             self._last_frame_ns = ts
-            self._rate.add(now_mono)
+            self._rate.add(time.monotonic_ns())
         self.observer.on_captured()
         self.backoff.reset()
         self._set_state(SourceState.ONLINE)
-        if not self.sampler.due(ts):
-            with self._lock:
-                self._sampled_out += 1
-            self.observer.on_sampled_out()
+        if self.sampler.due(ts):
             return True
+        with self._lock:
+            self._sampled_out += 1
+        self.observer.on_sampled_out()
+        return False
+
+    def _decode(self, cap: Capture) -> np.ndarray | None:
+        """The grabbed frame's image; None (counted) if it would not decode."""
         try:
             ok, image = cap.retrieve()
         except cv2.error:
@@ -537,15 +765,73 @@ class FrameSource:
             with self._lock:
                 self._bad_frames += 1
             self.observer.on_dropped(DropReason.BAD_FRAME)
-            return False
-        frame = CapturedFrame(image=image, ts_capture_ns=ts, source_index=index)
-        if self.is_file:
-            while not self.slot.put_wait(frame, timeout_s=WATCH_INTERVAL_S):
-                if self.slot.closed or session.abandoned.is_set():
-                    return True
-                session.last_frame_mono = time.monotonic()  # waiting on the consumer is not a hang
-        elif self.slot.put_latest(frame):
+            return None
+        return image  # type: ignore[no-any-return]
+
+    def _hand_over(self, session: _Session, frame: CapturedFrame, wait_s: float | None) -> None:
+        """Into the slot: waiting for the consumer up to ``wait_s`` (None: as long as it
+        takes, a file), then replacing a frame not taken (counted as behind)."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while deadline is None or time.monotonic() < deadline:
+            if self.slot.put_wait(frame, timeout_s=WATCH_INTERVAL_S):
+                return
+            if self.slot.closed or session.abandoned.is_set():
+                return
+            session.last_frame_mono = time.monotonic()  # waiting on the consumer is not a hang
+        if self.slot.put_latest(frame):
             with self._lock:
                 self._dropped_behind += 1
             self.observer.on_dropped(DropReason.BEHIND)
+
+    def _hold(self, session: _Session, cap: Capture, pts: int | None, arrival: int) -> bool:
+        """A live session's first frames wait until frames come at the stream's pace
+        (FFmpeg's catch-up burst after its probe is over), so the whole burst is timed
+        on the stream's clock (:meth:`StreamClock.stamp_burst`) and handed over."""
+        assert self._burst is not None
+        image = self._decode(cap)
+        if image is None:
+            return False
+        self._burst.append(_Held(image, pts, arrival))
+        full = len(self._burst) >= MAX_BURST_FRAMES
+        if full or sum(h.image.nbytes for h in self._burst) >= MAX_BURST_BYTES:
+            self._release_burst(session)
+        elif self._caught_up():
+            self._release_burst(session)
         return True
+
+    def _caught_up(self) -> bool:
+        """The last two held frames arrived at least half their pts step apart (or the
+        stream gives no pts at all)."""
+        held = self._burst or []
+        if len(held) >= MAX_EXTRAPOLATED_FRAMES + 1 and all(h.pts is None for h in held):
+            return True
+        if len(held) < 2 or held[-1].pts is None or held[-2].pts is None:
+            return False
+        step = held[-1].pts - held[-2].pts
+        return step > 0 and 2 * (held[-1].arrival - held[-2].arrival) >= step
+
+    def _flush_burst(self, session: _Session) -> None:
+        """The stream ended while its first frames were held: hand them over."""
+        if self._burst and session.generation == self._generation:
+            self._release_burst(session)
+
+    def _release_burst(self, session: _Session) -> None:
+        held, self._burst = self._burst or [], None
+        pairs = [(h.pts, h.arrival) for h in held]
+        stamps = self.clock.stamp_burst(pairs, self._live_period_ns)
+        deadline = time.monotonic() + BURST_HANDOFF_S
+        for h, st in zip(held, stamps, strict=True):
+            if not self._captured_due(st.ts_capture_ns):
+                continue
+            pts = -1 if h.pts is None else h.pts
+            frame = CapturedFrame(h.image, st.ts_capture_ns, st.source_index, pts, h.arrival)
+            self._hand_over(session, frame, wait_s=max(0.0, deadline - time.monotonic()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A live frame held back at a session's start, before its time is known."""
+
+    image: np.ndarray
+    pts: int | None
+    arrival: int

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
@@ -43,6 +44,9 @@ class PendingFrame:
     height: int = 0
     jpeg: bytes = b""
     eos: bool = False
+    source_index: int = -1
+    pts_ns: int = -1
+    ts_arrival_ns: int = 0
 
 
 class Outbox:
@@ -171,6 +175,9 @@ class FramePublisher:
             height=pending.height,
             jpeg=pending.jpeg,
             source=self.source,
+            source_index=pending.source_index,
+            pts_ns=pending.pts_ns,
+            ts_arrival_ns=pending.ts_arrival_ns,
         )
 
     async def _store_claims(self, frames: list[Frame]) -> list[Frame]:
@@ -193,17 +200,7 @@ class FramePublisher:
                         extra={"key": key, "error": repr(exc), "retry_s": round(delay, 2)},
                     )
                     await asyncio.sleep(delay)
-            out.append(
-                Frame(
-                    camera_id=frame.camera_id,
-                    seq=frame.seq,
-                    ts_capture_ns=frame.ts_capture_ns,
-                    width=frame.width,
-                    height=frame.height,
-                    jpeg_ref=key,
-                    source=frame.source,
-                )
-            )
+            out.append(msgspec.structs.replace(frame, jpeg=b"", jpeg_ref=key))
         return out
 
     async def send(self, batch: list[PendingFrame]) -> list[Frame]:

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from common.backoff import Backoff
 from common.units import NS_PER_S
 from ingest import metrics as m
-from ingest.capture import FrameSource, SourceState, ffmpeg_opener, redact
+from ingest.capture import CapturedFrame, FrameSource, SourceState, ffmpeg_opener, redact
 from ingest.encode import FrameEncoder
 from ingest.publish import FramePublisher, Outbox, PendingFrame
 from ingest.rate import RateMeter
@@ -218,25 +218,34 @@ class IngestService:
                 if self.source.finished:
                     return
                 continue
-            pending = await self._encode(frame.image, frame.ts_capture_ns)
+            pending = await self._encode(frame)
             if pending is None:
                 continue
             self.last_ts = frame.ts_capture_ns
             if not await self._enqueue(pending, stop_wait):
                 return
 
-    async def _encode(self, image: Any, ts_capture_ns: int) -> PendingFrame | None:
-        """The frame as a JPEG waiting for its number; None (counted) if it cannot be encoded."""
+    async def _encode(self, frame: CapturedFrame) -> PendingFrame | None:
+        """The frame as a JPEG waiting for its number (with its source index and stream
+        times); None (counted) if it cannot be encoded."""
         try:
             t0 = time.perf_counter()
-            encoded = await asyncio.to_thread(self.encoder.encode, image)
+            encoded = await asyncio.to_thread(self.encoder.encode, frame.image)
             self._encode_metric.observe(time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - one bad frame never stops a camera
             self.bad_encodes += 1
             m.FRAMES_DROPPED.labels(self.camera, "bad_frame").inc()
             log.warning("encode_failed", extra={"camera": self.camera, "error": repr(exc)})
             return None
-        return PendingFrame(ts_capture_ns, encoded.width, encoded.height, encoded.jpeg)
+        return PendingFrame(
+            frame.ts_capture_ns,
+            encoded.width,
+            encoded.height,
+            encoded.jpeg,
+            source_index=frame.source_index,
+            pts_ns=frame.pts_ns,
+            ts_arrival_ns=frame.ts_arrival_ns,
+        )
 
     async def _enqueue(self, pending: PendingFrame, stop_wait: asyncio.Task[Any]) -> bool:
         """Into the outbox. A file waits for room (paced if asked: nothing is lost); a live
@@ -320,6 +329,11 @@ class IngestService:
                 "backlog": self.backlog_dropped,
             },
             "reconnects": stats.reconnects,
+            "stream_clock": {
+                "sessions": self.source.clock.sessions,
+                "arrival_fallbacks": self.source.clock.arrival_fallbacks,
+                "drift_reanchors": self.source.clock.drift_reanchors,
+            },
             "seconds": round(elapsed, 3),
             "frames_per_second": round(frames / elapsed, 2) if elapsed > 0 else 0.0,
             "mean_bytes_per_frame": round(self.publisher.published_bytes / frames) if frames else 0,

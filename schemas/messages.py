@@ -55,6 +55,13 @@ class Frame(msgspec.Struct, kw_only=True, omit_defaults=True):
     (``jpeg_ref``) holding the JPEG with a TTL. ``eos`` marks the end of a
     finite stream (a replayed file): no image, and the tracker closes every
     track of the camera.
+
+    Optional, -1/0 when unknown (older producers): ``source_index`` is the
+    frame's index in its source (a file's decode index; a live camera's frame
+    count on its own clock, so a recorded camera is scored frame-exactly);
+    ``pts_ns`` the stream's presentation time of the frame (from the stream's
+    start); ``ts_arrival_ns`` when ingest received it (``ts_capture_ns`` of a
+    live camera comes from the stream's clock, not from this).
     """
 
     v: int = SCHEMA_VERSION
@@ -67,6 +74,9 @@ class Frame(msgspec.Struct, kw_only=True, omit_defaults=True):
     jpeg_ref: str = ""
     eos: bool = False
     source: str = ""
+    source_index: int = -1
+    pts_ns: int = -1
+    ts_arrival_ns: int = 0
 
 
 class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -103,10 +104,17 @@ class Ingest:
     """A ``crosscam ingest`` process; stderr goes to a log file for post-mortems."""
 
     def __init__(
-        self, tmp: Path, camera: str, url: str, topic: str, bootstrap: str, redis_url: str
+        self,
+        tmp: Path,
+        camera: str,
+        url: str,
+        topic: str,
+        bootstrap: str,
+        redis_url: str,
+        env_extra: dict[str, str] | None = None,
     ) -> None:
         self.log = tmp / f"ingest-{camera}.log"
-        env = dict(os.environ, CROSSCAM_LOG_LEVEL="INFO")
+        env = dict(os.environ, CROSSCAM_LOG_LEVEL="INFO", **(env_extra or {}))
         self.proc = subprocess.Popen(
             [
                 CROSSCAM,
@@ -345,3 +353,150 @@ async def test_redis_restart_never_stops_ingest(
     finally:
         client.close()
         stack_mod.redis_stop(cfg)
+
+
+class JitterProxy:
+    """A TCP proxy that delays what the server sends by a random 0..``max_delay_s`` per
+    chunk, in order: a camera behind a jittery network (RTSP interleaved over TCP)."""
+
+    def __init__(self, upstream_port: int, max_delay_s: float, seed: int = 0) -> None:
+        self.upstream_port = upstream_port
+        self.max_delay_s = max_delay_s
+        self.rng = random.Random(seed)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> JitterProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        down: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        for coro in (
+            self._pipe(reader, up_writer),
+            self._delay(up_reader, down),
+            self._release(down, writer),
+        ):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.close()
+
+    async def _delay(
+        self, src: asyncio.StreamReader, out: asyncio.Queue[tuple[float, bytes]]
+    ) -> None:
+        """Each chunk is due a random delay after it was read (reading never waits)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await src.read(65536):
+                await out.put((loop.time() + self.rng.uniform(0, self.max_delay_s), data))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            await out.put((0.0, b""))
+
+    async def _release(
+        self, inq: asyncio.Queue[tuple[float, bytes]], dst: asyncio.StreamWriter
+    ) -> None:
+        """Write the chunks in order, each at its due time (or after the one before)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                due, data = await inq.get()
+                if not data:
+                    break
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.close()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+
+
+def step_residuals(frames: list[Frame], times: list[int], period_ns: float) -> np.ndarray:
+    """Per consecutive pair: the time step minus the nominal one for its index step (ms)."""
+    idx = np.array([f.source_index for f in frames], dtype=np.float64)
+    t = np.array(times, dtype=np.float64)
+    return (np.diff(t) - np.diff(idx) * period_ns) / 1e6
+
+
+async def test_live_frames_carry_stream_clock_times_with_jitter_far_below_arrival(
+    tmp_path: Path,
+    rtsp_server: RtspServer,
+    pets_video: Path,
+    kafka_bootstrap: str,
+    redis_url: str,
+) -> None:
+    """Through a network that delays each chunk by 0..80 ms, the frames' capture times
+    (the stream's clock) step by the camera's period, while their arrival times do not;
+    every frame of the unsampled camera has its source index, consecutive."""
+    camera, topic = unique("clock"), f"crosscam.test.{unique('frames')}.v1"
+    rtsp_server.publish(camera, pets_video)
+    proxy = await JitterProxy(rtsp_server.port, max_delay_s=0.08).start()
+    url = f"rtsp://127.0.0.1:{proxy.port}/{camera}"
+    tail = await FrameTail(kafka_bootstrap, topic).start()
+    ingest = Ingest(
+        tmp_path,
+        camera,
+        url,
+        topic,
+        kafka_bootstrap,
+        redis_url,
+        env_extra={"CROSSCAM_INGEST__ANALYSIS_FPS": "0"},
+    )
+    try:
+        await until(lambda: len(tail.frames) >= 120, 60, "120 frames", ingest)
+        rc, summary = ingest.terminate()
+        assert rc == 0, ingest.log_tail()
+        await until(lambda: len(tail.frames) >= summary["frames_published"], 10, "all frames")
+    except BaseException:
+        print(ingest.log_tail())
+        raise
+    finally:
+        ingest.kill()
+        await tail.stop()
+        await proxy.stop()
+    frames = tail.frames
+    assert_gap_free_and_rising(frames)
+    assert all(f.source_index >= 0 and f.ts_arrival_ns > 0 for f in frames)
+    assert all(f.pts_ns > 0 for f in frames[3:])  # OpenCV has none for the first one or two
+    assert summary["stream_clock"]["sessions"] == 1, summary
+    idx = [f.source_index for f in frames]
+    assert all(b > a for a, b in zip(idx, idx[1:], strict=False)), idx
+    # unsampled: every frame ingest captured has its own index, one after the other
+    # (those it did not publish were counted as dropped; the server may skip a few)
+    assert 0 <= idx[-1] - idx[0] + 1 - summary["frames_captured"] <= 3, (idx, summary)
+    # FFmpeg's catch-up burst after its probe was held back and timed on the stream's
+    # clock too: judged from the first frames on
+    steady = frames[1:]
+    period_ns = 1e9 / 10  # vtest.avi plays at 10 fps
+    # the index is the stream clock's frame count: pts / period, up to a constant
+    drift = [round(f.pts_ns / period_ns) - f.source_index for f in steady]
+    assert max(drift) - min(drift) <= 1, drift
+    capture = step_residuals(steady, [f.ts_capture_ns for f in steady], period_ns)
+    arrival = step_residuals(steady, [f.ts_arrival_ns for f in steady], period_ns)
+    print(
+        f"jitter of capture-time steps {capture.std():.2f} ms, of arrival steps "
+        f"{arrival.std():.2f} ms, over {len(steady)} frames; summary {summary['stream_clock']}"
+    )
+    assert arrival.std() > 10.0  # the network really jittered
+    assert capture.std() < arrival.std() / 4

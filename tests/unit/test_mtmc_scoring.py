@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from common.boxes import box_iou
-from evaluation.live_scoring import align_offset, score_live
+from evaluation.live_scoring import align_offset, join_offset_by_picture, score_live
 from evaluation.mtmc_scoring import Sample, Scenario, label_live, link_scores, mtmc_idf1
 from reid.topology import Topology
-from schemas.messages import Tracklet, pack_f32
+from schemas.messages import Frame, Tracklet, pack_f32
 
 W, H = 10.0, 20.0
 """Every box here is 10 x 20 px; people stand 100 px apart, so only a box on them overlaps."""
@@ -326,3 +327,48 @@ def test_score_live_aligns_each_camera_then_scores(tmp_path: Path) -> None:
     assert (out["true_links"], out["false_links"], out["missed_links"]) == (1, 0, 0)
     assert (out["link_precision"], out["link_recall"], out["idf1"]) == (1.0, 1.0, 0.9286)
     assert (out["identities"], out["gt_identities_seen"], out["tracklets"]) == (2, 2, 3)
+
+
+def test_score_live_places_boxes_by_source_index_where_frames_carry_it(tmp_path: Path) -> None:
+    """P1 walks x = 20 f on camera a (frames 0-9). Ingest dropped frames 3 and 6 (a slow
+    consumer), so seq s is not frame s + offset for any one offset: aligned by offset, the
+    boxes after a drop land on the wrong frames. With the frames' source indexes every box
+    lands on its own frame: all agree, and the box-chosen offset (the check) is 0."""
+    shown = [0, 1, 2, 4, 5, 7, 8, 9]  # seq -> source frame
+    write_scenario(tmp_path, {"a": [(f, 1, 20.0 * f) for f in range(10)]}, frames=10)
+    t = live("a", "a1", {s: 20.0 * f for s, f in enumerate(shown)})
+    frames = [
+        Frame(camera_id="a", seq=s, ts_capture_ns=s, source_index=f) for s, f in enumerate(shown)
+    ]
+    guessed = score_live(tmp_path, [t], {}, frames=[])["alignment"]["a"]
+    assert guessed["boxes_matching_gt"] < 1.0
+    exact = score_live(tmp_path, [t], {}, frames=frames)
+    assert exact["alignment"]["a"] == {
+        "method": "source_index",
+        "join_offset_by_picture": None,  # no recording in this scenario, no JPEG
+        "boxes_matching_gt": 1.0,
+        "check_offset_by_boxes": 0,
+    }
+    assert exact["gt_identities_seen"] == 1
+    # a camera whose frames carry no index falls back to the offset search
+    old = [Frame(camera_id="a", seq=s, ts_capture_ns=s) for s in range(8)]
+    assert "seq_to_frame_offset" in score_live(tmp_path, [t], {}, frames=old)["alignment"]["a"]
+
+
+def test_join_offset_is_measured_on_the_picture(tmp_path: Path) -> None:
+    """A recording whose frame f shows a bright square at x = 10 f; ingest joined it 4
+    frames in, so the frame it counted as index 3 is recording frame 7."""
+    video = str(tmp_path / "rec.avi")
+    out = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 7.0, (320, 240))
+    pictures = []
+    for f in range(30):
+        img = np.full((240, 320, 3), 40, np.uint8)
+        img[80:160, 10 * f : 10 * f + 60] = 220
+        pictures.append(img)
+        out.write(img)
+    out.release()
+    seen = cv2.resize(pictures[7], (160, 120))  # ingest resizes; JPEG on the wire
+    jpeg = cv2.imencode(".jpg", seen, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
+    frame = Frame(camera_id="a", seq=0, ts_capture_ns=0, source_index=3, jpeg=jpeg)
+    assert join_offset_by_picture(video, frame) == 4
+    assert join_offset_by_picture(video, Frame(camera_id="a", seq=0, ts_capture_ns=0)) is None
