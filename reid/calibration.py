@@ -52,8 +52,10 @@ class CalibrationParams(BaseModel):
             (one person is in one place at a time). Lowering it (more
             negative) links less.
         min_pair_samples: distances a camera pair needs before its statistics
-            are used (below: cold, absolute threshold). About 6 tracklets on
-            each camera of a pair within the transit window give 30.
+            are used (below: cold, absolute threshold). About 15 tracklets on
+            each camera of a pair within the transit window give 200. Fewer
+            (30 was tried) let a small site's few people, met again and again,
+            pass for "strangers": the model collapses and nothing links.
         max_pair_samples: distances kept per pair (the most recent), so the
             statistics follow a camera whose look changes (day to night).
         mean_prior_count: a camera's mean is weighted ``n / (n + this)``.
@@ -66,7 +68,7 @@ class CalibrationParams(BaseModel):
 
     enabled: bool = True
     z_link: float = Field(-2.0, ge=-10.0, lt=0.0)
-    min_pair_samples: int = Field(30, ge=5, le=100_000)
+    min_pair_samples: int = Field(200, ge=5, le=100_000)
     max_pair_samples: int = Field(2000, ge=10, le=1_000_000)
     mean_prior_count: float = Field(4.0, ge=0.0)
     min_spread: float = Field(0.02, gt=0.0, le=1.0)

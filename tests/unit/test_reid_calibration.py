@@ -75,7 +75,11 @@ def link_scores(lk: Linker, run: list[tuple[Sighting, int]]) -> tuple[float, flo
 def linker(calibrated: bool = True) -> Linker:
     """Cross-camera links only: these scenes test the camera pair's calibration."""
     ids = count(1)
-    params = LinkerParams(calibration=CalibrationParams(enabled=calibrated), link_same_camera=False)
+    # small scenes: warm after 30 distances (the default waits for more traffic)
+    params = LinkerParams(
+        calibration=CalibrationParams(enabled=calibrated, min_pair_samples=30),
+        link_same_camera=False,
+    )
     return Linker(two_cameras(), params, lambda: f"g{next(ids)}")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reid.calibration import CalibrationParams
 from reid.engine import Engine, EngineParams
 from reid.linker import Linker, LinkerParams
 from reid.qdrant_store import open_store
@@ -14,7 +15,9 @@ from schemas.messages import Crop, Tracklet, pack_f32
 from tests.unit.test_reid_calibration import link_scores, two_cameras, walk_through
 
 DIM = 64
-PARAMS = LinkerParams(link_same_camera=False)  # the calibration tests' scene, cross-camera only
+PARAMS = LinkerParams(  # the calibration tests' scene, cross-camera only; small: warm after 30
+    link_same_camera=False, calibration=CalibrationParams(min_pair_samples=30)
+)
 
 
 def test_linker_restored_from_its_live_window_ends_as_the_uninterrupted_one() -> None:
