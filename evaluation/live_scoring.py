@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupLoadInProgressError
 
 from common.boxes import box_iou
 from schemas.codec import DecodeError, decode
@@ -37,6 +38,16 @@ async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
+async def _list_groups(admin: AIOKafkaAdminClient, attempts: int = 50) -> list[Any]:
+    """Consumer groups; a broker that has just started answers "loading" for a moment."""
+    for _ in range(attempts - 1):
+        try:
+            return list(await admin.list_consumer_groups())
+        except GroupLoadInProgressError:
+            await asyncio.sleep(0.2)
+    return list(await admin.list_consumer_groups())
+
+
 async def reset_state(bootstrap: str, redis_url: str) -> None:
     """Delete every crosscam topic and consumer group, and crosscam keys in Redis."""
     import redis
@@ -47,7 +58,7 @@ async def reset_state(bootstrap: str, redis_url: str) -> None:
         if existing:
             await admin.delete_topics(existing)
         groups = [
-            g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith("crosscam-")
+            g[0] for g in await _list_groups(admin) if str(g[0]).startswith("crosscam-")
         ]
         if groups:
             with contextlib.suppress(Exception):
