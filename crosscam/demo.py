@@ -376,7 +376,7 @@ def main(args: argparse.Namespace) -> int:
     _print_summary(summary)
     if serve:
         print(f"\ngallery: http://127.0.0.1:{args.gallery_port}/  (Ctrl-C to stop)", flush=True)
-        _print_sign_in(args.gallery_port)
+    _print_sign_in(args.gallery_port, link=serve)
         try:
             while result.thread.is_alive():
                 time.sleep(1)
@@ -500,8 +500,8 @@ def _summarise(
     }
 
 
-def _print_sign_in(gallery_port: int) -> None:
-    """Where the admin token is; on a terminal, a link that opens the gallery signed in."""
+def _print_sign_in(gallery_port: int, link: bool) -> None:
+    """Where the admin token is; with ``link`` on a terminal, a link that signs the gallery in."""
     from service.auth import default_token_file
 
     path = default_token_file()
@@ -512,7 +512,7 @@ def _print_sign_in(gallery_port: int) -> None:
     print(
         f"admin token: in {path} (readable by you only); paste it on the sign-in page", flush=True
     )
-    if sys.stdout.isatty():  # never into a captured log
+    if link and sys.stdout.isatty():  # never into a captured log
         token = path.read_text().strip()
         print(f"or open: http://127.0.0.1:{gallery_port}/#token={token}", flush=True)
 
