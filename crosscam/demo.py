@@ -374,9 +374,11 @@ def main(args: argparse.Namespace) -> int:
     result = run_live(run)
     summary = result.summary
     _print_summary(summary)
+    if not serve:
+        _print_sign_in(args.gallery_port, link=False)
     if serve:
         print(f"\ngallery: http://127.0.0.1:{args.gallery_port}/  (Ctrl-C to stop)", flush=True)
-    _print_sign_in(args.gallery_port, link=serve)
+        _print_sign_in(args.gallery_port, link=True)
         try:
             while result.thread.is_alive():
                 time.sleep(1)
