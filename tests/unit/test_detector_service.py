@@ -98,7 +98,8 @@ def test_provider_is_logged_and_exported() -> None:
     analyzer = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
     export_provider_metrics(analyzer)
     provider = analyzer.detector.provider
-    assert provider in ort.get_available_providers()
+    # the `auto` runtime times ONNX Runtime and OpenVINO and keeps the faster: either may win
+    assert provider in ort.get_available_providers() or provider.startswith("OpenVINO:"), provider
     value = REGISTRY.get_sample_value(
         "crosscam_detector_provider_info",
         {"model": "detector", "backend": "onnx:yolox_nano.onnx", "provider": provider},
