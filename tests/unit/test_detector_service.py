@@ -102,6 +102,6 @@ def test_provider_is_logged_and_exported() -> None:
     assert provider in ort.get_available_providers() or provider.startswith("OpenVINO:"), provider
     value = REGISTRY.get_sample_value(
         "crosscam_detector_provider_info",
-        {"model": "detector", "backend": "onnx:yolox_nano.onnx", "provider": provider},
+        {"model": "detector", "backend": analyzer.detector.name, "provider": provider},
     )
     assert value == 1.0
