@@ -42,6 +42,9 @@ READ_TIMEOUT_S = 2.0
 # status poll + Redis round trip, with room for a loaded 2-core machine.
 NOTICE_MARGIN_S = 2.5
 FIRST_FRAMES_DEADLINE_S = 30.0
+# The status task writes a change of state within a poll (0.2 s) plus a Redis round
+# trip; frames can reach Kafka first (FFmpeg hands over its probe buffer in a burst).
+STATUS_DEADLINE_S = 5.0
 EXIT_DEADLINE_S = 20.0
 
 
@@ -209,8 +212,15 @@ async def test_ingest_reads_rtsp_and_publishes_gap_free_rising_frames(
 ) -> None:
     async def body(ingest: Ingest, tail: FrameTail, camera: str) -> None:
         await until(lambda: len(tail.frames) >= 30, FIRST_FRAMES_DEADLINE_S, "30 frames", ingest)
-        st = status(redis_client, camera)
-        assert st["state"] == "online" and int(st["frames_published"]) > 0
+        await until(
+            lambda: (
+                status(redis_client, camera).get("state") == "online"
+                and int(status(redis_client, camera).get("frames_published", 0)) > 0
+            ),
+            STATUS_DEADLINE_S,
+            "status online with frames published",
+            ingest,
+        )
         assert 0 < int(redis_client.ttl(camera_status_key(camera))) <= 30
         rc, summary = ingest.terminate()
         assert rc == 0, ingest.log_tail()
@@ -246,7 +256,12 @@ async def test_server_killed_and_restarted_ingest_reconnects(
 
     async def body(ingest: Ingest, tail: FrameTail, camera: str) -> None:
         await until(lambda: len(tail.frames) >= 10, FIRST_FRAMES_DEADLINE_S, "first frames", ingest)
-        assert status(redis_client, camera)["state"] == "online"
+        await until(
+            lambda: status(redis_client, camera).get("state") == "online",
+            STATUS_DEADLINE_S,
+            "status online",
+            ingest,
+        )
         server.kill()
         await until(
             lambda: status(redis_client, camera).get("state") == "offline", 10, "offline", ingest

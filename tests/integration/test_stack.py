@@ -209,18 +209,26 @@ def _read_frames(url: str, count: int) -> tuple[list[np.ndarray], float]:
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
     import cv2
 
-    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
-    assert cap.isOpened(), f"OpenCV could not open {url}"
     frames: list[np.ndarray] = []
     arrivals: list[float] = []
-    try:
-        while len(frames) < count:
-            ok, frame = cap.read()
-            assert ok, f"stream {url} ended after {len(frames)} frames"
-            frames.append(frame)
-            arrivals.append(time.monotonic())
-    finally:
-        cap.release()
+    # A client may open a session and still get no first frame (seen only on a loaded
+    # machine, 2 of 5 runs, both streams); a camera client reconnects then, as ingest
+    # does, so one fresh session is allowed before any frame arrives, never after.
+    for attempt in range(2):
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        assert cap.isOpened(), f"OpenCV could not open {url}"
+        try:
+            while len(frames) < count:
+                ok, frame = cap.read()
+                if not ok and not frames and attempt == 0:
+                    break
+                assert ok, f"stream {url} ended after {len(frames)} frames"
+                frames.append(frame)
+                arrivals.append(time.monotonic())
+        finally:
+            cap.release()
+        if frames:
+            break
     gaps = np.diff(arrivals[-(count // 3) :])
     return frames, float(1.0 / np.median(gaps))
 
