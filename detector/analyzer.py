@@ -48,6 +48,8 @@ class FrameAnalysis:
             :mod:`detector.greyscale`).
         embeddings_grey: (N, D) vectors of the crops made grey, on a colour
             frame while some camera is greyscale; (N, 0) otherwise.
+        carried: (N,) bool, True where the box carries the vector of the box it
+            continues (appearance on demand) instead of one embedded for it.
     """
 
     camera_id: str
@@ -59,6 +61,7 @@ class FrameAnalysis:
     crops: list[np.ndarray] = field(default_factory=list)
     greyscale: bool = False
     embeddings_grey: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    carried: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -218,6 +221,7 @@ class Analyzer:
             for res, plan in zip(results, plans, strict=True):
                 k = int(plan.embed.sum())
                 res.embeddings = self.gate.resolve(res.camera_id, plan, vectors[start : start + k])
+                res.carried = ~plan.embed
                 start += k
         except BaseException:
             # Plans not resolved would leave the cameras' state out of step: start afresh.

@@ -129,6 +129,7 @@ def to_detections(
         ts_detected_ns=now_ns,
         embeddings_grey=pack_f32(res.embeddings_grey) if res.embeddings_grey.size else b"",
         greyscale=res.greyscale,
+        carried=res.carried.astype(np.uint8).tobytes() if res.carried.any() else b"",
     )
 
 

@@ -18,13 +18,24 @@ from evaluation.mtmc_scoring import Sample, Scenario, read_frames
 from service.assets import models_dir
 
 
-def live_tracklets(scn: Scenario, max_frames: int | None = None) -> tuple[list[Sample], dict]:
-    """Run detector and tracker cores over the scenario; the tracklets in finish order."""
+def live_tracklets(
+    scn: Scenario, max_frames: int | None = None, appearance_on_demand: bool = False
+) -> tuple[list[Sample], dict]:
+    """Run detector and tracker cores over the scenario; the tracklets in finish order.
+
+    ``appearance_on_demand``: the detector embeds only the boxes that may need it
+    (``[detector.appearance] on_demand``); the share of boxes embedded is reported.
+    """
     from detector.analyzer import Analyzer
-    from detector.config import AnalyzerConfig
+    from detector.config import AnalyzerConfig, AppearanceConfig
     from tracker.core import CameraTracker
 
-    analyzer = Analyzer.from_config(AnalyzerConfig(models_dir=models_dir()))
+    analyzer = Analyzer.from_config(
+        AnalyzerConfig(
+            models_dir=models_dir(), appearance=AppearanceConfig(on_demand=appearance_on_demand)
+        )
+    )
+    boxes_seen = crops_embedded = 0
     trackers = {c: CameraTracker(c) for c in scn.cameras}
     readers = {c: read_frames(Path(scn.video(c))) for c in scn.cameras}
     samples: list[Sample] = []
@@ -55,12 +66,21 @@ def live_tracklets(scn: Scenario, max_frames: int | None = None) -> tuple[list[S
                 collect(trackers[cam].close().finished)
                 continue
             fa = analyzer.analyze(cam, frame)
+            boxes_seen += analyzer.last_timing.boxes
+            crops_embedded += analyzer.last_timing.crops
             trackers[cam].set_colour(
                 fa.greyscale, fa.embeddings_grey if fa.embeddings_grey.size else None
             )
             # crops are kept as in the live system (their vectors, greyscale ones too), without JPEGs
             res = trackers[cam].step(
-                ts, n, fa.boxes_xyxy, fa.scores, fa.embeddings, fa.sharpness, [b""] * len(fa)
+                ts,
+                n,
+                fa.boxes_xyxy,
+                fa.scores,
+                fa.embeddings,
+                fa.sharpness,
+                [b""] * len(fa),
+                carried=fa.carried if fa.carried.any() else None,
             )
             collect(res.finished)
         n += 1
@@ -69,5 +89,7 @@ def live_tracklets(scn: Scenario, max_frames: int | None = None) -> tuple[list[S
     elapsed = time.perf_counter() - t0
     return samples, {
         "frames_per_camera": n,
+        "appearance_on_demand": appearance_on_demand,
+        "crops_embedded_share": round(crops_embedded / max(boxes_seen, 1), 3),
         "pipeline_fps": round(n * len(scn.cameras) / max(elapsed, 1e-9), 1),
     }

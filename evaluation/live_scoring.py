@@ -57,9 +57,7 @@ async def reset_state(bootstrap: str, redis_url: str) -> None:
         existing = [t for t in await admin.list_topics() if t in TOPICS]
         if existing:
             await admin.delete_topics(existing)
-        groups = [
-            g[0] for g in await _list_groups(admin) if str(g[0]).startswith("crosscam-")
-        ]
+        groups = [g[0] for g in await _list_groups(admin) if str(g[0]).startswith("crosscam-")]
         if groups:
             with contextlib.suppress(Exception):
                 await admin.delete_consumer_groups(groups)

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from common.units import NS_PER_S
-from service.assets import REPO_ROOT, pets_dir
+from service.assets import REPO_ROOT, models_dir, pets_dir
 from tracker.core import CameraTracker, TrackerParams
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def run_ours(
             vd.scores[i],
             vd.embeddings[i],
             vd.sharpness[i],
+            carried=vd.carried[i] if vd.carried else None,
         )
         for v in res.tracks:
             if v.confirmed:
@@ -314,6 +315,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="report the peer's Kalman boxes instead of its matched detections",
     )
     parser.add_argument(
+        "--appearance-on-demand",
+        action="store_true",
+        help="the detector embeds only the boxes that may need appearance (others carry a vector)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -329,11 +335,22 @@ def main(args: argparse.Namespace) -> int:
     params = params_with(args.set)
     seq_name, seq_fps = sequence_info(args.gt)
     fps = args.fps or seq_fps or DEFAULT_FPS
+    from detector.config import AnalyzerConfig, AppearanceConfig
+
     vd = video_detections(
-        args.video, score_min=min(args.score_min, params.low_score, args.peer_score), frames=None
+        args.video,
+        score_min=min(args.score_min, params.low_score, args.peer_score),
+        frames=None,
+        config=AnalyzerConfig(
+            models_dir=models_dir(),
+            appearance=AppearanceConfig(on_demand=args.appearance_on_demand),
+        ),
     )
     n = vd.n_frames if args.frames is None else min(args.frames, vd.n_frames)
     rows, ours_info = run_ours(vd, fps, params, frames=n)
+    boxes = sum(len(c) for c in vd.carried[:n])
+    carried = sum(int(c.sum()) for c in vd.carried[:n])
+    ours_info["crops_embedded_share"] = round(1.0 - carried / max(boxes, 1), 3)
     results = {"crosscam": args.out / "crosscam" / f"{seq_name}.txt"}
     write_mot(results["crosscam"], rows)
     peer_info: dict[str, Any] = {}

@@ -136,6 +136,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=None, help="live run: first N frames only")
     parser.add_argument(
+        "--appearance-on-demand",
+        action="store_true",
+        help="live run: the detector embeds only the boxes that may need appearance",
+    )
+    parser.add_argument(
         "--reuse-live",
         action="store_true",
         help="reuse the live run's tracklets saved in DIR/cache (skip detector and tracker; for tuning the linker)",
@@ -170,12 +175,17 @@ def main(args: argparse.Namespace) -> int:
     if args.mode in ("all", "live"):
         from evaluation.inprocess import live_tracklets
 
-        cache = args.scenario / "cache" / f"live_tracklets_{args.frames or 'all'}.msgpack"
+        on_demand = "_on_demand" if args.appearance_on_demand else ""
+        cache = (
+            args.scenario / "cache" / f"live_tracklets_{args.frames or 'all'}{on_demand}.msgpack"
+        )
         if args.reuse_live and cache.exists():
             samples, info = load_samples(scn, cache)
         else:
             t0 = time.perf_counter()
-            samples, info = live_tracklets(scn, max_frames=args.frames)
+            samples, info = live_tracklets(
+                scn, max_frames=args.frames, appearance_on_demand=args.appearance_on_demand
+            )
             info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
             save_samples(cache, samples, info)
         label_live(scn, samples)

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from service.assets import REPO_ROOT, models_dir
 log = logging.getLogger(__name__)
 
 # Bump when the cached file's layout changes.
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3
 # Modules whose code decides the cached numbers: their source is part of the
 # cache key, so a change to decoding or pre-processing never serves stale results.
 _CORE_MODULES = (
@@ -74,7 +74,8 @@ class VideoDetections:
 
     Each list has ``n_frames`` entries: boxes_xyxy[i] (N_i, 4) float32 frame
     pixels, scores[i] (N_i,), embeddings[i] (N_i, D) L2-normalised,
-    sharpness[i] (N_i,).
+    sharpness[i] (N_i,), carried[i] (N_i,) bool (the vector was carried forward
+    by appearance on demand, not embedded; all False when it is off).
     """
 
     video: str
@@ -87,6 +88,7 @@ class VideoDetections:
     scores: list[np.ndarray]
     embeddings: list[np.ndarray]
     sharpness: list[np.ndarray]
+    carried: list[np.ndarray] = field(default_factory=list)
     cache_path: str = ""
     from_cache: bool = False
 
@@ -139,6 +141,7 @@ def _save(path: Path, vd: VideoDetections) -> None:
         scores=cat(vd.scores, 0).reshape(-1),
         embeddings=cat(vd.embeddings, dim).reshape(int(offsets[-1]), dim),
         sharpness=cat(vd.sharpness, 0).reshape(-1),
+        carried=cat(vd.carried, 0).reshape(-1).astype(bool),
     )
     os.replace(tmp, path)
 
@@ -154,6 +157,7 @@ def _load(path: Path) -> VideoDetections:
             scores=split(z["scores"]),
             embeddings=split(z["embeddings"]),
             sharpness=split(z["sharpness"]),
+            carried=split(z["carried"]),
             cache_path=str(path),
             from_cache=True,
         )
@@ -194,7 +198,7 @@ def video_detections(
             log.warning("video_detections_cache_bad", extra={"path": str(path), "error": str(exc)})
     t0 = time.perf_counter()
     an = analyzer or Analyzer.from_config(config)
-    boxes, scores, embs, sharp = [], [], [], []
+    boxes, scores, embs, sharp, carried = [], [], [], [], []
     width = height = 0
     batch: list[tuple[str, np.ndarray]] = []
 
@@ -204,6 +208,9 @@ def video_detections(
             scores.append(res.scores.copy())
             embs.append(np.ascontiguousarray(res.embeddings))
             sharp.append(res.sharpness.copy())
+            carried.append(
+                res.carried.copy() if len(res.carried) == len(res) else np.zeros(len(res), bool)
+            )
         batch.clear()
 
     for _, frame in video_frames(video, frames):
@@ -224,6 +231,7 @@ def video_detections(
         scores=scores,
         embeddings=embs,
         sharpness=sharp,
+        carried=carried,
         cache_path=str(path),
     )
     folder.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,11 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
     colour (an IR or night camera, detected from the pixels);
     ``embeddings_grey`` N×``embedding_dim`` vectors of the crops made grey, on
     a colour frame, so a greyscale camera is compared like with like (empty
-    when not computed).
+    when not computed). ``carried``: N bytes, 1 where the box's vector was
+    carried from the box it unambiguously continues in the previous frame
+    (appearance on demand) rather than embedded from this crop; empty when
+    every vector is fresh. The tracker matches with a carried vector but keeps
+    only fresh ones in a track's appearance gallery.
     """
 
     v: int = SCHEMA_VERSION
@@ -110,10 +114,19 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
     ts_detected_ns: int = 0
     embeddings_grey: bytes = b""
     greyscale: bool = False
+    carried: bytes = b""
 
     def boxes_array(self) -> np.ndarray:
         """(N, 4) float32 x1, y1, x2, y2."""
         return unpack_f32(self.boxes_xyxy, 4)
+
+    def carried_array(self) -> np.ndarray | None:
+        """(N,) bool, True where the vector was carried forward; None when all are fresh
+        (or the field does not have one byte per box)."""
+        n = len(self.scores) // 4
+        if len(self.carried) != n or not n:
+            return None
+        return np.frombuffer(self.carried, dtype=np.uint8) != 0
 
     def scores_array(self) -> np.ndarray:
         """(N,) float32."""

@@ -261,6 +261,7 @@ class _FrameInput:
     covered: np.ndarray  # (N,) fraction covered by a box in front
     quality: np.ndarray | None  # (N,) crop quality, None when no crops are kept
     crops_jpeg: Sequence[bytes] | None
+    carried: np.ndarray | None = None  # (N,) bool, vector carried forward (not embedded anew)
 
 
 class CameraTracker:
@@ -322,6 +323,7 @@ class CameraTracker:
             a.embeddings,
             a.sharpness,
             a.crops_jpeg,
+            carried=msg.carried_array(),
         )
 
     def set_colour(self, greyscale: bool, embeddings_grey: np.ndarray | None) -> None:
@@ -343,6 +345,7 @@ class CameraTracker:
         embeddings: np.ndarray | None = None,
         sharpness: np.ndarray | None = None,
         crops_jpeg: Sequence[bytes] | None = None,
+        carried: np.ndarray | None = None,
     ) -> StepResult:
         """Apply one frame.
 
@@ -354,12 +357,19 @@ class CameraTracker:
             embeddings: (N, D) L2-normalised appearance vectors, or None / D = 0.
             sharpness: (N,) variance of the Laplacian of each crop, or None.
             crops_jpeg: N JPEG crops, or None.
+            carried: (N,) bool, True where the detector carried the vector of the
+                box this one continues instead of embedding its crop (appearance
+                on demand); such a vector is matched with, but enters a track's
+                gallery only while the gallery is empty, so a track's (and its
+                tracklet's) vectors stay one per embedded crop. None: all fresh.
         """
         if self.already_seen(seq, ts_ns):
             return StepResult(duplicate=True)
         dt_s = 0.0 if self.last_ts_ns is None else max(ts_ns - self.last_ts_ns, 0) / NS_PER_S
         self.last_seq, self.last_ts_ns = seq, ts_ns
-        frame = self._frame_input(ts_ns, seq, boxes_xyxy, scores, embeddings, sharpness, crops_jpeg)
+        frame = self._frame_input(
+            ts_ns, seq, boxes_xyxy, scores, embeddings, sharpness, crops_jpeg, carried
+        )
         mean, cov = self._predict(dt_s)  # 1
         det_of_track, free_high = self._associate(frame, mean, cov)  # 2-4
         matched = np.flatnonzero(det_of_track >= 0)
@@ -397,6 +407,7 @@ class CameraTracker:
         embeddings: np.ndarray | None,
         sharpness: np.ndarray | None,
         crops_jpeg: Sequence[bytes] | None,
+        carried: np.ndarray | None = None,
     ) -> _FrameInput:
         """The frame's arrays in the tracker's dtypes, with its per-detection extras
         (box in x, y, aspect, height; fraction covered; crop quality when crops are kept)."""
@@ -412,8 +423,21 @@ class CameraTracker:
         covered = covered_fraction(boxes) if n_det > 1 else np.zeros(n_det)
         want_crops = crops_jpeg is not None and self.params.crops_per_tracklet > 0
         quality = crop_quality(boxes, scores, sharpness, covered) if want_crops else None
+        if carried is not None:
+            carried = np.asarray(carried, dtype=bool).reshape(-1)
+            if len(carried) != n_det:
+                carried = None  # malformed: treat every vector as fresh, never fatal
         return _FrameInput(
-            seq, ts_ns, boxes, scores, emb, kalman.xyxy_to_xyah(boxes), covered, quality, crops_jpeg
+            seq,
+            ts_ns,
+            boxes,
+            scores,
+            emb,
+            kalman.xyxy_to_xyah(boxes),
+            covered,
+            quality,
+            crops_jpeg,
+            carried,
         )
 
     def _predict(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -590,6 +614,7 @@ class CameraTracker:
             and scores[d] >= p.high_score
             and covered[d] <= p.gallery_max_covered
             and t.gallery.dim == emb.shape[1]
+            and (frame.carried is None or not frame.carried[d] or not len(t.gallery))
         ):
             t.gallery.add(emb[d])
         q = 0.0 if quality is None else float(quality[d])

@@ -115,3 +115,48 @@ def test_on_pets_most_boxes_carry_and_carried_vectors_stay_the_person_s(
     assert len(cos) >= 0.3 * boxes
     assert own_nearest >= 0.95 * len(cos), (own_nearest, len(cos))
     assert np.median(cos) >= 0.85 and min(cos) >= 0.6, (np.median(cos), min(cos))
+
+
+def test_carried_vectors_are_flagged_on_the_bus_and_kept_out_of_the_track_gallery() -> None:
+    """A carried vector reaches the tracker marked; the track matches with it but its
+    gallery (and so its tracklet's vectors) holds one vector per embedded crop."""
+    from detector.analyzer import FrameAnalysis
+    from detector.core import to_detections
+    from schemas.codec import decode, encode
+    from schemas.messages import Detections, Frame
+    from tracker.core import CameraTracker, TrackerParams
+
+    gate = AppearanceGate(AppearanceConfig(on_demand=True, refresh_frames=4))
+    tracker = CameraTracker("cam", TrackerParams(confirm_hits=1))
+    rng = np.random.default_rng(0)
+    carried_seen, fresh_seen = 0, 0
+    for i in range(12):
+        boxes = APART + np.float32(2 * i) * np.array([1, 0, 1, 0], np.float32)
+        plan = gate.plan("cam", boxes, SCORES, SHARP)
+        fresh = rng.normal(size=(int(plan.embed.sum()), 8)).astype(np.float32)
+        fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+        vectors = gate.resolve("cam", plan, fresh)
+        res = FrameAnalysis("cam", (480, 640), boxes, SCORES, vectors, SHARP, carried=~plan.embed)
+        frame = Frame(
+            camera_id="cam", seq=i, ts_capture_ns=(i + 1) * 100_000_000, width=640, height=480
+        )
+        msg = decode(Detections, encode(to_detections(frame, res, [], 0)))
+        got = msg.carried_array()
+        if plan.embed.all():
+            assert got is None and msg.carried == b""  # all fresh: nothing on the wire
+        else:
+            np.testing.assert_array_equal(got, ~plan.embed)
+        carried_seen += int((~plan.embed).sum())
+        fresh_seen += int(plan.embed.sum())
+        tracker.step_detections(msg)
+    assert carried_seen > fresh_seen > 0
+    assert len(tracker.tracks) == 2  # the carried vectors still match their people
+    per_track = fresh_seen // 2
+    for t in tracker.tracks:
+        assert len(t.gallery) == min(per_track, t.gallery.capacity)
+        # every kept vector distinct: no repeats of a carried one
+        v = t.gallery.vectors()
+        assert len({tuple(np.round(r, 5)) for r in v}) == len(v)
+    # a malformed flag (wrong length) is ignored: every vector counts as fresh
+    bad = Detections(camera_id="cam", seq=99, ts_capture_ns=1, width=1, height=1, carried=b"\x01")
+    assert bad.carried_array() is None
