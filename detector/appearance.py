@@ -22,10 +22,11 @@ partitioning by camera gives), a box is **embedded** unless all of these hold:
 
 After a gap (a dropped frame, a restart) boxes no longer overlap and are embedded.
 
-Off by default (``[detector.appearance] on_demand``): single-camera tracking is
-unchanged with it, but cross-camera identities were worse on PETS09 (the
-tracker's gallery, and so a tracklet's vectors, then hold repeated vectors);
-see docs-proposals/capacity.md for the figures.
+A carried vector is flagged (``FrameAnalysis.carried``, ``Detections.carried``):
+the tracker matches with it but keeps only embedded vectors in a track's
+gallery, so a tracklet's vectors are one per embedded crop, never repeats.
+On by default (``[detector.appearance] on_demand``); the README's *Evaluation*
+has what it does to ``eval mot`` and ``eval mtmc`` and to the detector's CPU.
 """
 
 from __future__ import annotations

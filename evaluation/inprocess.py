@@ -19,7 +19,7 @@ from service.assets import models_dir
 
 
 def live_tracklets(
-    scn: Scenario, max_frames: int | None = None, appearance_on_demand: bool = False
+    scn: Scenario, max_frames: int | None = None, appearance_on_demand: bool = True
 ) -> tuple[list[Sample], dict]:
     """Run detector and tracker cores over the scenario; the tracklets in finish order.
 

@@ -315,9 +315,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="report the peer's Kalman boxes instead of its matched detections",
     )
     parser.add_argument(
-        "--appearance-on-demand",
-        action="store_true",
-        help="the detector embeds only the boxes that may need appearance (others carry a vector)",
+        "--appearance",
+        choices=("on-demand", "every-box"),
+        default="on-demand",
+        help="the detector embeds only the boxes that may need appearance (the default; the "
+        "others carry a vector) or every box",
     )
     parser.add_argument(
         "--set",
@@ -343,7 +345,7 @@ def main(args: argparse.Namespace) -> int:
         frames=None,
         config=AnalyzerConfig(
             models_dir=models_dir(),
-            appearance=AppearanceConfig(on_demand=args.appearance_on_demand),
+            appearance=AppearanceConfig(on_demand=args.appearance == "on-demand"),
         ),
     )
     n = vd.n_frames if args.frames is None else min(args.frames, vd.n_frames)
@@ -371,6 +373,7 @@ def main(args: argparse.Namespace) -> int:
         "tracklets": ours_info["tracklets"],
         "tracklets_dropped": ours_info["tracklets_dropped"],
         "tracker_seconds": ours_info["seconds"],
+        "crops_embedded_share": ours_info["crops_embedded_share"],
         "result_file": str(results["crosscam"]),
         "evaluator": "trackeval (MOT15: gt conf 0 rows removed), IoU 0.5",
         "params": params.model_dump(mode="json"),

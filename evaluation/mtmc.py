@@ -136,9 +136,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=None, help="live run: first N frames only")
     parser.add_argument(
-        "--appearance-on-demand",
-        action="store_true",
-        help="live run: the detector embeds only the boxes that may need appearance",
+        "--appearance",
+        choices=("on-demand", "every-box"),
+        default="on-demand",
+        help="live run: the detector embeds only the boxes that may need appearance "
+        "(the default, [detector.appearance] on_demand) or every box",
     )
     parser.add_argument(
         "--reuse-live",
@@ -175,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     if args.mode in ("all", "live"):
         from evaluation.inprocess import live_tracklets
 
-        on_demand = "_on_demand" if args.appearance_on_demand else ""
+        on_demand = "_" + args.appearance.replace("-", "_")
         cache = (
             args.scenario / "cache" / f"live_tracklets_{args.frames or 'all'}{on_demand}.msgpack"
         )
@@ -184,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             t0 = time.perf_counter()
             samples, info = live_tracklets(
-                scn, max_frames=args.frames, appearance_on_demand=args.appearance_on_demand
+                scn, max_frames=args.frames, appearance_on_demand=args.appearance == "on-demand"
             )
             info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
             save_samples(cache, samples, info)

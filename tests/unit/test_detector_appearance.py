@@ -71,7 +71,8 @@ def test_a_better_crop_is_embedded() -> None:
 
 
 def test_off_reset_and_order_checks() -> None:
-    off = AppearanceGate(AppearanceConfig())  # the default: every box embedded
+    assert AppearanceConfig().on_demand  # the default
+    off = AppearanceGate(AppearanceConfig(on_demand=False))  # every box embedded
     _step(off, APART)
     assert _step(off, APART + 1).all()
     gate = AppearanceGate(AppearanceConfig(on_demand=True))
