@@ -14,28 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.analysis import analyzer_config, embedded_share
 from evaluation.mtmc_scoring import Sample, Scenario, read_frames
-from service.assets import models_dir
 
 
 def live_tracklets(
-    scn: Scenario, max_frames: int | None = None, appearance_on_demand: bool = True
+    scn: Scenario, max_frames: int | None = None, appearance: str = "on-demand"
 ) -> tuple[list[Sample], dict]:
     """Run detector and tracker cores over the scenario; the tracklets in finish order.
 
-    ``appearance_on_demand``: the detector embeds only the boxes that may need it
-    (``[detector.appearance] on_demand``); the share of boxes embedded is reported.
+    ``appearance`` (:data:`evaluation.precompute.APPEARANCE_MODES`): which boxes the
+    detector embeds; the share of boxes embedded is reported.
     """
     from detector.analyzer import Analyzer
-    from detector.config import AnalyzerConfig, AppearanceConfig
     from tracker.core import CameraTracker
 
-    analyzer = Analyzer.from_config(
-        AnalyzerConfig(
-            models_dir=models_dir(), appearance=AppearanceConfig(on_demand=appearance_on_demand)
-        )
-    )
-    boxes_seen = crops_embedded = 0
+    analyzer = Analyzer.from_config(analyzer_config(appearance))
+    carried: list[np.ndarray] = []
     trackers = {c: CameraTracker(c) for c in scn.cameras}
     readers = {c: read_frames(Path(scn.video(c))) for c in scn.cameras}
     samples: list[Sample] = []
@@ -66,8 +61,7 @@ def live_tracklets(
                 collect(trackers[cam].close().finished)
                 continue
             fa = analyzer.analyze(cam, frame)
-            boxes_seen += analyzer.last_timing.boxes
-            crops_embedded += analyzer.last_timing.crops
+            carried.append(fa.carried)
             trackers[cam].set_colour(
                 fa.greyscale, fa.embeddings_grey if fa.embeddings_grey.size else None
             )
@@ -80,7 +74,7 @@ def live_tracklets(
                 fa.embeddings,
                 fa.sharpness,
                 [b""] * len(fa),
-                carried=fa.carried if fa.carried.any() else None,
+                carried=fa.carried,
             )
             collect(res.finished)
         n += 1
@@ -89,7 +83,7 @@ def live_tracklets(
     elapsed = time.perf_counter() - t0
     return samples, {
         "frames_per_camera": n,
-        "appearance_on_demand": appearance_on_demand,
-        "crops_embedded_share": round(crops_embedded / max(boxes_seen, 1), 3),
+        "appearance": appearance,
+        "crops_embedded_share": embedded_share(carried),
         "pipeline_fps": round(n * len(scn.cameras) / max(elapsed, 1e-9), 1),
     }

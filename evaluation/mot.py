@@ -34,7 +34,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from common.units import NS_PER_S
-from service.assets import REPO_ROOT, models_dir, pets_dir
+from evaluation.analysis import add_appearance_argument, analyzer_config, embedded_share
+from service.assets import REPO_ROOT, pets_dir
 from tracker.core import CameraTracker, TrackerParams
 
 log = logging.getLogger(__name__)
@@ -314,13 +315,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="report the peer's Kalman boxes instead of its matched detections",
     )
-    parser.add_argument(
-        "--appearance",
-        choices=("on-demand", "every-box"),
-        default="on-demand",
-        help="the detector embeds only the boxes that may need appearance (the default; the "
-        "others carry a vector) or every box",
-    )
+    add_appearance_argument(parser)
     parser.add_argument(
         "--set",
         action="append",
@@ -337,22 +332,15 @@ def main(args: argparse.Namespace) -> int:
     params = params_with(args.set)
     seq_name, seq_fps = sequence_info(args.gt)
     fps = args.fps or seq_fps or DEFAULT_FPS
-    from detector.config import AnalyzerConfig, AppearanceConfig
-
     vd = video_detections(
         args.video,
         score_min=min(args.score_min, params.low_score, args.peer_score),
         frames=None,
-        config=AnalyzerConfig(
-            models_dir=models_dir(),
-            appearance=AppearanceConfig(on_demand=args.appearance == "on-demand"),
-        ),
+        config=analyzer_config(args.appearance),
     )
     n = vd.n_frames if args.frames is None else min(args.frames, vd.n_frames)
     rows, ours_info = run_ours(vd, fps, params, frames=n)
-    boxes = sum(len(c) for c in vd.carried[:n])
-    carried = sum(int(c.sum()) for c in vd.carried[:n])
-    ours_info["crops_embedded_share"] = round(1.0 - carried / max(boxes, 1), 3)
+    ours_info["crops_embedded_share"] = embedded_share(vd.carried[:n])
     results = {"crosscam": args.out / "crosscam" / f"{seq_name}.txt"}
     write_mot(results["crosscam"], rows)
     peer_info: dict[str, Any] = {}

@@ -29,6 +29,7 @@ from collections import Counter
 from itertools import count
 from pathlib import Path
 
+from evaluation.analysis import add_appearance_argument
 from evaluation.mtmc_scoring import (
     Sample,
     Scenario,
@@ -135,13 +136,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--store", default="edge", choices=("edge", "local"), help="embedded store backend"
     )
     parser.add_argument("--frames", type=int, default=None, help="live run: first N frames only")
-    parser.add_argument(
-        "--appearance",
-        choices=("on-demand", "every-box"),
-        default="on-demand",
-        help="live run: the detector embeds only the boxes that may need appearance "
-        "(the default, [detector.appearance] on_demand) or every box",
-    )
+    add_appearance_argument(parser)
     parser.add_argument(
         "--reuse-live",
         action="store_true",
@@ -185,9 +180,7 @@ def main(args: argparse.Namespace) -> int:
             samples, info = load_samples(scn, cache)
         else:
             t0 = time.perf_counter()
-            samples, info = live_tracklets(
-                scn, max_frames=args.frames, appearance_on_demand=args.appearance == "on-demand"
-            )
+            samples, info = live_tracklets(scn, max_frames=args.frames, appearance=args.appearance)
             info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
             save_samples(cache, samples, info)
         label_live(scn, samples)
