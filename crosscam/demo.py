@@ -470,6 +470,9 @@ def _summarise(
     cross = {g for g, cs in cams_of.items() if len(cs) > 1}
     accounting = frame_accounting(frame_records, dets, dls)
     accounting["ingest_dropped"] = {c: status[c].get("frames_dropped") for c in cams}
+    accounting["ingest_dropped_backlog"] = {
+        c: status[c].get("frames_dropped_backlog") for c in cams
+    }
     return {
         "completed": completed,
         "seconds": round(elapsed, 1),

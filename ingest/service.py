@@ -144,6 +144,7 @@ class IngestService:
             + self.bad_encodes
             + stats.dropped_behind
             + stats.bad_frames,
+            frames_dropped_backlog=self.backlog_dropped,
             fps_published=self.published_rate.rate(time.monotonic_ns()),
             now_ns=time.time_ns(),
             state=state,

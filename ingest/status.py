@@ -2,7 +2,9 @@
 
 Fields: state (connecting/online/offline/ended), last_frame_ns, fps_measured
 (frames/s from the camera), fps_published, reconnects, frames_captured,
-frames_published, frames_dropped, last_error, source, pid, updated_ns. The TTL is
+frames_published, frames_dropped (every reason), frames_dropped_backlog (the
+outbox was full: Kafka could not take frames for longer than the outbox holds),
+last_error, source, pid, updated_ns. The TTL is
 refreshed with every write, so a camera whose ingest process died vanishes.
 Redis outages are logged and counted, never fatal: the client reconnects on
 the next write.
@@ -33,6 +35,7 @@ def status_fields(
     frames_published: int,
     frames_dropped: int,
     fps_published: float,
+    frames_dropped_backlog: int = 0,
     now_ns: int,
     state: str | None = None,
 ) -> dict[str, str]:
@@ -46,6 +49,7 @@ def status_fields(
         "frames_captured": str(stats.captured),
         "frames_published": str(frames_published),
         "frames_dropped": str(frames_dropped),
+        "frames_dropped_backlog": str(frames_dropped_backlog),
         "last_error": stats.error,
         "source": source,
         "pid": str(os.getpid()),

@@ -150,7 +150,9 @@ def test_status_fields() -> None:
         frames_dropped=1,
         fps_published=6.9,
         now_ns=5,
+        frames_dropped_backlog=1,
     )
+    assert f["frames_dropped"] == "1" and f["frames_dropped_backlog"] == "1"
     assert camera_status_key("cam1") == "crosscam:camera:cam1"
     assert f["state"] == "online" and f["fps_measured"] == "9.88" and f["reconnects"] == "2"
     assert f["frames_published"] == "6" and f["last_frame_ns"] == "123" and f["updated_ns"] == "5"
