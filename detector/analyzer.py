@@ -4,7 +4,12 @@
     res = analyzer.analyze("cam1", frame_bgr)            # FrameAnalysis
     results = analyzer.analyze_batch([("cam1", f1), ("cam2", f2)])
 
-Crops of every frame in a batch are embedded in one batched call. With
+Crops of every frame in a batch are embedded in one batched call; with
+``overlap`` on (the default) and a detector run frame by frame (the YOLOX-nano
+export has a fixed batch of 1), a worker thread detects the batch's next
+frames while this thread embeds the crops of those already detected, so the
+two models run side by side on one thread each instead of one after the other
+on several (measured in the README's *Capacity*). With
 appearance on demand (``appearance.on_demand``, :mod:`detector.appearance`) only the boxes
 whose association may need appearance are embedded; the others carry the
 vector of the box they continue. With background masking on, every frame
@@ -14,14 +19,16 @@ so frames of a camera must come in order.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from detector.appearance import AppearanceGate, EmbedPlan
-from detector.backends import Detector, build_detector
+from detector.backends import Detector, FrameBoxes, build_detector
 from detector.background import BackgroundMasker
 from detector.config import AnalyzerConfig, AppearanceConfig
 from detector.embedder import Embedder, OnnxEmbedder, build_embedder
@@ -99,6 +106,7 @@ class Analyzer:
         *,
         detector_reason: str = "",
         gate: AppearanceGate | None = None,
+        overlap: bool = False,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -108,6 +116,11 @@ class Analyzer:
         self.detector_reason = detector_reason
         self.last_timing = AnalysisTiming()
         self.greyscale = GreyscaleCameras()
+        self.overlap = overlap and getattr(detector, "fixed_batch", None) == 1
+        """Detect a batch's next frames in a worker thread while embedding this frame's crops
+        (only for a detector that runs frame by frame anyway)."""
+        self._worker: ThreadPoolExecutor | None = None
+        self._worker_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: AnalyzerConfig | None = None) -> Analyzer:
@@ -128,7 +141,14 @@ class Analyzer:
                 fill = tuple(mean255[::-1]) if spec.channel_order == "rgb" else tuple(mean255)  # type: ignore[assignment]
             masker = BackgroundMasker(config.background, fill)
         gate = AppearanceGate(config.appearance)
-        return cls(detector, embedder, masker, detector_reason=reason, gate=gate)
+        return cls(
+            detector,
+            embedder,
+            masker,
+            detector_reason=reason,
+            gate=gate,
+            overlap=config.runtime.overlap_models,
+        )
 
     @property
     def embedding_dim(self) -> int:
@@ -170,61 +190,104 @@ class Analyzer:
     def analyze_batch(self, frames: Sequence[tuple[str, np.ndarray]]) -> list[FrameAnalysis]:
         """People in each (camera_id, (H, W, 3) uint8 BGR frame), in input order."""
         t0 = time.perf_counter()
-        found = self.detector.detect_batch([f for _, f in frames])
+        if self.overlap and len(frames) > 1:
+            found = self._detect_ahead([f for _, f in frames])
+        else:
+            boxes = self.detector.detect_batch([f for _, f in frames])
+            seconds = self.detector.last_inference_seconds / max(len(boxes), 1)
+            found = [_done((fb, seconds)) for fb in boxes]
         results: list[FrameAnalysis] = []
-        plans: list[EmbedPlan] = []
-        to_embed: list[np.ndarray] = []
-        for (camera_id, frame), fb in zip(frames, found, strict=True):
-            grey = self.greyscale.observe(camera_id, frame)
-            crops = crop_views(frame, fb.boxes_xyxy)
-            sharp = np.asarray([sharpness(c) for c in crops], dtype=np.float32)
-            plan = self.gate.plan(camera_id, fb.boxes_xyxy, fb.scores, sharp)
-            plans.append(plan)
-            chosen = [c for c, e in zip(crops, plan.embed, strict=True) if e]
-            if self.masker is not None:
-                fg = self.masker.foreground(camera_id, frame)
-                boxes = fb.boxes_xyxy[plan.embed]
-                to_embed.extend(self.masker.mask_crops(fg, frame.shape[:2], boxes, chosen))
-            else:
-                to_embed.extend(chosen)
-            results.append(
-                FrameAnalysis(
-                    camera_id=camera_id,
-                    frame_hw=(int(frame.shape[0]), int(frame.shape[1])),
-                    boxes_xyxy=fb.boxes_xyxy.astype(np.float32, copy=False),
-                    scores=fb.scores.astype(np.float32, copy=False),
-                    embeddings=np.zeros((0, self.embedder.dim), np.float32),
-                    sharpness=sharp,
-                    crops=crops,
-                    greyscale=grey,
-                )
-            )
-        self._fill_vectors(results, plans, to_embed)
+        pending: list[tuple[FrameAnalysis, EmbedPlan, list[np.ndarray]]] = []
+        embed_seconds = 0.0
+        crops = 0
+        try:
+            for i, ((camera_id, frame), fut) in enumerate(zip(frames, found, strict=True)):
+                pending.append(self._plan(camera_id, frame, fut.result()[0]))
+                results.append(pending[-1][0])
+                if i + 1 == len(found) or not found[i + 1].done():
+                    # the next frame is still being detected: embed what is planned meanwhile
+                    crops += sum(len(chosen) for _, _, chosen in pending)
+                    embed_seconds += self._fill_vectors(pending)
+                    pending = []
+        except BaseException:
+            # Plans not resolved would leave the cameras' state out of step: start afresh.
+            for camera_id, _ in frames:
+                self.gate.reset(camera_id)
+            for fut in found:  # the detector is idle again before anyone else uses it
+                if not fut.cancel():
+                    fut.exception()
+            raise
         self._embed_grey(results)
         self.last_timing = AnalysisTiming(
             frames=len(frames),
             boxes=sum(len(r) for r in results),
-            crops=len(to_embed),
-            detector_inference=self.detector.last_inference_seconds,
-            embedder_inference=self.embedder.last_inference_seconds,
+            crops=crops,
+            detector_inference=sum(f.result()[1] for f in found),
+            embedder_inference=embed_seconds,
             total=time.perf_counter() - t0,
         )
         return results
 
+    def _detect_ahead(self, frames: list[np.ndarray]) -> list[Future[tuple[FrameBoxes, float]]]:
+        """Each frame's detection, queued on the worker thread (one at a time, in order)."""
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="detect-ahead")
+            worker = self._worker
+
+        def detect(frame: np.ndarray) -> tuple[FrameBoxes, float]:
+            fb = self.detector.detect_batch([frame])[0]
+            return fb, self.detector.last_inference_seconds
+
+        return [worker.submit(detect, f) for f in frames]
+
+    def _plan(
+        self, camera_id: str, frame: np.ndarray, fb: FrameBoxes
+    ) -> tuple[FrameAnalysis, EmbedPlan, list[np.ndarray]]:
+        """One detected frame's analysis without vectors, its embed plan and the crops to embed."""
+        grey = self.greyscale.observe(camera_id, frame)
+        crops = crop_views(frame, fb.boxes_xyxy)
+        sharp = np.asarray([sharpness(c) for c in crops], dtype=np.float32)
+        plan = self.gate.plan(camera_id, fb.boxes_xyxy, fb.scores, sharp)
+        chosen = [c for c, e in zip(crops, plan.embed, strict=True) if e]
+        if self.masker is not None:
+            fg = self.masker.foreground(camera_id, frame)
+            chosen = self.masker.mask_crops(fg, frame.shape[:2], fb.boxes_xyxy[plan.embed], chosen)
+        res = FrameAnalysis(
+            camera_id=camera_id,
+            frame_hw=(int(frame.shape[0]), int(frame.shape[1])),
+            boxes_xyxy=fb.boxes_xyxy.astype(np.float32, copy=False),
+            scores=fb.scores.astype(np.float32, copy=False),
+            embeddings=np.zeros((0, self.embedder.dim), np.float32),
+            sharpness=sharp,
+            crops=crops,
+            greyscale=grey,
+        )
+        return res, plan, chosen
+
     def _fill_vectors(
-        self, results: list[FrameAnalysis], plans: list[EmbedPlan], to_embed: list[np.ndarray]
-    ) -> None:
-        """Embed the planned crops in one call; every box gets a fresh or a carried vector."""
-        try:
-            vectors = self.embedder.embed(to_embed)
-            start = 0
-            for res, plan in zip(results, plans, strict=True):
-                k = int(plan.embed.sum())
-                res.embeddings = self.gate.resolve(res.camera_id, plan, vectors[start : start + k])
-                res.carried = ~plan.embed
-                start += k
-        except BaseException:
-            # Plans not resolved would leave the cameras' state out of step: start afresh.
-            for res in results:
-                self.gate.reset(res.camera_id)
-            raise
+        self, planned: list[tuple[FrameAnalysis, EmbedPlan, list[np.ndarray]]]
+    ) -> float:
+        """Embed the planned frames' crops in one call, in order; every box gets a fresh or a
+        carried vector. Returns the embedder's inference seconds."""
+        vectors = self.embedder.embed([c for _, _, chosen in planned for c in chosen])
+        start = 0
+        for res, plan, chosen in planned:
+            k = len(chosen)
+            res.embeddings = self.gate.resolve(res.camera_id, plan, vectors[start : start + k])
+            res.carried = ~plan.embed
+            start += k
+        return self.embedder.last_inference_seconds
+
+    def close(self) -> None:
+        """Stop the detect-ahead worker (idempotent)."""
+        with self._worker_lock:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
+
+
+def _done(value: tuple[FrameBoxes, float]) -> Future[tuple[FrameBoxes, float]]:
+    fut: Future[tuple[FrameBoxes, float]] = Future()
+    fut.set_result(value)
+    return fut

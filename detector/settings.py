@@ -9,7 +9,8 @@ model = "yolox_nano"      # "" = no model configured -> OpenCV HOG fallback
 type = "onnx"             # or "none"
 [detector.runtime]
 providers = ["tensorrt", "cuda", "cpu"]
-intra_op_threads = 2
+intra_op_threads = 1      # default: half the cores, at most 4
+overlap_models = true     # detector and embedder side by side on a backlog
 [detector.background]
 enabled = false
 [detector.crops]

@@ -130,3 +130,56 @@ def test_greyscale_camera_is_detected_and_colour_crops_are_embedded_grey(
     d_grey = 1 - float(res_grey.embeddings[0] @ res_colour.embeddings_grey[0])
     d_colour = 1 - float(res_grey.embeddings[0] @ res_colour.embeddings[0])
     assert d_grey < d_colour
+
+
+def _runs(overlap: bool) -> Analyzer:
+    return Analyzer.from_config(
+        AnalyzerConfig(models_dir=models_dir(), runtime={"overlap_models": overlap})
+    )
+
+
+def test_detect_ahead_gives_the_serial_results() -> None:
+    """Detector and embedder side by side (appearance on demand, two cameras interleaved)
+    give exactly what one after the other gives: boxes, vectors, carried flags, counts."""
+    clips = [f for _, f in video_frames(VIDEO, 12)]
+    items = [(cam, f) for f in clips for cam in ("a", "b")]
+    side, serial = _runs(True), _runs(False)
+    assert side.overlap and not serial.overlap
+    got, want = [], []
+    for k in range(0, len(items), 8):
+        got += side.analyze_batch(items[k : k + 8])
+        want += serial.analyze_batch(items[k : k + 8])
+        assert side.last_timing.crops == serial.last_timing.crops
+        assert side.last_timing.detector_inference > 0 and side.last_timing.embedder_inference > 0
+    assert sum(int(r.carried.sum()) for r in got) > 0, "on demand carried some vectors"
+    for g, w in zip(got, want, strict=True):
+        assert g.camera_id == w.camera_id
+        np.testing.assert_allclose(g.boxes_xyxy, w.boxes_xyxy, atol=1e-3)
+        np.testing.assert_array_equal(g.carried, w.carried)
+        np.testing.assert_allclose(g.embeddings, w.embeddings, atol=1e-4)
+    side.close()
+
+
+def test_detect_ahead_failure_leaves_nothing_half_done() -> None:
+    """The embedder failing mid-batch: the error surfaces once, and the next batch analyses
+    from a clean state (without the reset its plans would be out of step and it would raise)."""
+    side = _runs(True)
+    clips = [("a", f) for _, f in video_frames(VIDEO, 6)]
+    real = side.embedder.embed
+    calls = {"n": 0}
+
+    def failing(crops: list[np.ndarray]) -> np.ndarray:
+        calls["n"] += 1
+        raise RuntimeError("embedder down")
+
+    side.embedder.embed = failing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="embedder down"):
+        side.analyze_batch(clips)
+    assert calls["n"] == 1
+    side.embedder.embed = real  # type: ignore[method-assign]
+    again = side.analyze_batch(clips)
+    fresh = _runs(False).analyze_batch(clips)
+    for g, w in zip(again, fresh, strict=True):
+        np.testing.assert_array_equal(g.carried, w.carried)
+        np.testing.assert_allclose(g.embeddings, w.embeddings, atol=1e-4)
+    side.close()
