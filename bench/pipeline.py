@@ -76,10 +76,14 @@ MIN_THROUGHPUT_RATIO = 0.95
 """Kept up: the detector consumed at least this share of the frames published in the window."""
 WARMUP_TIMEOUT_S = 300.0
 """Longest wait for every camera's first detections (model load, RTSP connect)."""
-WARMUP_SETTLE_S = 20.0
-"""After the first detections, the window starts once the detector is under
-``MAX_LAG_S`` behind (cameras start only after every stage consumes, so this is
-the first frames' JPEG/ONNX warm-up), or after this many seconds at the latest."""
+WARMUP_SETTLE_S = 90.0
+"""After the first detections, the window starts once the detector has stayed under
+``MAX_LAG_S`` behind for ``WARMUP_STEADY_S`` (cameras start only after every stage
+consumes, so this is the backlog of the first frames' JPEG/ONNX warm-up, which a
+detector with little spare capacity drains slowly: 20 s was too short at 3 cameras
+and put the drain's latency into the window), or after this many seconds at the latest."""
+WARMUP_STEADY_S = 5.0
+"""How long the detector's lag must stay under the bound before the window starts."""
 LAG_SAMPLE_S = 1.0
 """How often the groups' lag is sampled."""
 METRICS_PORTS = 64
@@ -222,7 +226,7 @@ def _latencies_and_bytes(
     bootstrap: str, t0_ns: int, t1_ns: int, cams: list[str], seconds: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Capture → topic latency (messages captured in the window) and bytes/s per camera."""
-    lat: dict[str, list[float]] = {"detections": [], "tracklets": [], "matches": []}
+    lat: dict[str, list[float]] = {"frames": [], "detections": [], "tracklets": [], "matches": []}
     volume: dict[str, int] = {}
     for topic, typ, name in (
         (FRAMES.name, Frame, "frames"),
@@ -321,13 +325,18 @@ def _warm_up(
         )
 
     faults.wait_for(first_detections, WARMUP_TIMEOUT_S, "first detections", period_s=1.0)
+    under_since: list[float] = []
+
+    def settled() -> bool:
+        if (_lags(bootstrap)["detector"] or 0) > bound:
+            under_since.clear()
+            return False
+        if not under_since:
+            under_since.append(time.monotonic())
+        return time.monotonic() - under_since[0] >= WARMUP_STEADY_S
+
     try:
-        faults.wait_for(
-            lambda: (_lags(bootstrap)["detector"] or 0) <= bound,
-            WARMUP_SETTLE_S,
-            "start-up backlog cleared",
-            period_s=LAG_SAMPLE_S,
-        )
+        faults.wait_for(settled, WARMUP_SETTLE_S, "start-up backlog cleared", period_s=LAG_SAMPLE_S)
     except faults.FaultTimeout:
         log.warning("backlog_not_cleared_before_window")
 
