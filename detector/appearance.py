@@ -15,10 +15,14 @@ partitioning by camera gives), a box is **embedded** unless all of these hold:
   frame overlaps it or that previous box (IoU > 0): an unambiguous pair;
 * the carried vector was embedded fewer than ``refresh_frames`` frames ago
   (the tracker's appearance gallery keeps learning a person's changing pose);
-* its crop is not better than every crop embedded along its chain so far
-  (quality as the tracker ranks the crops a tracklet keeps: score × height up
-  to ``full_detail_height_px`` × sharpness / (sharpness + ``sharpness_half_point``)),
-  so the crops a tracklet keeps carry their own vectors.
+* its crop is not ``better_ratio`` (1.1) times better than every crop embedded
+  along its chain so far (quality as the tracker ranks the crops a tracklet
+  keeps: score × height up to ``full_detail_height_px`` × sharpness /
+  (sharpness + ``sharpness_half_point``)), so the crops a tracklet keeps carry
+  their own vectors. With 1.0 a person walking towards the camera grows a little
+  every frame and was embedded every frame; 1.1, 1.25 and 1.5 embed 82, 80 and
+  79 % as many crops as 1.0 on PETS09 (4.5 → 3.7 a frame), so 1.1 removes the
+  near-ties and little else.
 
 After a gap (a dropped frame, a restart) boxes no longer overlap and are embedded.
 
@@ -122,7 +126,7 @@ class AppearanceGate:
             stale = np.zeros(n, dtype=bool)
             better = np.zeros(n, dtype=bool)
             stale[has] = st.age[parent[has]] + 1 >= cfg.refresh_frames
-            better[has] = quality[has] > st.best_quality[parent[has]]
+            better[has] = quality[has] > cfg.better_ratio * st.best_quality[parent[has]]
             parent[stale | better] = -1
         embed = parent < 0
         age = np.zeros(n, dtype=np.int64)

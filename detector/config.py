@@ -279,7 +279,7 @@ class AppearanceConfig(_Strict):
         description="embed only boxes whose association may need appearance (new, ambiguous, "
         "jumped, due a refresh, or a better crop than the chain's best) and carry the vector "
         "of an unambiguous IoU continuation forward, flagged as carried so the tracker keeps "
-        "it out of a track's gallery. On PETS09 it embeds 55-58 % of the boxes; false embeds "
+        "it out of a track's gallery. On PETS09 it embeds about half the boxes; false embeds "
         "every box",
     )
     match_iou: float = Field(
@@ -294,6 +294,14 @@ class AppearanceConfig(_Strict):
         ge=1,
         le=1000,
         description="a carried vector is re-embedded after this many frames (1 = every frame)",
+    )
+    better_ratio: float = Field(
+        1.1,
+        ge=1.0,
+        le=10.0,
+        description="a box that could carry a vector is embedded anyway when its crop's "
+        "quality exceeds this many times the best crop embedded along its chain (1.0: any "
+        "better crop; 1.1 skips near-ties, see detector.appearance)",
     )
     full_detail_height_px: float = Field(
         256.0, gt=0, description="crop height beyond which quality stops growing (as the tracker)"
