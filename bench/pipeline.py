@@ -84,6 +84,9 @@ detector with little spare capacity drains slowly: 20 s was too short at 3 camer
 and put the drain's latency into the window), or after this many seconds at the latest."""
 WARMUP_STEADY_S = 5.0
 """How long the detector's lag must stay under the bound before the window starts."""
+FIRST_DECISIONS = frozenset({"link", "new_identity"})
+"""Match events timed from capture: a tracklet's first decision (splits and merges revisit
+tracklets that ended long before, up to the linker's revisit window)."""
 LAG_SAMPLE_S = 1.0
 """How often the groups' lag is sampled."""
 METRICS_PORTS = 64
@@ -244,7 +247,8 @@ def _latencies_and_bytes(
             if not t0_ns <= captured <= t1_ns or getattr(msg, "eos", False):
                 continue
             total += len(rec.value) + len(rec.key or b"")
-            if name in lat:
+            # a split revisits an old tracklet: its delay from capture is not a link's
+            if name in lat and (name != "matches" or getattr(msg, "kind", "") in FIRST_DECISIONS):
                 lat[name].append(max(0.0, rec.timestamp / 1e3 - captured / NS_PER_S))
         volume[name] = total
     per_cam = {
