@@ -122,7 +122,7 @@ def _publish_once(scn: Path) -> None:
     """Start every view as a live camera, at the same moment, playing the recording once."""
     topo = Topology.load(scn / "cameras.toml")
     for cam in topo.spec.cameras:
-        stack.rtsp_publish(cam.id, topo.source_path(cam.id), loop=False)
+        stack.rtsp_publish(cam.id, topo.source_path(cam.id), loop=False, pre_encode=True)
 
 
 def _cameras_ended(cams: list[str]) -> bool:

@@ -1128,15 +1128,44 @@ class RtspServer:
         self.stop()
 
 
+def camera_like_h264(file: Path, fps: float | None) -> bool:
+    """``file`` is already H.264 as a camera sends it (baseline, no B-frames) at ``fps``
+    (None: any rate), so it can be served as it is (``crosscam scenario`` writes such files)."""
+    if shutil.which("ffprobe") is None:
+        return False
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries"]
+    cmd += ["stream=codec_name,profile,has_b_frames,r_frame_rate", "-of", "json", str(file)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        streams = json.loads(res.stdout or "{}").get("streams") or [{}]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return False
+    st = streams[0]
+    num, _, den = str(st.get("r_frame_rate", "0/1")).partition("/")
+    try:
+        rate = float(num) / float(den or 1)
+    except (ValueError, ZeroDivisionError):
+        return False
+    return (
+        st.get("codec_name") == "h264"
+        and "Baseline" in str(st.get("profile", ""))
+        and int(st.get("has_b_frames", 1)) == 0
+        and (fps is None or abs(rate - fps) < 1e-3)
+    )
+
+
 def encode_h264(file: Path, fps: float | None, cache_dir: Path) -> Path:
-    """``file`` encoded once to H.264 as a camera sends it, cached by content stamp and rate.
+    """``file`` encoded once to H.264 as a camera sends it, cached by content stamp and rate;
+    a file that already is (:func:`camera_like_h264`) is only copied into the server's
+    container (Matroska), its pictures unchanged.
 
     Baseline profile, no B-frames, a keyframe every ``RTSP_KEY_INT`` frames, at
     ``fps`` (frames repeated or dropped as needed; None = the file's rate).
     Concurrent callers of the same file wait for one encode.
     """
+    as_is = camera_like_h264(file, fps)
     st = file.stat()
-    ident = f"{file}|{st.st_size}|{st.st_mtime_ns}|{fps}|{RTSP_KEY_INT}"
+    ident = f"{file}|{st.st_size}|{st.st_mtime_ns}|{fps}|{RTSP_KEY_INT}|{as_is}"
     out = cache_dir / f"{file.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.mkv"
     if out.exists():
         return out
@@ -1148,11 +1177,14 @@ def encode_h264(file: Path, fps: float | None, cache_dir: Path) -> Path:
         if out.exists():
             return out
         tmp = out.with_suffix(f".tmp{os.getpid()}.mkv")
-        rate = ["-r", f"{fps:g}"] if fps is not None else []
-        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(file), *rate]
-        cmd += ["-an", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline"]
-        cmd += ["-bf", "0", "-g", str(RTSP_KEY_INT), "-keyint_min", str(RTSP_KEY_INT)]
-        cmd += ["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "2M", str(tmp)]
+        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(file), "-an"]
+        if as_is:  # the same pictures, bit for bit, in the container the server plays
+            cmd += ["-c:v", "copy", str(tmp)]
+        else:
+            cmd += ["-r", f"{fps:g}"] if fps is not None else []
+            cmd += ["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline"]
+            cmd += ["-bf", "0", "-g", str(RTSP_KEY_INT), "-keyint_min", str(RTSP_KEY_INT)]
+            cmd += ["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "2M", str(tmp)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=ENCODE_TIMEOUT_S)
         if res.returncode != 0:
             tmp.unlink(missing_ok=True)

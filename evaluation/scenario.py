@@ -248,6 +248,12 @@ def _walk_speeds_px_s(gt: np.ndarray) -> np.ndarray:
     return np.concatenate(speeds) if speeds else np.zeros(0)
 
 
+CAMERA_KEY_INT = 10
+"""Keyframe interval of scenario videos. They are encoded as a camera sends H.264 (baseline,
+no B-frames, a keyframe every 10 frames, as the test RTSP server's cameras), so the demo
+serves the very file the in-process evaluation reads, bit for bit, without re-encoding it."""
+
+
 class _Writer:
     """mp4 through ffmpeg (H.264) or MJPG AVI through OpenCV."""
 
@@ -261,7 +267,9 @@ class _Writer:
                 "-loglevel", "error", "-y",
                 "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", str(SEQUENCE_FPS), "-i", "-",
                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-                "-g", str(int(SEQUENCE_FPS * 2)), "-movflags", "+faststart", str(path),
+                "-profile:v", "baseline", "-bf", "0", "-g", str(CAMERA_KEY_INT),
+                "-keyint_min", str(CAMERA_KEY_INT), "-sc_threshold", "0",
+                "-movflags", "+faststart", str(path),
             ]  # fmt: skip
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         else:
