@@ -5,6 +5,11 @@ frame ``i + 1`` of any), exactly as the per-camera topics deliver them to the
 stages; finished tracklets come out in the order the trackers finish them.
 Trackers keep crops as in the live system (their vectors and, on a network
 with a greyscale camera, their greyscale vectors) but without the JPEG bytes.
+Each frame makes the bus's round trip first (ingest's resize and JPEG at its
+default settings, then the detector's decode), so the detector sees the
+pictures the live system's detector sees, and a live run (``crosscam demo``,
+which serves the scenario's own H.264 files as cameras) can be compared with
+this one tracklet for tracklet.
 """
 
 from __future__ import annotations
@@ -27,7 +32,19 @@ def live_tracklets(
     detector embeds; the share of boxes embedded is reported.
     """
     from detector.analyzer import Analyzer
+    from detector.core import decode_jpeg
+    from ingest.encode import FrameEncoder
+    from ingest.settings import IngestSettings
     from tracker.core import CameraTracker
+
+    bus = IngestSettings()
+    encoder = FrameEncoder(bus.analysis_width, bus.jpeg_quality)
+
+    def as_on_the_bus(frame: np.ndarray) -> np.ndarray:
+        image = decode_jpeg(encoder.encode(frame).jpeg)
+        if not isinstance(image, np.ndarray):
+            raise ValueError(f"a scenario frame did not survive the bus: {image.reason}")
+        return image
 
     analyzer = Analyzer.from_config(analyzer_config(appearance))
     carried: list[np.ndarray] = []
@@ -60,7 +77,7 @@ def live_tracklets(
                 active.discard(cam)
                 collect(trackers[cam].close().finished)
                 continue
-            fa = analyzer.analyze(cam, frame)
+            fa = analyzer.analyze(cam, as_on_the_bus(frame))
             carried.append(fa.carried)
             trackers[cam].set_colour(
                 fa.greyscale, fa.embeddings_grey if fa.embeddings_grey.size else None
