@@ -156,9 +156,10 @@ def latest_tracklets(tracklets: list[Tracklet]) -> list[Tracklet]:
 
 
 def identities_from_matches(matches: list[Match]) -> dict[str, str]:
-    """tracklet id → global id after applying every event in order."""
+    """tracklet id → global id after applying every event in publication order
+    (``order_ns``; events without one keep the order given, before those with one)."""
     of: dict[str, str] = {}
-    for m in matches:
+    for m in sorted(matches, key=lambda e: e.order_ns):  # stable: ties keep their order
         if m.kind in ("new_identity", "link", "split") and m.tracklet_id:
             of[m.tracklet_id] = m.global_id
         elif m.kind == "merge":

@@ -33,6 +33,7 @@ from prometheus_client import Counter
 
 from reid.erasure import ErasureReport, check_global_id, erase_identity
 from reid.linker import Linker
+from reid.ordering import next_order_ns
 from reid.retention_job import open_configured_store
 from reid.settings import ReidSettingsRoot
 from reid.store import VectorStore
@@ -82,7 +83,9 @@ def erased_tracklets(client: redis.Redis, tracklet_ids: list[str]) -> set[str]:
 
 def erased_event(global_id: str) -> Match:
     """The public ``erased`` event of an identity."""
-    return Match(kind="erased", global_id=global_id, ts_emitted_ns=time.time_ns())
+    return Match(
+        kind="erased", global_id=global_id, ts_emitted_ns=time.time_ns(), order_ns=next_order_ns()
+    )
 
 
 async def publish_erased(kafka: KafkaSettings, global_id: str) -> None:

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from reid.corrections import Constraints, Correction, Member, plan_merge, plan_split
 from reid.engine import Engine
+from reid.ordering import in_order
 from reid.store import Scope
 from schemas.codec import encode
 from schemas.keys import CONSTRAINTS_KEY
@@ -117,7 +118,7 @@ class MatchPublisher:
                 self._producer = producer
             sends = [
                 await self._producer.send(MATCHES.name, encode(e), key=e.global_id.encode())
-                for e in events
+                for e in in_order(events)
             ]
             for fut in sends:
                 await asyncio.wait_for(fut, SEND_TIMEOUT_S)

@@ -34,6 +34,7 @@ from reid.erasure import ErasureReport
 from reid.erasure_job import erase_everywhere, erased_tracklets, publish_erased
 from reid.operator import Corrector, MatchPublisher, load_constraints
 from reid.operator_api import OperatorApi, Searcher, operator_router
+from reid.ordering import in_order
 from reid.qdrant_store import LockedStore, open_store
 from reid.retention_job import start_background as start_retention
 from reid.settings import ReidSettingsRoot
@@ -124,7 +125,7 @@ class ReidStage:
             return []
         m.SEARCH_SECONDS.labels(camera_label(cam)).observe(res.search_seconds)
         outputs: list[Output] = []
-        for e in res.events:
+        for e in in_order(res.events):
             if e.kind == "link":
                 m.LINKS.labels(camera_label(cam)).inc()
             elif e.kind == "new_identity":

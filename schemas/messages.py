@@ -229,6 +229,13 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     ``by`` says who decided: ``system`` (the linker) or ``operator`` (a person's
     correction through the API; the linker keeps it from then on).
+
+    ``order_ns`` orders events across the topic's partitions: the key is the
+    global id, so a merge and the links it rewrites can sit on different
+    partitions and reach a subscriber in either order. It is when the ReID
+    stage published the event (wall clock, ns), strictly increasing within one
+    ReID process; a subscriber that rebuilds identities applies events by
+    ``order_ns`` (0: an older producer, keep the order received).
     """
 
     v: int = SCHEMA_VERSION
@@ -243,6 +250,7 @@ class Match(msgspec.Struct, kw_only=True, omit_defaults=True):
     thumbnail_ref: str = ""
     ts_emitted_ns: int = 0
     by: Literal["system", "operator"] = "system"
+    order_ns: int = 0
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -149,3 +150,26 @@ def test_detections_tracked_counts_confident_boxes_that_end_in_tracklets() -> No
     topics.tracklets.append(_tracklet("a", "t3", [7], 0))
     with pytest.raises(faults.LossError, match="never detected"):
         faults.check_detections_tracked(topics, 0.5)
+
+
+def test_events_are_applied_in_publication_order_whatever_the_partition_order() -> None:
+    """A merge read before the links it rewrites (another partition) still ends as one identity."""
+    from reid.ordering import in_order
+    from schemas.messages import Match
+
+    published = in_order(
+        [
+            Match(kind="new_identity", global_id="g1", tracklet_id="a:1:0"),
+            Match(kind="new_identity", global_id="g2", tracklet_id="b:1:5"),
+            Match(kind="link", global_id="g2", tracklet_id="c:1:9"),
+            Match(kind="merge", global_id="g1", merged_ids=["g2"]),
+            Match(kind="split", global_id="g3", tracklet_id="c:1:9", merged_ids=["g1"]),
+        ]
+    )
+    assert [e.order_ns for e in published] == sorted({e.order_ns for e in published})
+    as_read = [published[i] for i in (3, 4, 0, 2, 1)]  # partitions interleaved differently
+    want = {"a:1:0": "g1", "b:1:5": "g1", "c:1:9": "g3"}
+    assert identities_from_matches(published) == want
+    assert identities_from_matches(as_read) == want
+    unordered = [msgspec.structs.replace(e, order_ns=0) for e in as_read]
+    assert identities_from_matches(unordered) != want, "without order_ns the read order rules"
