@@ -296,12 +296,13 @@ class AppearanceConfig(_Strict):
         description="a carried vector is re-embedded after this many frames (1 = every frame)",
     )
     better_ratio: float = Field(
-        1.1,
+        1.0,
         ge=1.0,
         le=10.0,
         description="a box that could carry a vector is embedded anyway when its crop's "
         "quality exceeds this many times the best crop embedded along its chain (1.0: any "
-        "better crop; 1.1 skips near-ties, see detector.appearance)",
+        "better crop; 1.1 embeds 18 % fewer crops on PETS09 and links less on a cold "
+        "site, see detector.appearance)",
     )
     full_detail_height_px: float = Field(
         256.0, gt=0, description="crop height beyond which quality stops growing (as the tracker)"

@@ -63,14 +63,14 @@ def test_vectors_are_refreshed_every_n_frames() -> None:
 
 
 def test_a_better_crop_is_embedded() -> None:
-    gate = AppearanceGate(AppearanceConfig(on_demand=True))
+    gate = AppearanceGate(AppearanceConfig(on_demand=True, better_ratio=1.1))
     _step(gate, APART)
     slightly = np.array([0.95, 0.9], np.float32)  # 5.6 % better: a near-tie, carried
     assert not _step(gate, APART + 1, slightly).any()
     better = np.array([1.0, 0.9], np.float32)  # 11 % better than the chain's best
     assert _step(gate, APART + 2, better).tolist() == [True, False]
     assert not _step(gate, APART + 3, better).any(), "no better than the chain's best now"
-    every = AppearanceGate(AppearanceConfig(on_demand=True, better_ratio=1.0))
+    every = AppearanceGate(AppearanceConfig(on_demand=True))  # the default: any better crop
     _step(every, APART)
     assert _step(every, APART + 1, slightly).tolist() == [True, False]
 
