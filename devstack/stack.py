@@ -1131,26 +1131,19 @@ class RtspServer:
 def camera_like_h264(file: Path, fps: float | None) -> bool:
     """``file`` is already H.264 as a camera sends it (baseline, no B-frames) at ``fps``
     (None: any rate), so it can be served as it is (``crosscam scenario`` writes such files)."""
+    from service.uploads import NotAVideo, probe_video  # the uploads' own probe
+
     if shutil.which("ffprobe") is None:
         return False
-    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries"]
-    cmd += ["stream=codec_name,profile,has_b_frames,r_frame_rate", "-of", "json", str(file)]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        streams = json.loads(res.stdout or "{}").get("streams") or [{}]
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return False
-    st = streams[0]
-    num, _, den = str(st.get("r_frame_rate", "0/1")).partition("/")
-    try:
-        rate = float(num) / float(den or 1)
-    except (ValueError, ZeroDivisionError):
+        probe = probe_video(str(file))
+    except NotAVideo:
         return False
     return (
-        st.get("codec_name") == "h264"
-        and "Baseline" in str(st.get("profile", ""))
-        and int(st.get("has_b_frames", 1)) == 0
-        and (fps is None or abs(rate - fps) < 1e-3)
+        probe.codec == "h264"
+        and "Baseline" in probe.profile
+        and probe.b_frames == 0
+        and (fps is None or abs(probe.fps - fps) < 1e-3)
     )
 
 

@@ -42,6 +42,11 @@ class Probe:
     width: int
     height: int
     suffix: str
+    codec: str = ""
+    profile: str = ""
+    b_frames: int = 1
+    """``has_b_frames`` of the video stream (0: pictures come in display order; unknown
+    counts as 1)."""
 
 
 def probe_video(path: str, ffprobe: str = "ffprobe") -> Probe:
@@ -73,7 +78,11 @@ def probe_video(path: str, ffprobe: str = "ffprobe") -> Probe:
         raise NotAVideo("no frames (a still image or an empty video)")
     names = str(fmt.get("format_name", "")).split(",")
     suffix = next((VIDEO_SUFFIXES[n] for n in names if n in VIDEO_SUFFIXES), ".video")
-    return Probe(frames, fps, duration, int(v.get("width", 0)), int(v.get("height", 0)), suffix)
+    return Probe(
+        frames, fps, duration, int(v.get("width", 0)), int(v.get("height", 0)), suffix,
+        codec=str(v.get("codec_name", "")), profile=str(v.get("profile", "")),
+        b_frames=int(v.get("has_b_frames", 1) or 0),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
