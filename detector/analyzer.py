@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -187,8 +187,17 @@ class Analyzer:
         """People in one (H, W, 3) uint8 BGR frame."""
         return self.analyze_batch([(camera_id, frame_bgr)])[0]
 
-    def analyze_batch(self, frames: Sequence[tuple[str, np.ndarray]]) -> list[FrameAnalysis]:
-        """People in each (camera_id, (H, W, 3) uint8 BGR frame), in input order."""
+    def analyze_batch(
+        self,
+        frames: Sequence[tuple[str, np.ndarray]],
+        on_ready: Callable[[int, FrameAnalysis], None] | None = None,
+    ) -> list[FrameAnalysis]:
+        """People in each (camera_id, (H, W, 3) uint8 BGR frame), in input order.
+
+        ``on_ready(i, analysis)`` is called, in order, as soon as frame ``i`` is
+        complete (its boxes and vectors), before the batch's later frames are:
+        its detections can go out while the rest is still being analysed.
+        """
         t0 = time.perf_counter()
         if self.overlap and len(frames) > 1:
             found = self._detect_ahead([f for _, f in frames])
@@ -208,6 +217,11 @@ class Analyzer:
                     # the next frame is still being detected: embed what is planned meanwhile
                     crops += sum(len(chosen) for _, _, chosen in pending)
                     embed_seconds += self._fill_vectors(pending)
+                    ready = [res for res, _, _ in pending]
+                    self._embed_grey(ready)
+                    if on_ready is not None:
+                        for k, res in enumerate(ready, start=i + 1 - len(ready)):
+                            on_ready(k, res)
                     pending = []
         except BaseException:
             # Plans not resolved would leave the cameras' state out of step: start afresh.
@@ -217,7 +231,6 @@ class Analyzer:
                 if not fut.cancel():
                     fut.exception()
             raise
-        self._embed_grey(results)
         self.last_timing = AnalysisTiming(
             frames=len(frames),
             boxes=sum(len(r) for r in results),

@@ -160,31 +160,50 @@ class FrameProcessor:
         self.now_ns = now_ns
         self.last_stats = BatchStats()
 
-    def process(self, items: Sequence[tuple[Frame, bytes]]) -> list[Detections | Rejected]:
-        """One result per (frame, JPEG bytes), in order. ``eos`` frames need no bytes."""
+    def process(
+        self,
+        items: Sequence[tuple[Frame, bytes]],
+        on_result: Callable[[int, Detections | Rejected], None] | None = None,
+    ) -> list[Detections | Rejected]:
+        """One result per (frame, JPEG bytes), in order. ``eos`` frames need no bytes.
+
+        ``on_result(i, result)`` is called as soon as item ``i``'s result is
+        known (analysed frames as the analyzer finishes each one; not always in
+        item order: a broken frame is known before the frames queued ahead of it).
+        """
         t0 = time.perf_counter()
         stats = BatchStats()
         results: list[Detections | Rejected | None] = [None] * len(items)
         pending: list[tuple[int, Frame, np.ndarray]] = []
 
+        def settle(index: int, result: Detections | Rejected) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
         def flush() -> None:
             if not pending:
                 return
             ta = time.perf_counter()
-            analyses = self.analyzer.analyze_batch([(f.camera_id, img) for _, f, img in pending])
+            encode_s = 0.0
+
+            def finished(k: int, res: FrameAnalysis) -> None:
+                nonlocal encode_s
+                te = time.perf_counter()
+                index, frame, _ = pending[k]
+                jpegs = [encode_crop(c, self.crops) for c in res.crops]
+                stats.boxes += len(res)
+                encode_s += time.perf_counter() - te
+                settle(index, to_detections(frame, res, jpegs, self.now_ns()))
+
+            self.analyzer.analyze_batch([(f.camera_id, img) for _, f, img in pending], finished)
             timing = self.analyzer.last_timing
-            stats.analyze += time.perf_counter() - ta
+            stats.analyze += time.perf_counter() - ta - encode_s
             stats.detector_inference += timing.detector_inference
             stats.embedder_inference += timing.embedder_inference
             stats.crops_embedded += timing.crops
             stats.chunks.append(len(pending))
-            te = time.perf_counter()
-            now = self.now_ns()
-            for (index, frame, _), res in zip(pending, analyses, strict=True):
-                jpegs = [encode_crop(c, self.crops) for c in res.crops]
-                results[index] = to_detections(frame, res, jpegs, now)
-                stats.boxes += len(res)
-            stats.crops_encode += time.perf_counter() - te
+            stats.crops_encode += encode_s
             pending.clear()
 
         for index, (frame, data) in enumerate(items):
@@ -193,14 +212,17 @@ class FrameProcessor:
                 # to its background model, which the end of stream resets.
                 flush()
                 self.analyzer.reset_camera(frame.camera_id)
-                results[index] = Detections(
-                    camera_id=frame.camera_id,
-                    seq=frame.seq,
-                    ts_capture_ns=frame.ts_capture_ns,
-                    width=frame.width,
-                    height=frame.height,
-                    eos=True,
-                    ts_detected_ns=self.now_ns(),
+                settle(
+                    index,
+                    Detections(
+                        camera_id=frame.camera_id,
+                        seq=frame.seq,
+                        ts_capture_ns=frame.ts_capture_ns,
+                        width=frame.width,
+                        height=frame.height,
+                        eos=True,
+                        ts_detected_ns=self.now_ns(),
+                    ),
                 )
                 stats.eos += 1
                 continue
@@ -208,7 +230,7 @@ class FrameProcessor:
             image = decode_jpeg(data)
             stats.decode += time.perf_counter() - td
             if isinstance(image, Rejected):
-                results[index] = image
+                settle(index, image)
                 stats.rejected += 1
                 continue
             pending.append((index, frame, image))

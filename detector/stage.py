@@ -37,6 +37,11 @@ class DetectorStage:
 
     name = "detector"
     input = FRAMES
+    streams_outputs = True
+    overlap_commits = True  # no checkpointed state: the next batch may start before the commit
+    emit: Callable[[list[Output]], None] | None = None
+    """Set by the stage runner while a batch is handled: a frame's detections are sent as
+    soon as they (and those of every record before it) are ready, not at the batch's end."""
 
     def __init__(
         self,
@@ -82,17 +87,36 @@ class DetectorStage:
                 data = got
             items.append((frame, data))
             positions.append(i)
-        results = self.processor.process(items)
-        for i, res in zip(positions, results, strict=True):
+        sent = [False] * len(records)
+        cursor = 0
+        emit = self.emit
+
+        def settle(j: int, res: Detections | Rejected) -> None:
+            nonlocal cursor
+            i = positions[j]
             rec, frame = records[i], frames[i]
             if isinstance(res, Rejected):
                 outputs[i] = self._reject(rec, frame, res)
-                continue
-            outputs[i] = Output.of(self.output, frame.camera_id, res)
-            if not res.eos:
-                self._observe(res)
+            else:
+                outputs[i] = Output.of(self.output, frame.camera_id, res)
+                if not res.eos:
+                    self._observe(res)
+            if emit is None:
+                return
+            # In record order, so a camera's detections keep their order on its partition;
+            # dead letters go to another topic and leave with the batch.
+            ready: list[Output] = []
+            while cursor < len(outputs) and (out := outputs[cursor]) is not None:
+                if out.topic == self.output.name:
+                    ready.append(out)
+                    sent[cursor] = True
+                cursor += 1
+            if ready:
+                emit(ready)
+
+        self.processor.process(items, settle)
         self._observe_batch(time.perf_counter() - t0)
-        return [o for o in outputs if o is not None]
+        return [o for o, done in zip(outputs, sent, strict=True) if o is not None and not done]
 
     def _reject(self, rec: Record, frame: Frame, rejected: Rejected) -> Output:
         m.REJECTED.labels(camera_label(frame.camera_id), rejected.kind).inc()

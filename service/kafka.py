@@ -21,6 +21,7 @@ in a worker thread so the event loop keeps Kafka heartbeats going.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -100,6 +101,48 @@ class Stage(Protocol):
     input: Topic
 
     def handle(self, records: list[Record]) -> list[Output]: ...
+
+
+class EarlySender:
+    """Sends outputs a stage hands over mid-batch (from its handling thread), right away.
+
+    A stage that declares ``streams_outputs = True`` gets one as ``stage.emit``
+    while a batch is handled and may call ``emit(outputs)`` with outputs it
+    will not return; the rest of the batch's outputs are returned as usual.
+    They are sent on the event loop as they come; :meth:`settle` waits for
+    every acknowledgement before the batch's offsets are committed, so the
+    at-least-once contract is the same, and a downstream stage sees a
+    record's output as soon as it exists instead of when the whole batch is done.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, loop: asyncio.AbstractEventLoop) -> None:
+        self.producer = producer
+        self.loop = loop
+        self._sent: list[tuple[list[Output], concurrent.futures.Future[list[KafkaError | None]]]]
+        self._sent = []
+
+    def __call__(self, outputs: list[Output]) -> None:
+        if outputs:
+            fut = asyncio.run_coroutine_threadsafe(_send_all(self.producer, outputs), self.loop)
+            self._sent.append((list(outputs), fut))
+
+    async def settle(self, stage: str) -> list[Output]:
+        """Wait for everything sent; the outputs that were not acknowledged (to send again)."""
+        failed: list[Output] = []
+        for outputs, fut in self._sent:
+            try:
+                errors = await asyncio.wrap_future(fut)
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, send them again
+                log.warning("early_send_failed", extra={"stage": stage, "error": repr(exc)})
+                failed.extend(outputs)
+                continue
+            for o, err in zip(outputs, errors, strict=True):
+                if err is None:
+                    metrics.MESSAGES_OUT.labels(stage, o.topic).inc()
+                else:
+                    failed.append(o)
+        self._sent.clear()
+        return failed
 
 
 def dead_letter(stage_name: str, record: Record | Any, reason: str) -> Output:
@@ -441,6 +484,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions_assigned", extra={"stage": self.stage.name, "partitions": parts})
 
 
+def _overlaps_commits(stage: Stage) -> bool:
+    """Whether the loop may handle the next batch while the previous one is committed.
+
+    Only for a stage that asks (``overlap_commits = True``) and keeps no
+    checkpointed state: no ``after_commit``, ``on_revoke`` or ``on_assign`` hook,
+    which must never see the next batch half applied.
+    """
+    hooks = ("after_commit", "on_revoke", "on_assign")
+    return bool(getattr(stage, "overlap_commits", False)) and not any(
+        getattr(stage, h, None) is not None for h in hooks
+    )
+
+
 async def run_stage(
     stage: Stage,
     settings: KafkaSettings,
@@ -457,7 +513,11 @@ async def run_stage(
     clients close. Broker outages are retried with capped exponential backoff;
     so are transient faults of the stage's dependencies (see :func:`handle_batch`).
     A partition revoked mid-batch is checkpointed (``on_revoke``) after the
-    batch, never during it.
+    batch, never during it. A stage without checkpoints may ask for
+    ``overlap_commits``: the next batch is then polled and handled while the
+    previous batch's last acknowledgements and its commit are awaited (the
+    loop's broker round trips no longer leave the stage idle); a batch's
+    commit still follows all of its acks, and commits stay in order.
     """
     stop = stop or asyncio.Event()
     group_id = group_id or f"crosscam-{stage.name}"
@@ -489,6 +549,8 @@ async def run_stage(
         "stage_started", extra={"stage": stage.name, "group": group_id, "topic": stage.input.name}
     )
     after_commit = getattr(stage, "after_commit", None)
+    overlap = _overlaps_commits(stage)
+    finishing: asyncio.Task[list[int]] | None = None
     try:
         while not stop.is_set():
             try:
@@ -500,6 +562,18 @@ async def run_stage(
                 continue
             if not batches:
                 continue
+            if overlap:
+                # This batch is handled while the previous one's last acks and commit
+                # complete; commits stay in order and each follows its batch's acks.
+                handled = await _handle_batch(stage, producer, batches, stop, settings)
+                if finishing is not None:
+                    await finishing
+                finishing = asyncio.create_task(
+                    _produce_and_commit(
+                        stage, consumer, producer, batches, handled, stop, settings
+                    )
+                )
+                continue
             async with busy:
                 done = await _process_batch(stage, consumer, producer, batches, stop, settings)
                 await listener.run_deferred()
@@ -508,6 +582,8 @@ async def run_stage(
                 if after_commit is not None and done:
                     await asyncio.to_thread(after_commit, done)
     finally:
+        if finishing is not None:
+            await finishing  # the last batch is produced and committed before the clients close
         with contextlib.suppress(Exception):
             await listener.run_deferred()  # revoked mid-batch, not yet checkpointed
         owned = sorted(tp.partition for tp in consumer.assignment())
@@ -584,34 +660,65 @@ def commit_offsets(
     return offsets
 
 
-async def _process_batch(
+async def _handle_batch(
     stage: Stage,
-    consumer: AIOKafkaConsumer,
     producer: AIOKafkaProducer,
     batches: dict[TopicPartition, list[Any]],
     stop: asyncio.Event,
     settings: KafkaSettings,
-) -> list[int]:
-    """Decode, handle, produce, commit one batch; the partitions it fully handled."""
-    cap = settings.reconnect_backoff_max_s
+) -> Handled:
+    """Decode and handle one batch: the outputs still to produce, and the unfinished records.
+
+    A streaming stage's early outputs are acknowledged here already (those the
+    broker refused come back among the outputs, to be sent again)."""
     records, outputs = _decode_batch(stage, batches)
-    unfinished: list[Record] = []
-    if records:
-        t0 = time.perf_counter()
-        backoff = Backoff(initial_s=0.2, max_s=cap)
+    if not records:
+        return Handled(outputs)
+    t0 = time.perf_counter()
+    backoff = Backoff(initial_s=0.2, max_s=settings.reconnect_backoff_max_s)
+    early = None
+    if getattr(stage, "streams_outputs", False):
+        early = EarlySender(producer, asyncio.get_running_loop())
+        stage.emit = early  # type: ignore[attr-defined]
+    try:
         handled = await asyncio.to_thread(handle_batch, stage, records, stop.is_set, backoff)
-        outputs.extend(handled.outputs)
-        unfinished = handled.unfinished
-        metrics.BATCH_SECONDS.labels(stage.name).observe(time.perf_counter() - t0)
-        metrics.BATCH_RECORDS.labels(stage.name).observe(len(records))
-        now = time.time_ns()
-        for rec in records:
-            ts = _capture_ns(rec.message)
-            if ts is not None:
-                metrics.CAPTURE_LATENCY.labels(stage.name).observe(max(0, now - ts) / 1e9)
-    if outputs:
-        await produce_all(producer, outputs, stage.name, stop, cap, settings.max_message_bytes)
-    offsets = commit_offsets(batches, unfinished)
+    finally:
+        if early is not None:
+            stage.emit = None  # type: ignore[attr-defined]
+            # sent again with the rest (a repeat is absorbed downstream)
+            outputs.extend(await early.settle(stage.name))
+    outputs.extend(handled.outputs)
+    metrics.BATCH_SECONDS.labels(stage.name).observe(time.perf_counter() - t0)
+    metrics.BATCH_RECORDS.labels(stage.name).observe(len(records))
+    now = time.time_ns()
+    for rec in records:
+        ts = _capture_ns(rec.message)
+        if ts is not None:
+            metrics.CAPTURE_LATENCY.labels(stage.name).observe(max(0, now - ts) / 1e9)
+    return Handled(outputs, handled.unfinished)
+
+
+async def _produce_and_commit(
+    stage: Stage,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    batches: dict[TopicPartition, list[Any]],
+    handled: Handled,
+    stop: asyncio.Event,
+    settings: KafkaSettings,
+) -> list[int]:
+    """Produce a handled batch's outputs, await every ack, then commit; the partitions it
+    fully handled."""
+    if handled.outputs:
+        await produce_all(
+            producer,
+            handled.outputs,
+            stage.name,
+            stop,
+            settings.reconnect_backoff_max_s,
+            settings.max_message_bytes,
+        )
+    offsets = commit_offsets(batches, handled.unfinished)
     try:
         if offsets:
             await consumer.commit(offsets)
@@ -625,7 +732,20 @@ async def _process_batch(
         hw = consumer.highwater(tp)
         if hw is not None:
             metrics.CONSUMER_LAG.labels(stage.name, str(tp.partition)).set(max(0, hw - offset))
-    return sorted({tp.partition for tp in batches} - {r.partition for r in unfinished})
+    return sorted({tp.partition for tp in batches} - {r.partition for r in handled.unfinished})
+
+
+async def _process_batch(
+    stage: Stage,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    batches: dict[TopicPartition, list[Any]],
+    stop: asyncio.Event,
+    settings: KafkaSettings,
+) -> list[int]:
+    """Decode, handle, produce, commit one batch; the partitions it fully handled."""
+    handled = await _handle_batch(stage, producer, batches, stop, settings)
+    return await _produce_and_commit(stage, consumer, producer, batches, handled, stop, settings)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -16,7 +16,7 @@ from schemas.codec import decode, encode
 from schemas.messages import Detections, Frame
 from schemas.topics import DEADLETTER, DETECTIONS, FRAMES
 from service.assets import models_dir, pets_dir
-from service.kafka import Record
+from service.kafka import Output, Record
 
 NOW_NS = 1_700_000_000_000_000_000
 
@@ -119,6 +119,59 @@ def test_stage_dead_letters_bad_frames_and_keys_by_camera(
     det = decode(Detections, out[0].value)
     assert det.embedding_dim == 512 and len(det.crops_jpeg) == len(det.scores_array())
     assert b"corrupt_jpeg" in out[1].value and b"claim_check_missing" in out[2].value
+
+
+def test_stage_streams_detections_in_record_order_before_the_batch_ends(
+    processor: FrameProcessor, jpegs: list[bytes]
+) -> None:
+    """With ``emit`` set (the runner does), each frame's detections are handed over as soon as
+    they and every record before them are ready; the batch returns only what was not sent."""
+    frames = [
+        _frame("s-1", 0, jpegs[0]),
+        _frame("s-2", 0, jpegs[1]),
+        _frame("s-1", 1, b"\xff\xd8junk"),
+        _frame("s-1", 2, jpegs[2]),
+        _frame("s-2", 1, jpegs[0]),
+        _frame("s-1", 3, eos=True),
+    ]
+    records = [
+        Record(FRAMES.name, 0, i, f.camera_id.encode(), encode(f), f, 0)
+        for i, f in enumerate(frames)
+    ]
+    stage = DetectorStage(processor, fetch_jpegs=None)
+    serial = stage.handle(records)  # no emit: everything comes back at the end
+    emitted: list[list[Output]] = []
+    analyses_when_emitted: list[int] = []
+    calls = {"n": 0}
+    original = processor.analyzer.analyze_batch
+
+    def counting(*args: object, **kw: object) -> object:
+        calls["n"] += 1
+        return original(*args, **kw)  # type: ignore[arg-type]
+
+    def emit(outputs: list[Output]) -> None:
+        emitted.append(list(outputs))
+        analyses_when_emitted.append(calls["n"])
+
+    processor.analyzer.analyze_batch = counting  # type: ignore[method-assign]
+    try:
+        stage.emit = emit
+        returned = stage.handle(records)
+    finally:
+        del processor.analyzer.analyze_batch
+        stage.emit = None
+    sent = [o for batch in emitted for o in batch]
+    assert [o.topic for o in returned] == [DEADLETTER.name]  # only the dead letter waited
+    assert [(o.topic, o.key) for o in sent] == [
+        (o.topic, o.key) for o in serial if o.topic == DETECTIONS.name
+    ]
+    got = [decode(Detections, o.value) for o in sent]
+    assert [(d.camera_id, d.seq, d.eos) for d in got] == [
+        ("s-1", 0, False), ("s-2", 0, False), ("s-1", 2, False), ("s-2", 1, False),
+        ("s-1", 3, True),
+    ]  # fmt: skip
+    # max_batch_frames=2: the first frames went out before the last chunk was analysed
+    assert len(emitted) >= 2 and analyses_when_emitted[0] < calls["n"]
 
 
 def test_background_masker_memory_is_bounded() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from common.backoff import Backoff
 from crosscam.deadletters import parse_since
@@ -18,6 +19,7 @@ from schemas import DeadLetter, Frame, decode, encode
 from schemas.topics import DEADLETTER, Topic
 from service.delivery import PartialBatch, TransientError, apply_each, is_transient
 from service.kafka import (
+    EarlySender,
     Output,
     Record,
     _Rebalance,
@@ -227,3 +229,40 @@ def test_refused_dead_letter_is_cut_further_and_a_hopeless_one_dropped() -> None
     assert refused is not None and refused.topic == DEADLETTER.name
     d = decode(DeadLetter, refused.value)
     assert (d.topic, d.partition, d.value, d.key) == ("t-out", -1, b"y" * 10, b"k")
+
+
+class _FlakyProducer:
+    """``send`` acknowledges every output except those whose value is in ``refuse``."""
+
+    def __init__(self, refuse: set[bytes]) -> None:
+        self.refuse = refuse
+        self.sent: list[bytes] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent.append(value)
+        if value in self.refuse:
+            fut.set_exception(KafkaConnectionError("broker gone"))
+        else:
+            fut.set_result(None)
+        return fut
+
+
+async def test_outputs_sent_mid_batch_are_awaited_and_the_refused_come_back() -> None:
+    """A streaming stage's early outputs leave from the handling thread at once; settle()
+    waits for every acknowledgement and hands back the refused ones to send again."""
+    producer = _FlakyProducer(refuse={b"2"})
+    sender = EarlySender(producer, asyncio.get_running_loop())  # type: ignore[arg-type]
+    outs = [Output("t-out", b"cam", str(i).encode()) for i in range(4)]
+
+    def handling_thread() -> None:
+        sender(outs[:2])
+        time.sleep(0.05)
+        sender(outs[2:])
+        sender([])
+
+    await asyncio.to_thread(handling_thread)
+    failed = await sender.settle("unit")
+    assert producer.sent == [b"0", b"1", b"2", b"3"]  # in the order handed over
+    assert failed == [outs[2]]
+    assert await sender.settle("unit") == []  # nothing twice
