@@ -532,6 +532,7 @@ async def run_stage(
         enable_auto_commit=False,
         auto_offset_reset=settings.auto_offset_reset,
         max_partition_fetch_bytes=settings.max_message_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 4, 500),

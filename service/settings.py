@@ -73,6 +73,15 @@ class KafkaSettings(StrictModel):
     poll_timeout_ms: int = Field(
         200, ge=1, le=60_000, description="how long one poll waits for records"
     )
+    fetch_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        le=60_000,
+        description="longest the broker holds a fetch that found no new records. The "
+        "consumer has one fetch in flight per broker and does not fetch a partition whose "
+        "records it still holds, so with Kafka's 500 ms a fetch parked on quiet partitions "
+        "delayed the busy ones by up to that long",
+    )
     batch_wait_ms: int = Field(
         0,
         ge=0,
