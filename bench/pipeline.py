@@ -78,15 +78,22 @@ WARMUP_TIMEOUT_S = 300.0
 """Longest wait for every camera's first detections (model load, RTSP connect)."""
 WARMUP_SETTLE_S = 90.0
 """After the first detections, the window starts once the detector has stayed under
-``MAX_LAG_S`` behind for ``WARMUP_STEADY_S`` (cameras start only after every stage
+``WARMUP_LAG_S`` behind for ``WARMUP_STEADY_S`` (cameras start only after every stage
 consumes, so this is the backlog of the first frames' JPEG/ONNX warm-up, which a
 detector with little spare capacity drains slowly: 20 s was too short at 3 cameras
 and put the drain's latency into the window), or after this many seconds at the latest."""
 WARMUP_STEADY_S = 5.0
-"""How long the detector's lag must stay under the bound before the window starts."""
+"""How long the detector's lag must stay under ``WARMUP_LAG_S`` before the window starts."""
+WARMUP_LAG_S = 0.5
+"""The start-up backlog counts as drained once the detector is at most this many seconds
+of frames behind (a batch or two). The kept-up bound (``MAX_LAG_S``) let a window start
+with up to 2 s still queued, which then drained inside the window's first seconds."""
 FIRST_DECISIONS = frozenset({"link", "new_identity"})
 """Match events timed from capture: a tracklet's first decision (splits and merges revisit
 tracklets that ended long before, up to the linker's revisit window)."""
+LATENCY_SLICE_S = 10.0
+"""capture→detections p99 is also reported per slice of the window this long (a one-off
+stall shows in one slice; a standing queue in all)."""
 LAG_SAMPLE_S = 1.0
 """How often the groups' lag is sampled."""
 METRICS_PORTS = 64
@@ -230,6 +237,7 @@ def _latencies_and_bytes(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Capture → topic latency (messages captured in the window) and bytes/s per camera."""
     lat: dict[str, list[float]] = {"frames": [], "detections": [], "tracklets": [], "matches": []}
+    by_slice: dict[int, list[float]] = {}  # capture→detections by LATENCY_SLICE_S of the window
     volume: dict[str, int] = {}
     for topic, typ, name in (
         (FRAMES.name, Frame, "frames"),
@@ -250,12 +258,20 @@ def _latencies_and_bytes(
             # a split revisits an old tracklet: its delay from capture is not a link's
             if name in lat and (name != "matches" or getattr(msg, "kind", "") in FIRST_DECISIONS):
                 lat[name].append(max(0.0, rec.timestamp / 1e3 - captured / NS_PER_S))
+                if name == "detections":
+                    k = int((captured - t0_ns) / NS_PER_S // LATENCY_SLICE_S)
+                    by_slice.setdefault(k, []).append(lat[name][-1])
         volume[name] = total
     per_cam = {
         f"{k}_bytes_per_s_per_camera": round(v / seconds / max(1, len(cams)))
         for k, v in volume.items()
     }
-    return {f"capture_to_{k}": _percentiles(v) for k, v in lat.items()}, per_cam
+    latency: dict[str, Any] = {f"capture_to_{k}": _percentiles(v) for k, v in lat.items()}
+    latency["capture_to_detections_p99_by_slice"] = [
+        _percentiles(by_slice[k])["p99_s"] for k in sorted(by_slice)
+    ]
+    latency["slice_s"] = LATENCY_SLICE_S
+    return latency, per_cam
 
 
 def _parse_replicas(text: str) -> dict[str, int]:
@@ -309,10 +325,11 @@ def _warm_up(
     cams: list[str],
     bootstrap: str,
     redis_url: str,
-    bound: float,
+    drained: float,
 ) -> None:
     """Wait for every stage to start, then start the cameras, wait for the first
-    detections and (at most ``WARMUP_SETTLE_S``) for the start-up backlog to clear."""
+    detections and the first tracklet through ReID, and (at most ``WARMUP_SETTLE_S``)
+    for the start-up backlog to clear."""
 
     def stages_started() -> bool:
         return all(
@@ -329,10 +346,16 @@ def _warm_up(
         )
 
     faults.wait_for(first_detections, WARMUP_TIMEOUT_S, "first detections", period_s=1.0)
+
+    def first_tracklet_linked() -> bool:
+        # every stage has done its real work once (ReID's first search, link and upsert)
+        return asyncio.run(_committed_total(bootstrap, "crosscam-reid", TRACKLETS.name)) > 0
+
+    faults.wait_for(first_tracklet_linked, WARMUP_TIMEOUT_S, "first tracklet", period_s=1.0)
     under_since: list[float] = []
 
     def settled() -> bool:
-        if (_lags(bootstrap)["detector"] or 0) > bound:
+        if (_lags(bootstrap)["detector"] or 0) > drained:
             under_since.clear()
             return False
         if not under_since:
@@ -405,7 +428,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     threads[0].start()
     bound = args.cameras * args.fps * MAX_LAG_S
     try:
-        _warm_up(out, stage_sup, threads[1], cams, bootstrap, redis_url, bound)
+        drained = args.cameras * args.fps * WARMUP_LAG_S
+        _warm_up(out, stage_sup, threads[1], cams, bootstrap, redis_url, drained)
         warmup_s = time.monotonic() - t_start
         load_start = os.getloadavg()
         first = _snapshot(bootstrap, stage_sup, ingest_sup)

@@ -42,6 +42,8 @@ def test_bench_reports_measured_figures(stack: StackConfig, tmp_path: Path) -> N
         assert result["cpu_per_stage"][stage]["cpu_ms_per_frame"] > 0, result["cpu_per_stage"]
     det = result["latency"]["capture_to_detections"]
     assert det["n"] > 0 and 0 < det["p50_s"] <= det["p99_s"], det
+    slices = result["latency"]["capture_to_detections_p99_by_slice"]
+    assert slices and all(p > 0 for p in slices if p is not None), slices
     assert result["kafka"]["frames_bytes_per_s_per_camera"] > 0
     assert result["detector_wall_ms_per_frame"]["inference:detector"] > 0
     assert set(result["lag"]["max"]) == {"detector", "tracker", "reid"}
