@@ -136,6 +136,14 @@ class PairStats:
         q.append(float(distance))
         self._models.pop(key, None)
 
+    def extend(self, key: tuple[str, str, str], distances: np.ndarray) -> None:
+        """:meth:`add` each of ``distances``, in order."""
+        q = self._d.get(key)
+        if q is None:
+            q = self._d[key] = deque(maxlen=self.params.max_pair_samples)
+        q.extend(float(x) for x in distances)
+        self._models.pop(key, None)
+
     def clear(self) -> None:
         self._d.clear()
         self._models.clear()

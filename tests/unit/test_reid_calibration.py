@@ -99,12 +99,18 @@ def test_shifted_camera_pair_still_links() -> None:
 
 
 def test_unshifted_pair_links_as_well_as_before() -> None:
-    run = walk_through(40, camera_b_bias=0.0, seed=1)
-    lk = linker()
-    for s, _ in run:
-        lk.add_live(s)
-    precision, recall = link_scores(lk, run)
-    assert precision >= 0.8 and recall >= 0.9
+    """Over six scenes (one scene's precision moves by a link or two with any change to
+    the linker: 0.77-1.0 over these seeds, before and after whole-window re-linking)."""
+    scores = []
+    for seed in range(6):
+        run = walk_through(40, camera_b_bias=0.0, seed=seed)
+        lk = linker()
+        for s, _ in run:
+            lk.add_live(s)
+        scores.append(link_scores(lk, run))
+    precision, recall = np.mean(scores, axis=0)
+    assert precision >= 0.85 and recall >= 0.9, scores
+    assert min(p for p, _ in scores) >= 0.7, scores
 
 
 def test_cold_start_does_not_link_everything() -> None:
@@ -171,3 +177,90 @@ def test_greyscale_pair_compares_greyscale_vectors() -> None:
     a0, b0 = (next(s for s, _ in run if s.tracklet_id == t) for t in ("a0", "b0"))
     assert Linker.space(a0, b0) == "grey"
     assert Linker.space(a0, a0) == "colour"
+
+
+def _partition(lk: Linker, tids: list[str]) -> set[frozenset[str]]:
+    groups: dict[str, set[str]] = {}
+    for t in tids:
+        groups.setdefault(lk.global_id(t) or t, set()).add(t)
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_identities_do_not_depend_on_arrival_order() -> None:
+    """The same tracklets, arriving in another order (a live run does not fix it): the
+    same identities. Each tracklet re-links the whole window, so no decision taken on
+    the statistics of its moment survives unrevised."""
+    run = walk_through(30, camera_b_bias=1.0, seed=2)
+    sightings = [s for s, _ in run]
+    tids = [s.tracklet_id for s in sightings]
+    in_order = linker()
+    for s in sightings:
+        in_order.add_live(s)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        shuffled = linker()
+        for k in rng.permutation(len(sightings)):
+            shuffled.add_live(sightings[k])
+        assert _partition(shuffled, tids) == _partition(in_order, tids)
+    assert len(_partition(in_order, tids)) < len(tids)  # something was linked
+
+
+def test_window_rebuild_matches_the_pairwise_definitions() -> None:
+    """The vectorised whole-window rebuild allows exactly the pairs ``compatible`` allows
+    and scores them exactly as ``_score`` does: cold and calibrated pairs, one camera and
+    two, a greyscale camera, overlaps, transit bounds and unlinked cameras."""
+    rng = np.random.default_rng(11)
+    cams = [Camera(id=c) for c in ("a", "b", "c", "far")]
+    topo = Topology(
+        CamerasFile(
+            window_s=60.0,
+            cameras=cams,
+            links=[
+                Link(a="a", b="b", min_transit_s=2.0, max_transit_s=20.0),
+                Link(a="b", b="c", min_transit_s=0.0, max_transit_s=8.0),
+            ],
+        )
+    )
+    ids = count(1)
+    params = LinkerParams(  # some pairs stay cold (under 100 distances); loose cold limits
+        calibration=CalibrationParams(min_pair_samples=100),
+        link_distance=0.5,
+        same_camera_link_distance=0.5,
+    )
+    lk = Linker(topo, params, lambda: f"g{next(ids)}")
+    base = [_unit(rng.normal(size=DIM)) for _ in range(8)]
+    for k in range(80):
+        cam = ("a", "b", "c", "far")[int(rng.integers(4))]
+        t0 = float(rng.uniform(0, 50))
+        v = _unit(base[int(rng.integers(8))] + 0.1 * rng.normal(size=DIM))
+        grey = cam == "c"
+        lk.add_live(
+            Sighting(f"t{k}", cam, int(t0 * NS), int((t0 + rng.uniform(0.5, 6)) * NS), v,
+                     grey_mean=None if grey else _unit(v + 0.1 * rng.normal(size=DIM)),
+                     greyscale=grey)
+        )  # fmt: skip
+    live = list(lk._live.values())
+    assert len(live) == 80
+    i, j = lk._allowed_pairs(live)
+    allowed = set(zip(i.tolist(), j.tolist(), strict=True))
+    expected = {
+        (x, y)
+        for x in range(len(live))
+        for y in range(x + 1, len(live))
+        if lk.compatible(live[x], live[y], check_max=True)
+    }
+    assert allowed == expected and 0 < len(expected) < len(live) * (len(live) - 1) // 2
+    lk._rebuild_edges(live)
+    warm = cold = 0
+    for x, y in expected:
+        a, b = live[x], live[y]
+        scored = lk._score(a, b)
+        got = lk._edges[a.tracklet_id].get(b.tracklet_id)
+        if scored is None:
+            assert got is None, (a, b)
+            continue
+        assert got is not None and abs(got - scored[0]) < 1e-4, (a, b, got, scored)  # f32 vs f64
+        key, _ = lk._centred(a, b)
+        warm += lk._pairs.model(key) is not None
+        cold += lk._pairs.model(key) is None
+    assert warm and cold  # both kinds of edge were checked
