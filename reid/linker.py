@@ -523,10 +523,10 @@ class Linker:
         limit = np.where(same, p.same_camera_link_distance, p.link_distance)
         absolute = np.where(raw <= limit, cal.z_link + (raw - limit) / COLD_SCORE_SCALE, np.inf)
         score = np.where(cold, absolute, score)
-        for n in np.flatnonzero(keep & np.isfinite(score)):
-            a, b = live[i[n]].tracklet_id, live[j[n]].tracklet_id
-            self._edges[a][b] = self._edges[b][a] = float(score[n])
-            self._dist[frozenset((a, b))] = float(raw[n])
+        for e in np.flatnonzero(keep & np.isfinite(score)):
+            a, b = live[i[e]].tracklet_id, live[j[e]].tracklet_id
+            self._edges[a][b] = self._edges[b][a] = float(score[e])
+            self._dist[frozenset((a, b))] = float(raw[e])
 
     def _allowed_pairs(self, live: list[Sighting]) -> tuple[np.ndarray, np.ndarray]:
         """Index pairs (i < j, row-major) of ``live`` that :meth:`compatible` allows with
