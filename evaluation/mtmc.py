@@ -22,12 +22,17 @@ frame, ids are global).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
+import zlib
 from collections import Counter
 from itertools import count
 from pathlib import Path
+
+import msgspec
+import numpy as np
 
 from evaluation.analysis import add_appearance_argument
 from evaluation.mtmc_scoring import (
@@ -46,6 +51,7 @@ from reid.engine import Engine, EngineParams
 from reid.linker import LinkerParams
 from reid.qdrant_store import open_store
 from reid.topology import Topology
+from schemas.messages import pack_f32, unpack_f32
 from service.assets import models_dir
 
 # --- runs ---------------------------------------------------------------------------------
@@ -83,6 +89,72 @@ def score(
     out["idf1"] = mtmc_idf1(scn, samples, predicted)
     out["identities"] = len(set(predicted.values()))
     out.update(extra)
+    return out
+
+
+PERTURB_KEEP = 0.9
+"""``--perturb``: share of each tracklet's per-frame vectors kept in a perturbed run."""
+
+
+def thinned(samples: list[Sample], seed: int, keep: float = PERTURB_KEEP) -> list[Sample]:
+    """The same tracklets, each with a random ``keep`` share of its appearance vectors.
+
+    Per-frame vectors and crops' vectors alike (a dropped crop keeps its image
+    and loses its vectors); a tracklet never loses its last vector. Seeded per
+    (seed, tracklet id), so a run is repeatable and the choice for one tracklet
+    does not depend on the others.
+    """
+    out = []
+    for s in samples:
+        t = s.tracklet
+        frames = (
+            unpack_f32(t.embeddings, t.embedding_dim) if t.embedding_dim and t.embeddings else None
+        )
+        n_frames = 0 if frames is None else len(frames)
+        with_vec = [k for k, c in enumerate(t.crops) if c.embedding]
+        total = n_frames + len(with_vec)
+        if not total:
+            out.append(s)
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(t.tracklet_id.encode())])
+        mask = rng.random(total) < keep
+        if not mask.any():
+            mask[int(rng.integers(total))] = True
+        dropped = {with_vec[k] for k in np.flatnonzero(~mask[n_frames:])}
+        crops = [
+            msgspec.structs.replace(c, embedding=b"", embedding_grey=b"") if k in dropped else c
+            for k, c in enumerate(t.crops)
+        ]
+        changes: dict = {"crops": crops}
+        if frames is not None:
+            kept = frames[mask[:n_frames]]
+            changes["embeddings"] = pack_f32(kept) if len(kept) else b""
+            changes["embedding_dim"] = t.embedding_dim if len(kept) else 0
+        out.append(dataclasses.replace(s, tracklet=msgspec.structs.replace(t, **changes)))
+    return out
+
+
+def perturbed(
+    scn: Scenario,
+    samples: list[Sample],
+    topology: Topology,
+    params: EngineParams,
+    store_kind: str,
+    seeds: int,
+) -> dict:
+    """Link F1 and IDF1 over ``seeds`` runs on thinned vectors (:func:`thinned`): how far
+    the figure moves when a tenth of the appearance evidence changes. A difference
+    between two settings smaller than this spread is not a difference."""
+    runs = [score(scn, thinned(samples, k), topology, params, store_kind) for k in range(seeds)]
+    out: dict = {"seeds": seeds, "vectors_kept": PERTURB_KEEP}
+    for key in ("link_f1", "idf1"):
+        v = np.array([r[key] for r in runs], np.float64)
+        out[key] = {
+            "mean": round(float(v.mean()), 4),
+            "sd": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4),
+            "min": round(float(v.min()), 4),
+            "max": round(float(v.max()), 4),
+        }
     return out
 
 
@@ -142,6 +214,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="reuse the live run's tracklets saved in DIR/cache (skip detector and tracker; for tuning the linker)",
     )
+    parser.add_argument(
+        "--perturb",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also link N times with a random 90%% of each tracklet's per-frame vectors and "
+        "report the spread of link F1 and IDF1 (with topology): how much of a difference "
+        "between two settings is noise",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -169,6 +250,10 @@ def main(args: argparse.Namespace) -> int:
                 scn, samples, scn.topology.without_links(), params, args.store
             ),
         }
+        if args.perturb:
+            report["gt_tracklets"]["with_topology_perturbed"] = perturbed(
+                scn, samples, scn.topology, params, args.store, args.perturb
+            )
     if args.mode in ("all", "live"):
         from evaluation.inprocess import live_tracklets
 
@@ -192,5 +277,9 @@ def main(args: argparse.Namespace) -> int:
                 scn, samples, scn.topology.without_links(), params, args.store
             ),
         }
+        if args.perturb:
+            report["live"]["with_topology_perturbed"] = perturbed(
+                scn, samples, scn.topology, params, args.store, args.perturb
+            )
     print(json.dumps(report, indent=None if args.json else 1))
     return 0
