@@ -121,9 +121,10 @@ class TrackerParams(BaseModel):
 
     gallery_size: int = Field(32, ge=1, le=1000)
     """Appearance vectors kept per track (Deep SORT's nn_budget), the last ones
-    matched; they travel in the tracklet and, with ``appearance="gallery"``,
-    are what a detection is compared with. Memory and checkpoint size are
-    ``gallery_size × D × 4`` bytes per track; raising it remembers more looks."""
+    matched: with ``appearance="gallery"`` what a detection is compared with.
+    As many again, sampled evenly over the track's whole life, travel in the
+    tracklet. Memory is ``2 × gallery_size × D × 4`` bytes per track (half that
+    as float16 in a checkpoint); raising it remembers more looks."""
 
     smoothing_momentum: float = Field(0.9, ge=0.0, le=1.0)
     """Weight of the old smoothed vector when a new one arrives (StrongSORT's 0.9)."""
@@ -685,7 +686,7 @@ def build_tracklet(
 ) -> Tracklet:
     """A :class:`schemas.Tracklet` from a finished track and its (M,) history."""
     crops = sorted(t.crops, key=lambda c: (-c.quality, c.seq))
-    vectors = t.gallery.vectors()
+    vectors = t.gallery.span_vectors()  # the whole track, not its way out
     return Tracklet(
         camera_id=camera_id,
         tracklet_id=f"{camera_id}:{t.track_id}:{t.ts_start_ns}",

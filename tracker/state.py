@@ -12,7 +12,8 @@ gallery as float16: it halves the biggest part of a track, and with the
 default ``appearance="smoothed"`` (kept float32) matching after a restore is
 still bit-identical; only the tracklet's kept vectors lose ~1e-3 (with
 ``appearance="gallery"`` matching sees that too). A live PETS09 track (32
-OSNet vectors, 5 crops of ~4 KB with their vectors) is about 65 KB.
+recent and up to 32 sampled OSNet vectors, 5 crops of ~4 KB with their
+vectors) is about 100 KB.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class TrackSnapshot(msgspec.Struct, array_like=True):
     last_box: tuple[float, float, float, float]
     last_score: float
     crops: list[CropState]
+    # appended later: a state saved before has none (the span restarts from ``gallery``)
+    span: bytes | None = None  # (m, D) float16, oldest first
+    span_stride: int = 1
+    added: int = 0
 
 
 class TrackerSnapshot(msgspec.Struct, array_like=True):
@@ -130,6 +135,9 @@ def dumps(tracker: CameraTracker) -> bytes:
                     )
                     for c in t.crops
                 ],
+                span=np.ascontiguousarray(g.span_vectors(), dtype="<f2").tobytes(),
+                span_stride=g.span_stride,
+                added=g.added,
             )
         )
     snap = TrackerSnapshot(
@@ -182,7 +190,20 @@ def loads(data: bytes, params: TrackerParams | None = None) -> CameraTracker:
             if dim
             else np.zeros((0, 0), np.float32)
         )
-        gallery.restore(vectors, np.frombuffer(s.smoothed, dtype="<f4") if s.smoothed else None)
+        span = (
+            None
+            if s.span is None
+            else np.frombuffer(s.span, dtype="<f2").astype(np.float32).reshape(-1, dim)
+            if dim
+            else np.zeros((0, 0), np.float32)
+        )
+        gallery.restore(
+            vectors,
+            np.frombuffer(s.smoothed, dtype="<f4") if s.smoothed else None,
+            span,
+            s.span_stride,
+            s.added if span is not None else None,
+        )
         t = Track(s.track_id, s.ts_start_ns, gallery)
         t.state = TrackState(s.state)
         t.hits = s.hits

@@ -1,7 +1,8 @@
 """One track's state: lifecycle, appearance gallery, box history and best crops.
 
 Everything a track accumulates is bounded: the gallery is a ring buffer of at
-most ``gallery_size`` vectors, the best crops at most ``crops_per_tracklet``,
+most ``gallery_size`` vectors plus as many sampled evenly over the track's
+life, the best crops at most ``crops_per_tracklet``,
 and the box history at most ``max_history_frames`` entries (when full it keeps
 every other entry and from then on records every second match, so a person
 who stands in view for an hour still spans the whole hour at a coarser step).
@@ -41,14 +42,34 @@ class CropCandidate:
 
 
 class Gallery:
-    """Ring buffer of a track's last ``capacity`` appearance vectors, plus their running mean.
+    """A track's appearance vectors: the last ``capacity`` (a ring buffer, for matching),
+    an even sample of its whole life (for the tracklet), and their running mean.
 
-    ``vectors()`` is ``(n, D)`` float32 with n <= capacity; ``smoothed`` is the
-    exponential moving average (L2-normalised, StrongSORT's EMA feature) of
-    every vector ever added, ``(D,)`` float32, or None before the first.
+    ``vectors()`` is ``(n, D)`` float32 with n <= capacity, the last vectors
+    added (Deep SORT's ``nn_budget``): what ``appearance="gallery"`` matching
+    compares a detection with. ``span_vectors()`` is ``(m, D)``, m <= capacity,
+    vectors spaced evenly over every one added: vectors 0, s, 2s, … with a
+    stride s that doubles (keeping every other sample) each time the sample is
+    full, as the box history does. A tracklet carries the span, not the last
+    vectors: those are the person's way out of view (often cut by the frame's
+    border, turned away), while cross-camera matching needs how they looked
+    throughout. ``smoothed`` is the exponential moving average (L2-normalised,
+    StrongSORT's EMA feature) of every vector ever added, ``(D,)`` float32, or
+    None before the first.
     """
 
-    __slots__ = ("capacity", "momentum", "_buf", "_n", "_pos", "smoothed")
+    __slots__ = (
+        "capacity",
+        "momentum",
+        "_buf",
+        "_n",
+        "_pos",
+        "smoothed",
+        "_span",
+        "_span_n",
+        "span_stride",
+        "added",
+    )
 
     def __init__(self, capacity: int, dim: int, momentum: float) -> None:
         self.capacity = capacity
@@ -57,6 +78,10 @@ class Gallery:
         self._n = 0
         self._pos = 0
         self.smoothed: np.ndarray | None = None
+        self._span = np.zeros((capacity, dim), dtype=np.float32)
+        self._span_n = 0
+        self.span_stride = 1
+        self.added = 0  # vectors ever added
 
     def __len__(self) -> int:
         return self._n
@@ -71,6 +96,16 @@ class Gallery:
         self._buf[self._pos] = vector
         self._pos = (self._pos + 1) % self.capacity
         self._n = min(self._n + 1, self.capacity)
+        if self.added % self.span_stride == 0:
+            if self._span_n >= self.capacity:  # full: keep every other, sample half as often
+                kept = self._span[: self._span_n : 2]
+                self._span_n = len(kept)
+                self._span[: self._span_n] = kept
+                self.span_stride *= 2
+            if self.added % self.span_stride == 0:
+                self._span[self._span_n] = vector
+                self._span_n += 1
+        self.added += 1
         if self.smoothed is None:
             self.smoothed = np.array(vector, dtype=np.float32)
         else:
@@ -85,13 +120,33 @@ class Gallery:
             return self._buf[: self._n]
         return np.roll(self._buf, -self._pos, axis=0)
 
-    def restore(self, vectors: np.ndarray, smoothed: np.ndarray | None) -> None:
-        """Refill from (n, D) vectors (oldest first) and a smoothed (D,) vector."""
+    def span_vectors(self) -> np.ndarray:
+        """(m, D) vectors sampled evenly over the track's whole life, oldest first."""
+        return self._span[: self._span_n]
+
+    def restore(
+        self,
+        vectors: np.ndarray,
+        smoothed: np.ndarray | None,
+        span: np.ndarray | None = None,
+        span_stride: int = 1,
+        added: int | None = None,
+    ) -> None:
+        """Refill from (n, D) vectors (oldest first), a smoothed (D,) vector and the
+        span sample with its stride and count (without them, as a state saved before
+        the span existed: the span restarts from the last vectors)."""
         n = min(len(vectors), self.capacity)
         self._buf[:n] = vectors[len(vectors) - n :]
         self._n = n
         self._pos = n % self.capacity
         self.smoothed = None if smoothed is None else np.array(smoothed, dtype=np.float32)
+        if span is None:
+            span, span_stride, added = self._buf[:n], 1, n
+        m = min(len(span), self.capacity)
+        self._span[:m] = span[len(span) - m :]
+        self._span_n = m
+        self.span_stride = span_stride
+        self.added = m * span_stride if added is None else added
 
 
 class Track:

@@ -20,6 +20,46 @@ def test_gallery_keeps_at_most_its_capacity_newest_first_out() -> None:
     assert abs(float(np.linalg.norm(g.smoothed)) - 1.0) < 1e-5
 
 
+def test_gallery_span_samples_the_whole_life_evenly() -> None:
+    """The span holds vectors 0, s, 2s, ... of every vector added (s a power of two), never
+    more than the capacity and at least half of it once full: the start of a track as well
+    as its end, while the ring holds only the end."""
+    cap = 8
+    for n in (1, 5, 8, 9, 16, 17, 100, 1000):
+        g = Gallery(capacity=cap, dim=1, momentum=0.9)
+        for i in range(n):
+            g.add(np.array([float(i)], np.float32))
+        got = g.span_vectors()[:, 0].astype(int).tolist()
+        s = g.span_stride
+        assert got == list(range(0, n, s)), (n, s, got)
+        assert len(got) <= cap and (n < cap or len(got) > cap // 2), (n, got)
+        assert got[0] == 0 and got[-1] >= n - s  # from the first vector to the last stride
+        assert g.vectors()[:, 0].astype(int).tolist() == list(range(max(0, n - cap), n))
+        assert g.added == n
+
+
+def test_a_tracklet_carries_the_whole_track_s_looks() -> None:
+    """A person who turns slowly from look A to look B over 80 frames: the tracklet's vectors
+    include A (its start), not only the ring's last few (all near B)."""
+    from schemas.messages import unpack_f32
+
+    a, b = np.eye(8, dtype=np.float32)[:2]
+    params = TrackerParams(gallery_size=8, static_min_s=float("inf"))
+    tracker = CameraTracker("cam", params)
+    for f in range(80):
+        w = f / 79
+        v = (1 - w) * a + w * b
+        box = np.array([[100.0 + 4 * f, 200.0, 150.0 + 4 * f, 320.0]], np.float32)
+        emb = (v / np.linalg.norm(v))[None, :]
+        tracker.step(ts(f, 10.0), f, box, np.array([0.9], np.float32), emb, None, [b"x"])
+    (t,) = tracker.tracks
+    assert float((t.gallery.vectors() @ a).max()) < 0.5  # the ring saw only the end
+    (tracklet,) = tracker.close().finished
+    vecs = unpack_f32(tracklet.embeddings, tracklet.embedding_dim)
+    assert len(vecs) <= params.gallery_size
+    assert float((vecs @ a).max()) > 0.99 and float((vecs @ b).max()) > 0.95
+
+
 def test_a_person_standing_for_an_hour_stays_bounded() -> None:
     """One track matched for an hour at 1 fps (3,600 frames): history, gallery, crops and state capped."""
     # a synthetic box with 1 px jitter is as still as a sign post: static suppression off here
