@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1066,33 +1067,55 @@ class RtspServer:
         that without decoding or re-encoding per camera, as a real camera would:
         what a benchmark of the pipeline wants.
         """
-        if not CAMERA_ID_RE.match(camera_id):
-            raise ValueError(f"camera id {camera_id!r} must match {CAMERA_ID_RE.pattern}")
-        file = Path(path).resolve()
-        if not file.is_file():
-            raise FileNotFoundError(file)
-        if fps is not None and not 0 < fps <= 240:
-            raise ValueError(f"fps must be in (0, 240], got {fps}")
-        self.mounts_dir.mkdir(parents=True, exist_ok=True)
-        spec: dict[str, Any] = {"path": str(file), "fps": fps, "loop": loop}
-        if pre_encode:
-            spec = {
-                "path": str(encode_h264(file, fps, self.state_dir / "encoded")),
-                "fps": None,
-                "loop": loop,
-                "encoded": "h264",
-            }
-        target = self.mounts_dir / f"{camera_id}.json"
-        tmp = self.mounts_dir / f".{camera_id}.json.tmp"
-        tmp.write_text(json.dumps(spec) + "\n")
-        if target.exists():  # a changed mount: remove first so the server sees a new file
-            self.unpublish(camera_id, timeout_s=timeout_s)
-        tmp.replace(target)
-        url = self.url(camera_id)
-        if not self.running():
-            return url
+        urls = self.publish_together({camera_id: path}, fps, loop, timeout_s, pre_encode=pre_encode)
+        return urls[camera_id]
 
-        def live() -> bool:
+    def publish_together(
+        self,
+        files: dict[str, Path | str],
+        fps: float | None = None,
+        loop: bool = True,
+        timeout_s: float = RTSP_PUBLISH_TIMEOUT_S,
+        *,
+        pre_encode: bool = False,
+    ) -> dict[str, str]:
+        """Serve several files as cameras that start playing at the same moment (one
+        rescan of the server mounts them all), as a recording of cameras that filmed
+        together must be replayed; returns each camera's URL. Otherwise as :meth:`publish`.
+        """
+        specs: dict[str, dict[str, Any]] = {}
+        for camera_id, path in files.items():  # every check and encoding before any mount
+            if not CAMERA_ID_RE.match(camera_id):
+                raise ValueError(f"camera id {camera_id!r} must match {CAMERA_ID_RE.pattern}")
+            file = Path(path).resolve()
+            if not file.is_file():
+                raise FileNotFoundError(file)
+            if fps is not None and not 0 < fps <= 240:
+                raise ValueError(f"fps must be in (0, 240], got {fps}")
+            specs[camera_id] = {"path": str(file), "fps": fps, "loop": loop}
+            if pre_encode:
+                specs[camera_id] = {
+                    "path": str(encode_h264(file, fps, self.state_dir / "encoded")),
+                    "fps": None,
+                    "loop": loop,
+                    "encoded": "h264",
+                }
+        self.mounts_dir.mkdir(parents=True, exist_ok=True)
+        staged = []
+        for camera_id, spec in specs.items():
+            target = self.mounts_dir / f"{camera_id}.json"
+            tmp = self.mounts_dir / f".{camera_id}.json.tmp"
+            tmp.write_text(json.dumps(spec) + "\n")
+            if target.exists():  # a changed mount: remove first so the server sees a new file
+                self.unpublish(camera_id, timeout_s=timeout_s)
+            staged.append((tmp, target))
+        for tmp, target in staged:  # back to back: the server's next rescan sees them all
+            tmp.replace(target)
+        urls = {camera_id: self.url(camera_id) for camera_id in specs}
+        if not self.running():
+            return urls
+
+        def live(camera_id: str) -> bool:
             state = self.mounts().get(camera_id, {})
             if state.get("state") == "error":
                 raise StackError(
@@ -1105,14 +1128,20 @@ class RtspServer:
                 and _rtsp_request(self.host, self.port, "DESCRIBE", camera_id) == 200
             )
 
-        if not _wait_until(live, timeout_s):
-            raise StackError(
-                "rtsp",
-                f"camera {camera_id} not live after {timeout_s:.0f} s",
-                self._proc.log_tail(),
+        for camera_id in specs:
+            if not _wait_until(partial(live, camera_id), timeout_s):
+                raise StackError(
+                    "rtsp",
+                    f"camera {camera_id} not live after {timeout_s:.0f} s",
+                    self._proc.log_tail(),
+                )
+            log.info(
+                "rtsp camera live camera=%s url=%s file=%s",
+                camera_id,
+                urls[camera_id],
+                specs[camera_id]["path"],
             )
-        log.info("rtsp camera live camera=%s url=%s file=%s", camera_id, url, file)
-        return url
+        return urls
 
     def unpublish(self, camera_id: str, timeout_s: float = RTSP_PUBLISH_TIMEOUT_S) -> None:
         """Stop serving camera_id; its clients get end-of-stream."""
@@ -1209,6 +1238,17 @@ def rtsp_publish(
 ) -> str:
     """Serve a file as a camera on the stack's RTSP server; returns the URL."""
     return stack_rtsp(cfg).publish(camera_id, path, fps=fps, loop=loop, pre_encode=pre_encode)
+
+
+def rtsp_publish_together(
+    files: dict[str, Path | str],
+    loop: bool = True,
+    cfg: StackConfig | None = None,
+    *,
+    pre_encode: bool = False,
+) -> dict[str, str]:
+    """Serve files as cameras that start at the same moment; each camera's URL."""
+    return stack_rtsp(cfg).publish_together(files, loop=loop, pre_encode=pre_encode)
 
 
 def rtsp_unpublish(camera_id: str, cfg: StackConfig | None = None) -> None:
@@ -1442,6 +1482,7 @@ __all__ = [
     "redis_url",
     "register_scrape_target",
     "rtsp_publish",
+    "rtsp_publish_together",
     "rtsp_unpublish",
     "rtsp_url",
     "stack_rtsp",

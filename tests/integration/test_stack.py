@@ -274,6 +274,58 @@ def test_private_rtsp_mounts_change_at_runtime(
     assert not {"slow", "other"} & set(rtsp_server.mounts())
 
 
+def _frame_index_at(url: str, thumbs: np.ndarray, out: dict[str, tuple[float, float]]) -> None:
+    """Read a camera for a while; out[url] = (source frame index at the last read, its time).
+    Only reads after the probe's catch-up burst count (frames at the stream's pace)."""
+    frames_times: list[tuple[np.ndarray, float]] = []
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    import cv2
+
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    try:
+        while len(frames_times) < 40:
+            ok, frame = cap.read()
+            assert ok, f"stream {url} ended after {len(frames_times)} frames"
+            frames_times.append((frame, time.monotonic()))
+    finally:
+        cap.release()
+    frame, t = frames_times[-1]
+    index = int(np.abs(thumbs - _thumb(frame)[None]).mean(axis=(1, 2)).argmin())
+    out[url] = (float(index), t)
+
+
+def test_cameras_published_together_play_in_step(
+    private_rtsp_server: RtspServer, pets_video: Path, pets_thumbs: np.ndarray
+) -> None:
+    """Views of one recording are served as cameras that started at the same moment:
+    read at the same time, two cameras of the same file show the same frame (published
+    one after the other, the second started about a second, 10 frames, later)."""
+    import threading
+
+    urls = private_rtsp_server.publish_together(
+        {"step0": pets_video, "step1": pets_video}, loop=False
+    )
+    got: dict[str, tuple[float, float]] = {}
+    readers = [
+        threading.Thread(target=_frame_index_at, args=(u, pets_thumbs, got)) for u in urls.values()
+    ]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join(timeout=60)
+    (i0, t0), (i1, t1) = (got[u] for u in urls.values())
+    import cv2
+
+    cap = cv2.VideoCapture(str(pets_video))
+    fps = cap.get(cv2.CAP_PROP_FPS)  # served at the file's own rate (vtest.avi: 10)
+    cap.release()
+    lag_frames = (i0 - fps * t0) - (i1 - fps * t1)  # each index taken back to a common time
+    print({"index": (i0, i1), "read_at_s": (round(t0, 2), round(t1, 2)), "lag_frames": lag_frames})
+    assert abs(lag_frames) <= 3, f"the two cameras are {lag_frames:.1f} frames apart"
+    for cam in urls:
+        private_rtsp_server.unpublish(cam)
+
+
 def test_pre_encoded_camera_is_served_without_re_encoding(
     private_rtsp_server: RtspServer, pets_video: Path, pets_thumbs: np.ndarray
 ) -> None:
