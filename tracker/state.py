@@ -97,6 +97,13 @@ def _f32(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a, dtype="<f4").tobytes()
 
 
+def _f16_rows(data: bytes, dim: int) -> np.ndarray:
+    """(n, dim) float32 from float16 rows as saved (dim 0: no embedder, no rows)."""
+    if not dim:
+        return np.zeros((0, 0), np.float32)
+    return np.frombuffer(data, dtype="<f2").astype(np.float32).reshape(-1, dim)
+
+
 def dumps(tracker: CameraTracker) -> bytes:
     """The tracker's whole state as bytes (see the module docstring)."""
     tracks = []
@@ -185,24 +192,12 @@ def loads(data: bytes, params: TrackerParams | None = None) -> CameraTracker:
         cov[i][_TRIU] = upper
         cov[i].T[_TRIU] = upper
         gallery = Gallery(p.gallery_size, dim, p.smoothing_momentum)
-        vectors = (
-            np.frombuffer(s.gallery, dtype="<f2").astype(np.float32).reshape(-1, dim)
-            if dim
-            else np.zeros((0, 0), np.float32)
-        )
-        span = (
-            None
-            if s.span is None
-            else np.frombuffer(s.span, dtype="<f2").astype(np.float32).reshape(-1, dim)
-            if dim
-            else np.zeros((0, 0), np.float32)
-        )
         gallery.restore(
-            vectors,
+            _f16_rows(s.gallery, dim),
             np.frombuffer(s.smoothed, dtype="<f4") if s.smoothed else None,
-            span,
+            None if s.span is None else _f16_rows(s.span, dim),
             s.span_stride,
-            s.added if span is not None else None,
+            s.added,
         )
         t = Track(s.track_id, s.ts_start_ns, gallery)
         t.state = TrackState(s.state)

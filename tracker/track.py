@@ -130,7 +130,7 @@ class Gallery:
         smoothed: np.ndarray | None,
         span: np.ndarray | None = None,
         span_stride: int = 1,
-        added: int | None = None,
+        added: int = 0,
     ) -> None:
         """Refill from (n, D) vectors (oldest first), a smoothed (D,) vector and the
         span sample with its stride and count (without them, as a state saved before
@@ -146,7 +146,7 @@ class Gallery:
         self._span[:m] = span[len(span) - m :]
         self._span_n = m
         self.span_stride = span_stride
-        self.added = m * span_stride if added is None else added
+        self.added = added
 
 
 class Track:
