@@ -14,6 +14,20 @@ Layout of ``--state-dir`` (owned by ``devstack.stack.RtspServer``)::
 The mounts folder is rescanned a few times a second, so cameras come and go
 while the server runs, without a restart or a control socket.
 
+A watchdog restarts a camera whose shared media has stalled: a client has
+been PLAYING it for ``STALL_S`` seconds and not one RTP packet has left the
+payloader since, while the producer kept decoding frames. Seen rarely on a
+loaded machine (a session opens, and neither it nor any later one to the same
+mount ever gets data; about 1 pre-encoded mount in 150 with two busy cores).
+What the watchdog logged when it caught one: media prepared, pipeline
+PLAYING, one buffer out of the payloader and 67 frames queued in the appsrc,
+so the media's stream stayed blocked after its preroll buffer. The cause
+inside gst-rtsp-server was not found, so the server detects it, logs the
+media's state, drops that camera's clients (they reconnect, as a camera
+client does) and rebuilds the mount.
+``"restarts"`` in status.json counts these. A mount spec may carry
+``"debug_stall": true`` to stall its first media once on purpose (tests).
+
 Each camera is a *producer* pipeline that decodes the file in real time
 (``appsink sync=true`` paces it at the file's rate, or at ``fps``), and seeks
 back to the start on end-of-stream. Decoded frames are pushed into the
@@ -61,6 +75,10 @@ log = logging.getLogger("crosscam.rtsp_server")
 KEY_INT_MAX = 10
 # How often the mounts folder is rescanned.
 RESCAN_INTERVAL_MS = 250
+# A client PLAYING this long with no packet out while frames keep coming: the media stalled.
+STALL_S = 5.0
+# ... and at least this many frames decoded meanwhile (a paused producer is not a stall).
+STALL_MIN_FRAMES = 10
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 MEDIA_LAUNCH = (
@@ -93,6 +111,7 @@ class MountSpec:
     fps: float | None
     loop: bool
     encoded: bool = False  # the file is H.264 at the camera's rate: served as is
+    debug_stall: bool = False  # stall the first media once, to exercise the watchdog
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> MountSpec:
@@ -107,7 +126,13 @@ class MountSpec:
         encoded = raw.get("encoded")
         if encoded not in (None, "h264"):
             raise ValueError(f"encoded must be 'h264' or absent, got {encoded!r}")
-        return cls(path=path, fps=fps, loop=bool(raw.get("loop", True)), encoded=bool(encoded))
+        return cls(
+            path=path,
+            fps=fps,
+            loop=bool(raw.get("loop", True)),
+            encoded=bool(encoded),
+            debug_stall=bool(raw.get("debug_stall", False)),
+        )
 
 
 class Camera:
@@ -123,6 +148,10 @@ class Camera:
         self.error: str | None = None
         self.held_media: GstRtspServer.RTSPMedia | None = None
         self.prepared = False  # the held media prerolled: clients can DESCRIBE
+        self.sent = 0  # buffers out of the payloader of this camera's media
+        # session id -> (monotonic time first seen PLAYING, sent then, frames then)
+        self.watch: dict[str, tuple[float, int, int]] = {}
+        self.pay_sinkpad: Gst.Pad | None = None
         self._lock = threading.Lock()
         self._appsrcs: list[GstApp.AppSrc] = []
         self.pipeline = Gst.parse_launch(_producer_launch(spec))
@@ -155,6 +184,11 @@ class Camera:
             appsrc.set_property("caps", self.caps)
         with self._lock:
             self._appsrcs.append(appsrc)
+        pay = media.get_element().get_by_name_recurse_up("pay0")
+        pay.get_static_pad("src").add_probe(
+            Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, self._on_sent
+        )
+        self.pay_sinkpad = pay.get_static_pad("sink")
         media.connect("unprepared", self._on_unprepared, appsrc)
         log.info("media attached camera=%s medias=%d", self.camera_id, len(self._appsrcs))
 
@@ -163,6 +197,19 @@ class Camera:
             if appsrc in self._appsrcs:
                 self._appsrcs.remove(appsrc)
         log.info("media released camera=%s medias=%d", self.camera_id, len(self._appsrcs))
+
+    def _on_sent(self, _pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        self.sent += 1
+        return Gst.PadProbeReturn.OK
+
+    def stalled(self, playing: set[str], now: float) -> bool:
+        """Whether a client has been PLAYING for STALL_S with no packet out since
+        (playing: the ids of this camera's PLAYING sessions), frames coming meanwhile."""
+        self.watch = {sid: self.watch.get(sid, (now, self.sent, self.frames)) for sid in playing}
+        return any(
+            now - t0 >= STALL_S and self.sent == sent0 and self.frames - frames0 >= STALL_MIN_FRAMES
+            for t0, sent0, frames0 in self.watch.values()
+        )
 
     def _end_clients(self) -> None:
         with self._lock:
@@ -251,18 +298,89 @@ class Server:
         self.errors: dict[str, str] = {}
         self._seen: dict[str, tuple[float, int]] = {}
         self._last_status = ""
+        self.restarts: dict[str, int] = {}  # camera id -> watchdog rebuilds
+        self._stalled_once: set[str] = set()  # debug_stall applied
 
     def attach(self) -> None:
         if self.server.attach(None) == 0:
             raise OSError(f"cannot bind RTSP port {self.port} (in use?)")
         # Drop sessions of clients that vanished without TEARDOWN.
         GLib.timeout_add_seconds(2, self._cleanup_sessions)
+        GLib.timeout_add_seconds(1, self._watchdog)
         GLib.timeout_add(RESCAN_INTERVAL_MS, self._rescan)
         self._rescan()
 
     def _cleanup_sessions(self) -> bool:
         self.server.get_session_pool().cleanup()
         return True
+
+    def _playing(self) -> dict[str, set[str]]:
+        """camera id -> the ids of the sessions PLAYING it."""
+        out: dict[str, set[str]] = {}
+        for session in self.server.get_session_pool().filter(None, None):
+            for camera_id in self.cameras:
+                session_media, _ = session.get_media(f"/{camera_id}")
+                if (
+                    session_media is not None
+                    and session_media.get_rtsp_state() == GstRtsp.RTSPState.PLAYING
+                ):
+                    out.setdefault(camera_id, set()).add(session.get_sessionid())
+        return out
+
+    def _watchdog(self) -> bool:
+        try:
+            playing = self._playing()
+            now = time.monotonic()
+            for camera_id, camera in list(self.cameras.items()):
+                clients = playing.get(camera_id, set())
+                if camera.spec.debug_stall and clients and camera_id not in self._stalled_once:
+                    self._stalled_once.add(camera_id)
+                    camera.pay_sinkpad.add_probe(
+                        Gst.PadProbeType.BLOCK | Gst.PadProbeType.BUFFER,
+                        lambda *_: Gst.PadProbeReturn.OK,
+                    )
+                    log.warning("debug stall camera=%s", camera_id)
+                if camera.live and camera.stalled(clients, now):
+                    self._restart(camera_id, camera)
+        except Exception:  # the watchdog must never stop the server
+            log.exception("watchdog failed")
+        return True
+
+    def _restart(self, camera_id: str, camera: Camera) -> None:
+        media = camera.held_media
+        element = media.get_element() if media is not None else None
+        appsrc = element.get_by_name_recurse_up("src") if element is not None else None
+        log.error(
+            "media stalled camera=%s sessions=%d sent=%d frames=%d media_status=%s "
+            "pipeline_state=%s appsrc_queued=%s: dropping its clients and rebuilding the mount",
+            camera_id,
+            len(camera.watch),
+            camera.sent,
+            camera.frames,
+            media.get_status().value_nick if media is not None else None,
+            element.get_parent().get_state(0)[1].value_nick
+            if element is not None and element.get_parent() is not None
+            else None,
+            appsrc.get_property("current-level-buffers") if appsrc is not None else None,
+        )
+        path = f"/{camera_id}"
+
+        def on_camera(_server: Any, client: Any, _data: Any) -> Any:
+            for session in client.session_filter(None, None):
+                if session.get_media(path)[0] is not None:
+                    return GstRtspServer.RTSPFilterResult.REMOVE
+            return GstRtspServer.RTSPFilterResult.KEEP
+
+        self.server.client_filter(on_camera, None)
+        stamp, spec = self._seen.get(camera_id), camera.spec
+        restarts, stalled_once = self.restarts.get(camera_id, 0), camera_id in self._stalled_once
+        self._remove(camera_id)
+        self.restarts[camera_id] = restarts + 1
+        if stalled_once:
+            self._stalled_once.add(camera_id)
+        if stamp is not None:
+            self._seen[camera_id] = stamp
+        self._add(camera_id, spec)
 
     def _rescan(self) -> bool:
         try:
@@ -344,6 +462,8 @@ class Server:
     def _remove(self, camera_id: str) -> None:
         self._seen.pop(camera_id, None)
         self.errors.pop(camera_id, None)
+        self.restarts.pop(camera_id, None)
+        self._stalled_once.discard(camera_id)
         camera = self.cameras.pop(camera_id, None)
         if camera is None:
             return
@@ -373,6 +493,7 @@ class Server:
                 "loop": cam.spec.loop,
                 "encoded": cam.spec.encoded,
                 "error": cam.error,
+                "restarts": self.restarts.get(camera_id, 0),
             }
         for camera_id, err in self.errors.items():
             mounts[camera_id] = {"state": "error", "error": err}

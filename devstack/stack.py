@@ -1056,6 +1056,7 @@ class RtspServer:
         timeout_s: float = RTSP_PUBLISH_TIMEOUT_S,
         *,
         pre_encode: bool = False,
+        debug_stall: bool = False,
     ) -> str:
         """Serve a video file as camera ``camera_id``; returns its ``rtsp://`` URL.
 
@@ -1065,9 +1066,12 @@ class RtspServer:
         ends the stream at the end of the file. ``pre_encode`` encodes the file
         to H.264 at ``fps`` once (ffmpeg, cached under the state dir) and serves
         that without decoding or re-encoding per camera, as a real camera would:
-        what a benchmark of the pipeline wants.
+        what a benchmark of the pipeline wants. ``debug_stall`` makes the camera's
+        first media stall once its first client plays, to test the server's watchdog.
         """
-        urls = self.publish_together({camera_id: path}, fps, loop, timeout_s, pre_encode=pre_encode)
+        urls = self.publish_together(
+            {camera_id: path}, fps, loop, timeout_s, pre_encode=pre_encode, debug_stall=debug_stall
+        )
         return urls[camera_id]
 
     def publish_together(
@@ -1078,6 +1082,7 @@ class RtspServer:
         timeout_s: float = RTSP_PUBLISH_TIMEOUT_S,
         *,
         pre_encode: bool = False,
+        debug_stall: bool = False,
     ) -> dict[str, str]:
         """Serve several files as cameras that start playing at the same moment (one
         rescan of the server mounts them all), as a recording of cameras that filmed
@@ -1100,6 +1105,8 @@ class RtspServer:
                     "loop": loop,
                     "encoded": "h264",
                 }
+            if debug_stall:
+                specs[camera_id]["debug_stall"] = True
         self.mounts_dir.mkdir(parents=True, exist_ok=True)
         staged = []
         for camera_id, spec in specs.items():

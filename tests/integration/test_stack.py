@@ -354,6 +354,45 @@ def test_pre_encoded_camera_is_served_without_re_encoding(
     assert cpu_pre < 0.5 * cpu_live, (cpu_pre, cpu_live)
 
 
+def test_stalled_camera_media_is_rebuilt_and_clients_reconnect(
+    private_rtsp_server: RtspServer, pets_video: Path, pets_thumbs: np.ndarray
+) -> None:
+    """A camera's media that stops sending while a client plays (made to stall here;
+    seen rarely on a loaded machine, where every later session got nothing too) is
+    found by the server's watchdog, which drops its clients and rebuilds the mount:
+    a client that reconnects gets PETS frames again."""
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    import cv2
+
+    server = private_rtsp_server
+    url = server.publish("stall", pets_video, fps=10, pre_encode=True, debug_stall=True)
+    assert server.mounts()["stall"]["restarts"] == 0
+    sessions: list[int] = []  # frames read per session
+    frames: list[np.ndarray] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(sessions) < 4:
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        read = 0
+        try:
+            while cap.isOpened() and read < 30:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                read += 1
+                if server.mounts()["stall"]["restarts"]:
+                    frames.append(frame)
+        finally:
+            cap.release()
+        sessions.append(read)
+        if read == 30 and frames:
+            break
+    assert server.mounts()["stall"]["restarts"] == 1, (sessions, server.mounts()["stall"])
+    assert sessions[0] < 30, f"the first session was not stalled: {sessions}"
+    assert sessions[-1] == 30, f"no session after the rebuild got its frames: {sessions}"
+    _assert_pets_frames(frames, pets_thumbs)
+    server.unpublish("stall")
+
+
 def test_rtsp_pause_resume_and_kill(private_rtsp_server: RtspServer, pets_video: Path) -> None:
     server = private_rtsp_server
     server.publish("cam", pets_video)
