@@ -49,6 +49,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "detector"): ("bench.detector", "detector stage throughput vs bare ONNX Runtime"),
     ("bench", "models"): ("bench.models", "every runtime x model: ms per frame/crop by batch"),
     ("bench", "tracker"): ("bench.tracker", "tracker core frames per second, with the peer"),
+    ("bench", "linker"): ("bench.linker", "linker CPU per tracklet as the live window grows"),
     ("bench", "store"): ("bench.store", "vector store query latency, embedded vs local mode"),
     ("bench", "pipeline"): (
         "bench.pipeline",

@@ -333,9 +333,15 @@ class Server:
             now = time.monotonic()
             for camera_id, camera in list(self.cameras.items()):
                 clients = playing.get(camera_id, set())
-                if camera.spec.debug_stall and clients and camera_id not in self._stalled_once:
+                pad = camera.pay_sinkpad
+                if (
+                    camera.spec.debug_stall
+                    and clients
+                    and pad is not None
+                    and camera_id not in self._stalled_once
+                ):
                     self._stalled_once.add(camera_id)
-                    camera.pay_sinkpad.add_probe(
+                    pad.add_probe(
                         Gst.PadProbeType.BLOCK | Gst.PadProbeType.BUFFER,
                         lambda *_: Gst.PadProbeReturn.OK,
                     )
