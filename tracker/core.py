@@ -27,6 +27,8 @@ Nothing here imports Kafka, Redis or Prometheus.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -48,6 +50,30 @@ CROP_FULL_DETAIL_HEIGHT_PX = 256.0
 # Variance of the Laplacian at which a crop counts as half sharp; ~100 is the
 # customary blur threshold for that measure on 8-bit images.
 SHARPNESS_HALF_POINT = 100.0
+
+FRAME_CLOCK_HISTORY = 15
+"""Stamp differences whose median is :class:`FrameClock`'s rough interval."""
+
+FRAME_CLOCK_MIN_SAMPLES = 5
+"""Differences the rough interval needs."""
+
+FRAME_CLOCK_SPAN = 256
+"""Frames over which :class:`FrameClock` measures a camera's long-run interval."""
+
+FRAME_CLOCK_MIN_SPAN = 32
+"""Whole intervals the long-run interval needs before elapsed times are counted in
+frames (20 ms of jitter at each end then moves it by under 0.1 %)."""
+
+FRAME_CLOCK_DROP = 1.75
+"""A stamp difference of at least this many rough intervals counts as dropped frames
+(the nearest whole number of intervals); a shorter one is one frame, however jittered."""
+
+FRAME_CLOCK_MAX_GAP = 10
+"""A stamp difference of more intervals than this restarts the long-run interval."""
+
+FRAME_CLOCK_LIMIT_SLACK = 0.25
+"""A limit admits ``floor(limit / interval + this)`` frames: a limit that is a whole
+number of frames stays one although the learnt interval is off by a little."""
 
 
 class TrackerParams(BaseModel):
@@ -109,6 +135,12 @@ class TrackerParams(BaseModel):
     """Confirmed tracks whose last match is at most this old also try the IoU
     and low-score stages (Deep SORT: just the previous frame). Raising it
     re-finds people after short gaps by overlap alone, which is unsafe in crowds."""
+
+    regular_frame_clock: bool = True
+    """Count elapsed times in frames of the camera's regular interval (learnt from
+    its stamps, :class:`FrameClock`): the limits above and below and the motion
+    prediction then do not depend on stamp jitter. Off: every stamp difference is
+    taken as is, in seconds."""
 
     lost_track_s: float = Field(2.0, gt=0.0, le=600.0)
     """A confirmed track not matched for longer is deleted and becomes a
@@ -265,6 +297,89 @@ class _FrameInput:
     carried: np.ndarray | None = None  # (N,) bool, vector carried forward (not embedded anew)
 
 
+class FrameClock:
+    """A camera's regular frame interval, learnt from its stamps; elapsed times read
+    as whole frame intervals.
+
+    A camera captures at a steady rate, but the stamps that reach the tracker can
+    jitter (a server that stamps frames as it sends them). The tracker's limits
+    (``iou_max_lost_s``, ``lost_track_s``) then fall on either side of a frame
+    depending on that jitter: at 7 fps, ``lost_track_s`` = 2.0 s is exactly 14
+    frames, and 20 ms of jitter split tracks of the standard cut that exact stamps
+    keep whole. So elapsed times are counted in frames.
+
+    The interval is the long-run rate: stamp span over the whole intervals in it,
+    over the last :data:`FRAME_CLOCK_SPAN` frames (a stamp difference is one
+    interval, or, from :data:`FRAME_CLOCK_DROP` rough median intervals up, the
+    nearest whole number of them: a dropped frame counts two). Jitter barely moves it; it is used once it rests on
+    :data:`FRAME_CLOCK_MIN_SPAN` intervals. An elapsed time is the nearest whole
+    number of intervals (at least one); a limit admits
+    ``floor(limit / interval + FRAME_CLOCK_LIMIT_SLACK)`` of them. Before the rate
+    is learnt, times are compared in seconds, as before; a gap of more than
+    :data:`FRAME_CLOCK_MAX_GAP` intervals (a pause, a restarted stream, a new
+    rate) starts learning again. Exact stamps give the decisions they gave before.
+    """
+
+    def __init__(self) -> None:
+        self._dts: deque[float] = deque(maxlen=FRAME_CLOCK_HISTORY)
+        self._marks: deque[tuple[int, int]] = deque(maxlen=FRAME_CLOCK_SPAN)
+        self._last_ns: int | None = None
+
+    def _rough_s(self) -> float | None:
+        if len(self._dts) < FRAME_CLOCK_MIN_SAMPLES:
+            return None
+        return float(np.median(self._dts))
+
+    @property
+    def interval_s(self) -> float | None:
+        """The learnt interval, or None while it rests on too few frames."""
+        if len(self._marks) < 2:
+            return None
+        (t0, k0), (t1, k1) = self._marks[0], self._marks[-1]
+        if k1 - k0 < FRAME_CLOCK_MIN_SPAN:
+            return None
+        return (t1 - t0) / NS_PER_S / (k1 - k0)
+
+    def frames(self, elapsed_s: float) -> int | None:
+        """Whole frame intervals in ``elapsed_s`` (at least one), or None before the
+        interval is learnt."""
+        interval = self.interval_s
+        if interval is None or interval <= 0 or elapsed_s <= 0:
+            return None
+        return max(1, round(elapsed_s / interval))
+
+    def tick(self, ts_ns: int, dt_s: float) -> float:
+        """Record a frame's stamp; ``dt_s``, the time since the tracker's previous
+        frame, for motion prediction: whole intervals once the interval is learnt
+        (as given before that, or after a restore until this clock saw two frames)."""
+        last, self._last_ns = self._last_ns, ts_ns
+        if last is None or ts_ns <= last:
+            return dt_s
+        step_s = (ts_ns - last) / NS_PER_S
+        rough = self._rough_s()
+        self._dts.append(step_s)
+        if rough is not None and rough > 0:
+            # one frame unless clearly more: jitter moves a step by a fifth of an interval
+            whole = 1 if step_s < FRAME_CLOCK_DROP * rough else round(step_s / rough)
+            if whole > FRAME_CLOCK_MAX_GAP:
+                self._marks.clear()  # a pause or a new rate: learn it again
+            else:
+                if not self._marks:
+                    self._marks.append((last, 0))
+                self._marks.append((ts_ns, self._marks[-1][1] + whole))
+        k = self.frames(dt_s)
+        interval = self.interval_s
+        return dt_s if k is None or interval is None else k * interval
+
+    def within(self, elapsed_s: float, limit_s: float) -> bool:
+        """Whether ``elapsed_s`` is at most ``limit_s``, counted in frames once it can be."""
+        k = self.frames(elapsed_s)
+        interval = self.interval_s
+        if k is None or interval is None:
+            return elapsed_s <= limit_s
+        return k <= math.floor(limit_s / interval + FRAME_CLOCK_LIMIT_SLACK)
+
+
 class CameraTracker:
     """Deep SORT style tracker for one camera (see the module docstring).
 
@@ -286,6 +401,7 @@ class CameraTracker:
         self.cov = np.zeros((0, kalman.STATE_DIM, kalman.STATE_DIM))
         self.last_seq = -1
         self.last_ts_ns: int | None = None
+        self.clock = FrameClock()
         self.frame_width = 0
         self.frame_height = 0
         self.embedding_dim = 0
@@ -367,6 +483,8 @@ class CameraTracker:
         if self.already_seen(seq, ts_ns):
             return StepResult(duplicate=True)
         dt_s = 0.0 if self.last_ts_ns is None else max(ts_ns - self.last_ts_ns, 0) / NS_PER_S
+        if self.params.regular_frame_clock:
+            dt_s = self.clock.tick(ts_ns, dt_s)
         self.last_seq, self.last_ts_ns = seq, ts_ns
         frame = self._frame_input(
             ts_ns, seq, boxes_xyxy, scores, embeddings, sharpness, crops_jpeg, carried
@@ -469,7 +587,7 @@ class CameraTracker:
         if has_emb and len(high) and confirmed.any():
             free_high = self._match_appearance(frame, mean, cov, confirmed, high, det_of_track)
         # motion only: every live track may match by overlap
-        recent = lost_s <= (p.iou_max_lost_s if has_emb else p.lost_track_s)
+        recent = self._within(lost_s, p.iou_max_lost_s if has_emb else p.lost_track_s)
         # 3. IoU stage: tentative tracks and briefly missed ones
         cand = np.flatnonzero((det_of_track < 0) & (~confirmed | recent))
         free_high = self._match_overlap(
@@ -531,19 +649,27 @@ class CameraTracker:
         confirmed = t.state == TrackState.CONFIRMED
         result.tracks.append(TrackView(t.track_id, t.last_box, t.last_score, confirmed, d))
 
+    def _within(self, elapsed_s: np.ndarray, limit_s: float) -> np.ndarray:
+        """(T,) whether each elapsed time is within ``limit_s``: in whole frames of the
+        camera's regular interval (:class:`FrameClock`) when the option is on."""
+        if not self.params.regular_frame_clock:
+            return elapsed_s <= limit_s
+        return np.array([self.clock.within(float(e), limit_s) for e in elapsed_s], dtype=bool)
+
     def _retire_unmatched(
         self, det_of_track: np.ndarray, ts_ns: int, result: StepResult
     ) -> tuple[list[Track], np.ndarray]:
         """Unmatched tracks: tentative ones die, confirmed ones after ``lost_track_s``
         (becoming tracklets). Returns the surviving tracks and the (T,) keep mask."""
         keep = np.ones(len(self.tracks), dtype=bool)
-        lost_ns = self.params.lost_track_s * NS_PER_S
         for i in np.flatnonzero(det_of_track < 0):
             t = self.tracks[i]
             if t.state == TrackState.TENTATIVE:
                 t.state = TrackState.DELETED
                 keep[i] = False
-            elif ts_ns - t.ts_last_ns > lost_ns:
+            elif not self._within(
+                np.array([(ts_ns - t.ts_last_ns) / NS_PER_S]), self.params.lost_track_s
+            )[0]:
                 t.state = TrackState.DELETED
                 keep[i] = False
                 self._finish(t, "lost", result)

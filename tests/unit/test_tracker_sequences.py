@@ -269,3 +269,50 @@ def test_greyscale_facts_reach_the_tracklet_and_bad_grey_vectors_are_ignored() -
     assert good.greyscale and bad.greyscale
     assert good.crops and all(len(c.embedding_grey) == 4 * DIM for c in good.crops)
     assert bad.crops and not any(c.embedding_grey for c in bad.crops)
+
+
+def test_frame_clock_learns_the_rate_through_jitter_and_counts_frames() -> None:
+    """7 fps stamps with 20 ms of jitter: the learnt interval is within 0.3 % of 1/7 s,
+    elapsed times read as whole frames, and a 2.0 s limit admits exactly 14 of them
+    (nothing is counted in frames before the rate rests on enough frames)."""
+    from tracker.core import FRAME_CLOCK_MIN_SPAN, FrameClock
+
+    rng = np.random.default_rng(3)
+    clock = FrameClock()
+    stamps = [ts(f) + int(rng.normal(0, 0.02) * 1e9) for f in range(120)]
+    for f, stamp in enumerate(stamps):
+        if f == FRAME_CLOCK_MIN_SPAN // 2:
+            assert clock.interval_s is None and clock.frames(2.0) is None
+            assert clock.within(2.01, 2.0) is False  # in seconds until the rate is learnt
+        clock.tick(stamp, 0.0 if f == 0 else (stamp - stamps[f - 1]) / 1e9)
+    interval = clock.interval_s
+    assert interval is not None and abs(interval * FPS - 1.0) < 0.003, interval
+    for frames in (1, 3, 14, 15):
+        for jitter in (-0.04, 0.0, 0.04):
+            assert clock.frames(frames / FPS + jitter) == frames
+    assert clock.within(14 / FPS + 0.03, 2.0) and not clock.within(15 / FPS - 0.03, 2.0)
+    assert clock.within(3 / FPS + 0.03, 0.5) and not clock.within(4 / FPS - 0.03, 0.5)
+
+
+@pytest.mark.parametrize("regular", [True, False])
+def test_jittered_stamps_do_not_move_the_lost_track_limit(regular: bool) -> None:
+    """Unseen for 14 frames at 7 fps, exactly ``lost_track_s`` (2.0 s): exact stamps keep
+    the id. With 20 ms of stamp jitter (a server that stamps frames as it sends them),
+    counting in frames keeps it in every seed; taking each stamp as it is splits the
+    person in some (which is what split tracks in live runs and not in process)."""
+    walker = Walker((100.0, 400.0), (15.0, 0.0), 120.0, looks(1)[0], hidden=(60, 74))
+    kept = []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        tracker = CameraTracker("cam", TrackerParams(regular_frame_clock=regular))
+        ids: set[int] = set()
+        for f in range(100):
+            boxes, scores, embs, who = frame_detections([walker], f, rng)
+            stamp = ts(f) + int(rng.normal(0, 0.02) * 1e9)
+            res = tracker.step(stamp, f, boxes, scores, embs, None, [b"c"] * len(who))
+            ids |= {v.track_id for v in res.confirmed}
+        kept.append(len(ids) == 1)
+    if regular:
+        assert all(kept), kept
+    else:
+        assert not all(kept), kept
