@@ -373,11 +373,16 @@ class FrameClock:
 
     def within(self, elapsed_s: float, limit_s: float) -> bool:
         """Whether ``elapsed_s`` is at most ``limit_s``, counted in frames once it can be."""
-        k = self.frames(elapsed_s)
+        return bool(self.within_all(np.array([elapsed_s]), limit_s)[0])
+
+    def within_all(self, elapsed_s: np.ndarray, limit_s: float) -> np.ndarray:
+        """:meth:`within` of each elapsed time at once (the tracker's per-frame check)."""
         interval = self.interval_s
-        if k is None or interval is None:
+        if interval is None or interval <= 0:
             return elapsed_s <= limit_s
-        return k <= math.floor(limit_s / interval + FRAME_CLOCK_LIMIT_SLACK)
+        k = np.maximum(1.0, np.rint(elapsed_s / interval))  # :meth:`frames`, vectorised
+        in_frames = k <= math.floor(limit_s / interval + FRAME_CLOCK_LIMIT_SLACK)
+        return np.where(elapsed_s > 0, in_frames, elapsed_s <= limit_s)
 
 
 class CameraTracker:
@@ -654,7 +659,7 @@ class CameraTracker:
         camera's regular interval (:class:`FrameClock`) when the option is on."""
         if not self.params.regular_frame_clock:
             return elapsed_s <= limit_s
-        return np.array([self.clock.within(float(e), limit_s) for e in elapsed_s], dtype=bool)
+        return self.clock.within_all(elapsed_s, limit_s)
 
     def _retire_unmatched(
         self, det_of_track: np.ndarray, ts_ns: int, result: StepResult

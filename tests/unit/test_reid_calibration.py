@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from itertools import count
 
 import numpy as np
@@ -26,6 +27,19 @@ def two_cameras() -> Topology:
             window_s=120.0,
             cameras=cams,
             links=[Link(a="a", b="b", min_transit_s=1.0, max_transit_s=20.0)],
+        )
+    )
+
+
+def corridor(
+    cameras: Iterable[str], links: list[tuple[str, str, float, float]], window_s: float
+) -> Topology:
+    """Cameras and their (a, b, min transit s, max transit s) links."""
+    return Topology(
+        CamerasFile(
+            window_s=window_s,
+            cameras=[Camera(id=c) for c in cameras],
+            links=[Link(a=a, b=b, min_transit_s=lo, max_transit_s=hi) for a, b, lo, hi in links],
         )
     )
 
@@ -210,17 +224,7 @@ def test_window_rebuild_matches_the_pairwise_definitions() -> None:
     and scores them exactly as ``_score`` does: cold and calibrated pairs, one camera and
     two, a greyscale camera, overlaps, transit bounds and unlinked cameras."""
     rng = np.random.default_rng(11)
-    cams = [Camera(id=c) for c in ("a", "b", "c", "far")]
-    topo = Topology(
-        CamerasFile(
-            window_s=60.0,
-            cameras=cams,
-            links=[
-                Link(a="a", b="b", min_transit_s=2.0, max_transit_s=20.0),
-                Link(a="b", b="c", min_transit_s=0.0, max_transit_s=8.0),
-            ],
-        )
-    )
+    topo = corridor(("a", "b", "c", "far"), [("a", "b", 2.0, 20.0), ("b", "c", 0.0, 8.0)], 60.0)
     ids = count(1)
     params = LinkerParams(  # some pairs stay cold (under 100 distances); loose cold limits
         calibration=CalibrationParams(min_pair_samples=100),
@@ -314,17 +318,7 @@ def test_refinement_moves_fragments_to_the_person_they_fit() -> None:
     it fits better on average (``refine_moves``) links more of each person on noisy
     scenes, seed by seed (measured 0.78 -> 0.84 mean link F1 over ten seeds, better on
     all ten), and is a no-op where the greedy result is already consistent."""
-    cams = [Camera(id=c) for c in "abc"]
-    topo = Topology(
-        CamerasFile(
-            window_s=120.0,
-            cameras=cams,
-            links=[
-                Link(a="a", b="b", min_transit_s=1.0, max_transit_s=20.0),
-                Link(a="b", b="c", min_transit_s=1.0, max_transit_s=20.0),
-            ],
-        )
-    )
+    topo = corridor("abc", [("a", "b", 1.0, 20.0), ("b", "c", 1.0, 20.0)], 120.0)
     gains = []
     for seed in range(5):
         run = three_cameras_in_a_row(30, noise=1.5, seed=seed)
