@@ -83,7 +83,13 @@ def _batch_of(pool: np.ndarray, b: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([pool] * reps)[:b])
 
 
-def _cells(runtime: RuntimeConfig, batches: list[int], frames: np.ndarray, crops: np.ndarray):
+def _cells(
+    runtime: RuntimeConfig,
+    batches: list[int],
+    frames: np.ndarray,
+    crops: np.ndarray,
+    precision: str,
+):
     det_src = resolve_model_path(None, OnnxDetectorConfig().spec().filename, models_dir())
     emb_src = resolve_model_path(None, OnnxEmbedderConfig().spec().filename, models_dir())
     models = [
@@ -92,7 +98,7 @@ def _cells(runtime: RuntimeConfig, batches: list[int], frames: np.ndarray, crops
         ("osnet_x0_25", emb_src, crops),
     ]
     cells, failed = [], {}
-    for cand in candidates(runtime):
+    for cand in candidates(runtime, precision):
         for name, path, pool in models:
             try:
                 runner = open_runner(path, runtime, cand, what=name)
@@ -123,11 +129,17 @@ def _fastest(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
     return min(mine, key=lambda r: r["ms_per_item_median"])
 
 
-def bench(runtime: RuntimeConfig, batches: list[int], seconds: float) -> dict[str, Any]:
-    """The backend × model × batch table, the fastest per model and the camera estimate."""
+def bench(
+    runtime: RuntimeConfig, batches: list[int], seconds: float, precision: str = "auto"
+) -> dict[str, Any]:
+    """The backend × model × batch table, the fastest per model and the camera estimate.
+
+    ``precision``: which OpenVINO arithmetic is timed ('auto': float32 and, where the CPU
+    computes it natively, bfloat16, both for every model).
+    """
     load_start = os.getloadavg()
     frames, crops, crops_per_frame = _inputs(runtime)
-    cells, failed = _cells(runtime, batches, frames, crops)
+    cells, failed = _cells(runtime, batches, frames, crops, precision)
     wanted = [PROVIDER_NAMES[p] for p in runtime.providers]
     if runtime.engine == "onnxruntime" and "CPUExecutionProvider" not in wanted:
         # ONNX Runtime falls back to CPU silently when CUDA/TensorRT fail to load
@@ -175,6 +187,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ONNX Runtime provider only (no OpenVINO): e.g. cuda on a GPU machine; "
         "default: every runtime here",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["f32", "auto", "bf16"],
+        default="auto",
+        help="OpenVINO's arithmetic timed: 'auto' (the default here) float32 and, on a CPU "
+        "with native bfloat16, bfloat16 too, for every model; 'f32' float32 only",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--json", action="store_true")
 
@@ -191,7 +210,7 @@ def _runtime(args: argparse.Namespace) -> RuntimeConfig:
 def main(args: argparse.Namespace) -> int:
     try:
         runtime = _runtime(args)
-        report = bench(runtime, sorted(set(args.batches)), args.seconds)
+        report = bench(runtime, sorted(set(args.batches)), args.seconds, args.precision)
     except RuntimeError as exc:  # e.g. --provider cuda without onnxruntime-gpu
         print(f"bench models: {exc}", file=sys.stderr)
         return 2

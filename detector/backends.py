@@ -28,7 +28,7 @@ from detector.config import (
     RuntimeConfig,
 )
 from detector.decode import decode, nms
-from detector.preprocess import letterbox, write_chw
+from detector.preprocess import image_like_noise, letterbox, write_chw
 from detector.runtime import Runner, open_fastest, static_batch_size, with_dynamic_batch
 from detector.zoo import DetectorModelSpec
 
@@ -73,7 +73,11 @@ class OnnxDetector:
     def __init__(self, path: Path, spec: DetectorModelSpec, runtime: RuntimeConfig) -> None:
         self.spec = spec
         self.runner, self.choice = open_fastest(
-            path, runtime, what=spec.filename, make_input=self._timing_input
+            path,
+            runtime,
+            what=spec.filename,
+            make_input=self._timing_input,
+            precision=runtime.detector_precision,
         )
         self.info = self.runner.info
         self.name = f"onnx:{spec.filename}"
@@ -95,9 +99,9 @@ class OnnxDetector:
         self.last_inference_seconds = 0.0
 
     def _timing_input(self, runner: Runner) -> np.ndarray:
-        """A letterboxed blank frame, the start-up timing's input (batch 1)."""
-        h, w = self.spec.input_hw
-        return np.full((1, 3, h, w), float(self.spec.pad_value), np.float32)
+        """An image-like 640x480 frame, letterboxed: the start-up timing's input (batch 1) and
+        the reduced-precision agreement check's."""
+        return self.prepare(image_like_noise(1, (480, 640)))[0]
 
     def prepare(self, frames_bgr: Sequence[np.ndarray]) -> tuple[np.ndarray, list]:
         """Letterbox + normalise frames into an (B, 3, h, w) float32 tensor and placements."""

@@ -59,6 +59,10 @@ PROVIDER_ORDER: tuple[Provider, ...] = ("tensorrt", "cuda", "cpu")
 """Fastest first; the first one the installed ONNX Runtime offers is used."""
 
 
+Precision = Literal["f32", "auto", "bf16"]
+"""A model's arithmetic: float32, bfloat16 where native and agreeing (auto), or bfloat16."""
+
+
 class RuntimeConfig(_Strict):
     """ONNX Runtime session options shared by the detector and the embedder."""
 
@@ -96,6 +100,27 @@ class RuntimeConfig(_Strict):
     openvino_devices: list[str] = Field(
         default_factory=lambda: ["GPU", "CPU"],
         description="OpenVINO devices 'auto' may time (those present); [] = never OpenVINO",
+    )
+    detector_precision: Precision = Field(
+        "f32",
+        description="the detector's arithmetic on OpenVINO (see embedder_precision); float32 by "
+        "default: in bfloat16 YOLOX-nano's boxes and scores moved enough to change tracklets "
+        "(measured in the README)",
+    )
+    embedder_precision: Precision = Field(
+        "auto",
+        description="the appearance model's arithmetic on OpenVINO on a CPU with native "
+        "bfloat16 (AMX or AVX512-BF16): 'f32' never reduces it; 'auto' also times a bfloat16 "
+        "candidate and keeps it only if its output agrees with float32 at start (cosine >= "
+        "reduced_precision_min_cosine) and it is the fastest; 'bf16' runs OpenVINO in bfloat16 "
+        "where native. ONNX Runtime always runs float32",
+    )
+    reduced_precision_min_cosine: float = Field(
+        0.995,
+        ge=0.0,
+        le=1.0,
+        description="precision 'auto': least cosine between a bfloat16 candidate's output "
+        "and float32's on the start-up input for the candidate to be kept",
     )
     auto_timing_s: float = Field(
         1.0,

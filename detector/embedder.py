@@ -17,7 +17,7 @@ import numpy as np
 from common.vectors import l2_normalise
 from detector.checksum import resolve_model_path, verify_model_file
 from detector.config import EmbedderBackendConfig, NoEmbedderConfig, RuntimeConfig
-from detector.preprocess import write_batch_chw
+from detector.preprocess import image_like_noise, write_batch_chw
 from detector.runtime import Runner, open_fastest, static_batch_size
 from detector.zoo import EmbedderModelSpec
 
@@ -56,7 +56,11 @@ class OnnxEmbedder:
         self.spec = spec
         self.max_batch = max_batch
         self.runner, self.choice = open_fastest(
-            path, runtime, what=spec.filename, make_input=self._timing_input
+            path,
+            runtime,
+            what=spec.filename,
+            make_input=self._timing_input,
+            precision=runtime.embedder_precision,
         )
         self.info = self.runner.info
         self.name = f"onnx:{spec.filename}"
@@ -67,10 +71,10 @@ class OnnxEmbedder:
         self.last_inference_seconds = 0.0
 
     def _timing_input(self, runner: Runner) -> np.ndarray:
-        """Random crops-shaped input for the start-up timing (values do not change the cost)."""
+        """Image-like crops, prepared, for the start-up timing (values do not change the cost)
+        and the reduced-precision agreement check (they do there)."""
         n = 1 if static_batch_size(runner.info) == 1 else min(_TIMING_BATCH, self.max_batch)
-        h, w = self.spec.input_hw
-        return np.random.default_rng(0).standard_normal((n, 3, h, w), dtype=np.float32)
+        return self.prepare(image_like_noise(n, self.spec.input_hw))
 
     def prepare(self, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 3, h, w) float32 input tensor for N crops (each resized, then normalised at once)."""

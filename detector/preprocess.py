@@ -134,3 +134,25 @@ def sharpness(crop_bgr: np.ndarray) -> float:
     """Variance of the Laplacian of the grey crop: higher = sharper (and more texture)."""
     grey = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY) if crop_bgr.ndim == 3 else crop_bgr
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+def image_like_noise(
+    n: int, hw: tuple[int, int], seed: int = 0, cells: int = 8
+) -> list[np.ndarray]:
+    """``n`` (H, W, 3) uint8 BGR images of smooth random colour (``cells`` across, cubic).
+
+    A stand-in for real frames or crops where a model's numbers matter but no
+    image is at hand (the runtime's start-up agreement check): smooth like
+    photographs, unlike white noise, which is far harsher on reduced precision.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    rows = max(1, round(cells * h / max(w, 1)))
+    return [
+        cv2.resize(
+            rng.integers(0, 256, (rows, cells, 3), dtype=np.uint8),
+            (w, h),
+            interpolation=cv2.INTER_CUBIC,
+        )
+        for _ in range(n)
+    ]

@@ -171,7 +171,9 @@ def static_batch_size(info: SessionInfo) -> int | None:
 
 # OpenVINO is optional at import time: without it ``auto`` times ONNX Runtime alone.
 # Inference runs in float32 (INFERENCE_PRECISION_HINT; the CPU plugin would
-# otherwise use bf16 on CPUs that have it), so vectors agree with ONNX Runtime's.
+# otherwise use bf16 on CPUs that have it), so vectors agree with ONNX Runtime's,
+# unless a model's precision allows bfloat16 on a CPU that computes it natively.
+BF16 = "bf16"
 
 
 @cache
@@ -204,6 +206,17 @@ def openvino_unavailable_reason(wanted: list[str]) -> str:
     return f"none of the OpenVINO devices {wanted} is present ({_core().available_devices})"
 
 
+def native_bf16(device: str) -> bool:
+    """Whether OpenVINO's ``device`` computes bfloat16 natively (AMX or AVX512-BF16 on a CPU)."""
+    if not _installed():
+        return False
+    try:
+        caps = _core().get_property(device, "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - a device that does not report capabilities
+        return False
+    return "BF16" in [str(c).upper() for c in caps]
+
+
 def _dims(partial_shape: Any) -> tuple[int | str | None, ...]:
     return tuple(d.get_length() if d.is_static else "dynamic" for d in partial_shape)
 
@@ -213,12 +226,14 @@ class OpenVinoRunner:
 
     engine = "openvino"
 
-    def __init__(self, path: Path, runtime: RuntimeConfig, *, device: str, what: str) -> None:
+    def __init__(
+        self, path: Path, runtime: RuntimeConfig, *, device: str, what: str, precision: str = "f32"
+    ) -> None:
         core = _core()
         model = core.read_model(str(path))
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": precision,
         }
         if device == "CPU":
             config["INFERENCE_NUM_THREADS"] = runtime.intra_op_threads
@@ -236,7 +251,7 @@ class OpenVinoRunner:
             input_shape=_dims(model.input(0).get_partial_shape()),
             output_names=tuple(o.get_any_name() for o in self.compiled.outputs),
         )
-        self.settings = "latency"
+        self.settings = "latency" if precision == "f32" else f"latency-{precision}"
         self._output = self.compiled.output(0)
         log.info(
             "openvino_model_compiled",
@@ -245,6 +260,7 @@ class OpenVinoRunner:
                 "path": str(path),
                 "device": device,
                 "threads": runtime.intra_op_threads,
+                "precision": precision,
                 "input_shape": [str(d) for d in self.info.input_shape],
             },
         )
@@ -259,8 +275,13 @@ def _ort_device(provider: str) -> str:
     return {v: k for k, v in PROVIDER_NAMES.items()}.get(provider, provider)
 
 
-def candidates(runtime: RuntimeConfig) -> list[Candidate]:
-    """Every (engine, device, settings) the config allows on this machine, preferred first."""
+def candidates(runtime: RuntimeConfig, precision: str = "f32") -> list[Candidate]:
+    """Every (engine, device, settings) the config allows on this machine, preferred first.
+
+    ``precision`` (a model's, :data:`detector.config.Precision`): 'f32' opens OpenVINO in
+    float32 only; 'auto' adds a bfloat16 candidate where the device computes it natively;
+    'bf16' replaces float32 by it there.
+    """
     out: list[Candidate] = []
     if runtime.engine in ("auto", "onnxruntime"):
         device = _ort_device(choose_providers(runtime)[0])
@@ -274,15 +295,59 @@ def candidates(runtime: RuntimeConfig) -> list[Candidate]:
         devices = openvino_devices(runtime.openvino_devices)
         if runtime.engine == "openvino" and not devices:
             raise RuntimeError(openvino_unavailable_reason(runtime.openvino_devices))
-        out += [Candidate("openvino", d, "latency") for d in devices]
+        for d in devices:
+            bf16 = precision != "f32" and native_bf16(d)
+            if precision != "bf16" or not bf16:
+                out.append(Candidate("openvino", d, "latency"))
+            if bf16:
+                out.append(Candidate("openvino", d, f"latency-{BF16}"))
     return out
+
+
+def reduced_precision(cand: Candidate) -> bool:
+    """Whether ``cand`` computes in less than float32."""
+    return cand.settings.endswith(f"-{BF16}")
 
 
 def open_runner(path: Path, runtime: RuntimeConfig, cand: Candidate, *, what: str) -> Runner:
     """Open ``path`` as candidate ``cand``."""
     if cand.engine == "onnxruntime":
         return OrtRunner(path, runtime, what=what, level=cand.settings)
-    return OpenVinoRunner(path, runtime, device=cand.device, what=what)
+    precision = BF16 if reduced_precision(cand) else "f32"
+    return OpenVinoRunner(path, runtime, device=cand.device, what=what, precision=precision)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Least cosine, item by item (first axis), between two outputs of the same input."""
+    x = np.asarray(a, np.float64).reshape(len(a), -1)
+    y = np.asarray(b, np.float64).reshape(len(b), -1)
+    num = (x * y).sum(axis=1)
+    den = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
+    return float(cos.min()) if len(cos) else 1.0
+
+
+def _disagreeing(
+    runners: dict[str, Runner],
+    cands: dict[str, Candidate],
+    make_input: Callable[[Runner], np.ndarray],
+    min_cosine: float,
+) -> dict[str, str]:
+    """Reduced-precision runners whose output strays from a float32 runner's on the same input."""
+    full = [k for k in runners if not reduced_precision(cands[k])]
+    if not full:
+        return {}
+    ref_runner = runners[full[0]]
+    out: dict[str, str] = {}
+    for k, r in runners.items():
+        if not reduced_precision(cands[k]):
+            continue
+        x = make_input(r)
+        ref = np.concatenate([ref_runner.run(x[i : i + 1]) for i in range(len(x))])
+        cos = agreement(r.run(x), ref)
+        if cos < min_cosine:
+            out[k] = f"output agrees with float32 at cosine {cos:.4f} < {min_cosine}"
+    return out
 
 
 def _time_candidates(
@@ -310,14 +375,18 @@ def open_fastest(
     *,
     what: str,
     make_input: Callable[[Runner], np.ndarray],
+    precision: str = "f32",
 ) -> tuple[Runner, RuntimeChoice]:
     """The fastest runner for ``path`` among :func:`candidates`, by a short timing.
 
     ``make_input`` builds a representative input for a runner (its shape may
-    depend on the runner's fixed batch). A single candidate is opened untimed.
-    A candidate that fails to open is skipped and reported in the choice.
+    depend on the runner's fixed batch); with ``precision`` 'auto' it is also the input a
+    bfloat16 candidate must agree on with float32, so it should look like real input
+    (white noise is far harsher on bfloat16 than images are). A single candidate is
+    opened untimed. A candidate that fails to open, or disagrees, is skipped and
+    reported in the choice.
     """
-    cands = candidates(runtime)
+    cands = candidates(runtime, precision)
     runners: dict[str, Runner] = {}
     failed: dict[str, str] = {}
     for c in cands:
@@ -326,6 +395,14 @@ def open_fastest(
         except Exception as exc:  # noqa: BLE001 - an engine that cannot take this model
             failed[c.label] = f"{type(exc).__name__}: {exc}"
             log.warning("runtime_candidate_failed", extra={"model": what, "candidate": c.label})
+    if precision == "auto":
+        by_label = {c.label: c for c in cands}
+        for k, why in _disagreeing(
+            runners, by_label, make_input, runtime.reduced_precision_min_cosine
+        ).items():
+            failed[k] = why
+            del runners[k]
+            log.warning("runtime_candidate_disagrees", extra={"model": what, "candidate": k})
     if not runners:
         raise RuntimeError(f"{what}: no runtime could open the model: {failed}")
     if len(runners) == 1:

@@ -24,7 +24,10 @@ from evaluation.mtmc_scoring import Sample, Scenario, read_frames
 
 
 def live_tracklets(
-    scn: Scenario, max_frames: int | None = None, appearance: str = "on-demand"
+    scn: Scenario,
+    max_frames: int | None = None,
+    appearance: str = "on-demand",
+    precision: str | None = None,
 ) -> tuple[list[Sample], dict]:
     """Run detector and tracker cores over the scenario; the tracklets in finish order.
 
@@ -46,7 +49,7 @@ def live_tracklets(
             raise ValueError(f"a scenario frame did not survive the bus: {image.reason}")
         return image
 
-    analyzer = Analyzer.from_config(analyzer_config(appearance))
+    analyzer = Analyzer.from_config(analyzer_config(appearance, precision))
     carried: list[np.ndarray] = []
     trackers = {c: CameraTracker(c) for c in scn.cameras}
     readers = {c: read_frames(Path(scn.video(c))) for c in scn.cameras}

@@ -336,7 +336,7 @@ def main(args: argparse.Namespace) -> int:
         args.video,
         score_min=min(args.score_min, params.low_score, args.peer_score),
         frames=None,
-        config=analyzer_config(args.appearance),
+        config=analyzer_config(args.appearance, args.embedder_precision),
     )
     n = vd.n_frames if args.frames is None else min(args.frames, vd.n_frames)
     rows, ours_info = run_ours(vd, fps, params, frames=n)

@@ -34,7 +34,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from evaluation.analysis import add_appearance_argument
+from evaluation.analysis import add_appearance_argument, runtime_config
 from evaluation.mtmc_scoring import (
     Sample,
     Scenario,
@@ -226,7 +226,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from detector.config import OnnxEmbedderConfig, RuntimeConfig
+    from detector.config import OnnxEmbedderConfig
     from detector.embedder import build_embedder
     from detector.greyscale import grey_crops
 
@@ -235,7 +235,9 @@ def main(args: argparse.Namespace) -> int:
     report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance, "calibration": args.calibration,
                     "shot_weight": params.linker.shot_weight}  # fmt: skip
     if args.mode in ("all", "gt"):
-        embedder = build_embedder(OnnxEmbedderConfig(), RuntimeConfig(), models_dir())
+        embedder = build_embedder(
+            OnnxEmbedderConfig(), runtime_config(args.embedder_precision), models_dir()
+        )
         grey = greyscale_cameras(scn)
         samples = gt_tracklets(
             scn,
@@ -258,6 +260,8 @@ def main(args: argparse.Namespace) -> int:
         from evaluation.inprocess import live_tracklets
 
         on_demand = "_" + args.appearance.replace("-", "_")
+        if args.embedder_precision != "f32":
+            on_demand += f"_{args.embedder_precision}"
         cache = (
             args.scenario / "cache" / f"live_tracklets_{args.frames or 'all'}{on_demand}.msgpack"
         )
@@ -265,7 +269,12 @@ def main(args: argparse.Namespace) -> int:
             samples, info = load_samples(scn, cache)
         else:
             t0 = time.perf_counter()
-            samples, info = live_tracklets(scn, max_frames=args.frames, appearance=args.appearance)
+            samples, info = live_tracklets(
+                scn,
+                max_frames=args.frames,
+                appearance=args.appearance,
+                precision=args.embedder_precision,
+            )
             info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
             save_samples(cache, samples, info)
         label_live(scn, samples)

@@ -15,7 +15,7 @@ from detector.runtime import candidates
 def test_table_covers_every_runtime_and_model() -> None:
     runtime = RuntimeConfig(openvino_devices=["CPU"], intra_op_threads=2)
     report = models.bench(runtime, [1, 2], seconds=0.0)
-    cands = {c.label for c in candidates(runtime)}
+    cands = {c.label for c in candidates(runtime, "auto")}
     rows = report["rows"]
     assert {r["candidate"] for r in rows} == cands and not report["failed"]
     for cand in cands:
@@ -44,7 +44,13 @@ def test_table_covers_every_runtime_and_model() -> None:
 
 def test_a_missing_gpu_provider_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(
-        provider="cuda", threads=None, batches=[1], seconds=0.0, out=None, json=True
+        provider="cuda",
+        threads=None,
+        batches=[1],
+        seconds=0.0,
+        out=None,
+        json=True,
+        precision="auto",
     )
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA: the GPU run is deploy/gpu-check.sh's")

@@ -18,7 +18,7 @@ from detector.checksum import resolve_model_path
 from detector.config import AnalyzerConfig, OnnxDetectorConfig, OnnxEmbedderConfig, RuntimeConfig
 from detector.embedder import OnnxEmbedder
 from detector.preprocess import crop_views
-from detector.runtime import candidates
+from detector.runtime import Candidate, _disagreeing, agreement, candidates, native_bf16
 from evaluation.video import video_frames
 from service.assets import models_dir, pets_dir
 
@@ -32,6 +32,7 @@ def _pinned(engine: str, level: str = "auto") -> RuntimeConfig:
         graph_optimization=level,  # type: ignore[arg-type]
         openvino_devices=["CPU"],
         intra_op_threads=2,
+        embedder_precision="f32",
     )
 
 
@@ -125,3 +126,93 @@ def test_the_choice_is_exported_as_metrics() -> None:
     labels = {"model": "embedder", "candidate": "openvino:CPU:latency"}
     assert REGISTRY.get_sample_value("crosscam_detector_runtime_chosen", labels) == 1
     assert REGISTRY.get_sample_value("crosscam_detector_runtime_ms_per_item", labels) == 2.5
+
+
+# --- reduced precision (bfloat16 where the CPU computes it natively) ---------------------
+
+BF16_MIN_COSINE = 0.995
+bf16_here = pytest.mark.skipif(
+    not native_bf16("CPU"), reason="this CPU has no native bfloat16 (AMX / AVX512-BF16)"
+)
+
+
+def _bf16() -> RuntimeConfig:
+    return RuntimeConfig(
+        engine="openvino",
+        openvino_devices=["CPU"],
+        detector_precision="bf16",
+        embedder_precision="bf16",
+        intra_op_threads=2,
+    )
+
+
+def test_precision_decides_which_openvino_candidates_exist() -> None:
+    def labels(precision: str) -> set[str]:
+        runtime = RuntimeConfig(openvino_devices=["CPU"])
+        return {c.label for c in candidates(runtime, precision) if c.engine == "openvino"}
+
+    assert labels("f32") == {"openvino:CPU:latency"}
+    if native_bf16("CPU"):
+        assert labels("auto") == {"openvino:CPU:latency", "openvino:CPU:latency-bf16"}
+        assert labels("bf16") == {"openvino:CPU:latency-bf16"}
+    else:  # nothing to reduce: float32 stays
+        assert labels("auto") == labels("bf16") == {"openvino:CPU:latency"}
+
+
+@bf16_here
+def test_bfloat16_vectors_and_boxes_stay_close_to_float32(
+    crops: list[np.ndarray], frames: list[np.ndarray]
+) -> None:
+    emb = _embedder(_bf16())
+    assert emb.choice.chosen == "openvino:CPU:latency-bf16"
+    ref = _embedder(_pinned("onnxruntime", "basic")).embed(crops)
+    cos = np.sum(ref * emb.embed(crops), axis=1)
+    assert cos.min() >= BF16_MIN_COSINE, float(cos.min())
+    assert cos.min() < 0.99999, "bfloat16 should differ from float32 a little: is it running?"
+    det = _detector(_bf16())
+    ref_boxes = _detector(_pinned("onnxruntime", "basic")).detect_batch(frames)
+    for a, b in zip(ref_boxes, det.detect_batch(frames), strict=True):
+        # a box near the score threshold may come or go; the people found stay the same
+        assert abs(len(a.scores) - len(b.scores)) <= 1
+        strong = a.scores >= 0.5
+        iou = box_iou(a.boxes_xyxy[strong], b.boxes_xyxy)
+        assert iou.max(axis=1).min() >= 0.9
+
+
+class _Fake:
+    """A runner whose output is the input scaled, plus optional noise: agreement is known."""
+
+    engine = "fake"
+    settings = ""
+
+    def __init__(self, noise: float) -> None:
+        self.noise = noise
+        self.info = None
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(len(tensor))
+        return 2.0 * tensor + self.noise * rng.standard_normal(tensor.shape)
+
+
+def test_auto_precision_drops_a_reduced_candidate_that_disagrees() -> None:
+    cands = {
+        "ref": Candidate("openvino", "CPU", "latency"),
+        "close": Candidate("openvino", "CPU", "latency-bf16"),
+        "far": Candidate("openvino", "GPU", "latency-bf16"),
+    }
+    runners = {"ref": _Fake(0.0), "close": _Fake(0.01), "far": _Fake(3.0)}
+    x = np.random.default_rng(1).standard_normal((4, 64))
+    out = _disagreeing(runners, cands, lambda r: x, 0.995)  # type: ignore[arg-type]
+    assert set(out) == {"far"} and "agrees with float32 at cosine" in out["far"]
+    assert agreement(x, x) == pytest.approx(1.0) and agreement(x, -x) == pytest.approx(-1.0)
+
+
+@bf16_here
+def test_auto_precision_times_bfloat16_and_keeps_it_only_when_it_agrees() -> None:
+    auto = RuntimeConfig(openvino_devices=["CPU"], embedder_precision="auto", auto_timing_s=0.2)
+    emb = _embedder(auto)
+    assert "openvino:CPU:latency-bf16" in emb.choice.ms_per_item
+    strict = auto.model_copy(update={"reduced_precision_min_cosine": 1.0})
+    emb = _embedder(strict)
+    assert "openvino:CPU:latency-bf16" not in emb.choice.ms_per_item
+    assert "agrees with float32" in emb.choice.failed["openvino:CPU:latency-bf16"]
