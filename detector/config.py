@@ -59,6 +59,38 @@ PROVIDER_ORDER: tuple[Provider, ...] = ("tensorrt", "cuda", "cpu")
 """Fastest first; the first one the installed ONNX Runtime offers is used."""
 
 
+class MotionGateConfig(_Strict):
+    """``[detector.motion_gate]``: skip analysing frames in which nothing moved."""
+
+    enabled: bool = Field(
+        True,
+        description="a frame in which nothing moved since the camera's last analysed frame "
+        "repeats that frame's detections instead of running the models",
+    )
+    noise_sigmas: float = Field(
+        4.0, gt=0.0, le=50.0, description="a pixel changed beyond this many noise sigmas"
+    )
+    min_level: float = Field(
+        6.0, ge=0.0, le=255.0, description="...and by at least this many grey levels"
+    )
+    min_changed_px: int = Field(
+        6,
+        ge=1,
+        le=100_000,
+        description="changed pixels (at quarter size, after a 2x2 opening) that make motion",
+    )
+    max_still_s: float = Field(
+        1.0,
+        gt=0.0,
+        le=3600.0,
+        description="analyse a camera at least this often even when nothing moves",
+    )
+    noise_momentum: float = Field(
+        0.95, ge=0.0, lt=1.0, description="running mean of the noise level (per frame)"
+    )
+    max_cameras: int = Field(4096, ge=1, description="cameras remembered (least recent dropped)")
+
+
 Precision = Literal["f32", "auto", "bf16"]
 """A model's arithmetic: float32, bfloat16 where native and agreeing (auto), or bfloat16."""
 

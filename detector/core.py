@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
+import msgspec
 import numpy as np
 
 from detector.analyzer import Analyzer, FrameAnalysis
 from detector.config import CropConfig
+from detector.motion import MotionGate
 from schemas.messages import Detections, Frame, pack_f32
 
 JPEG_SOI = b"\xff\xd8"  # start-of-image marker
@@ -37,7 +39,9 @@ class Rejected:
 class BatchStats:
     """What the last :meth:`FrameProcessor.process` call did and where its time went (seconds)."""
 
-    frames: int = 0
+    frames: int = 0  # analysed
+    still: int = 0  # not analysed: nothing moved (motion gating), detections repeated
+    gate: float = 0.0
     eos: int = 0
     rejected: int = 0
     chunks: list[int] = field(default_factory=list)
@@ -75,6 +79,18 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 def decode_jpeg(data: bytes, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray | Rejected:
     """(H, W, 3) uint8 BGR image, or why the bytes are not a whole JPEG (or too big to decode)."""
+    rejected = check_jpeg(data, max_pixels)
+    if rejected is not None:
+        return rejected
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        return Rejected("corrupt_jpeg", "JPEG could not be decoded")
+    return image
+
+
+def check_jpeg(data: bytes, max_pixels: int = MAX_FRAME_PIXELS) -> Rejected | None:
+    """Why the bytes are not a whole JPEG of an acceptable size, from its markers and header
+    alone (no decoding); None when they pass."""
     if not data:
         return Rejected("empty_image", "frame has no JPEG bytes")
     if not data.startswith(JPEG_SOI):
@@ -86,10 +102,7 @@ def decode_jpeg(data: bytes, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray |
         return Rejected("corrupt_jpeg", "JPEG has no frame header")
     if size[0] * size[1] > max_pixels:
         return Rejected("too_large", f"JPEG of {size[0]}x{size[1]} is over {max_pixels} pixels")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        return Rejected("corrupt_jpeg", "JPEG could not be decoded")
-    return image
+    return None
 
 
 def encode_crop(crop_bgr: np.ndarray, config: CropConfig) -> bytes:
@@ -133,6 +146,21 @@ def to_detections(
     )
 
 
+def repeat_still(last: Detections, frame: Frame, now_ns: int) -> Detections:
+    """A still frame's Detections: ``last`` (the camera's last analysed frame's) repeated,
+    every vector carried, no crop images."""
+    n = len(last.scores) // 4
+    return msgspec.structs.replace(
+        last,
+        seq=frame.seq,
+        ts_capture_ns=frame.ts_capture_ns,
+        crops_jpeg=[],
+        ts_detected_ns=now_ns,
+        carried=b"\x01" * n if n and last.embedding_dim else b"",
+        still=True,
+    )
+
+
 class FrameProcessor:
     """Turns frames (with their JPEG bytes) into Detections, batched.
 
@@ -143,6 +171,8 @@ class FrameProcessor:
             per ONNX call (cheaper per crop on a GPU) but holds more decoded
             frames in memory at once (768x576 BGR = 1.3 MB each).
         now_ns: wall clock for ``ts_detected_ns`` (tests pin it).
+        motion_gate: skips frames in which nothing moved since the camera's last
+            analysed frame (:mod:`detector.motion`); None analyses every frame.
     """
 
     def __init__(
@@ -151,6 +181,7 @@ class FrameProcessor:
         crops: CropConfig | None = None,
         max_batch_frames: int = 8,
         now_ns: Callable[[], int] = time.time_ns,
+        motion_gate: MotionGate | None = None,
     ) -> None:
         if max_batch_frames < 1:
             raise ValueError("max_batch_frames must be at least 1")
@@ -158,7 +189,18 @@ class FrameProcessor:
         self.crops = crops or CropConfig()
         self.max_batch_frames = max_batch_frames
         self.now_ns = now_ns
+        self.motion_gate = motion_gate
         self.last_stats = BatchStats()
+        self._last: dict[str, Detections] = {}  # each camera's last analysed frame's
+
+    def _remember(self, det: Detections) -> None:
+        if self.motion_gate is not None:
+            self._last[det.camera_id] = det
+
+    def _forget(self, camera_id: str) -> None:
+        self._last.pop(camera_id, None)
+        if self.motion_gate is not None:
+            self.motion_gate.reset(camera_id)
 
     def process(
         self,
@@ -194,7 +236,9 @@ class FrameProcessor:
                 jpegs = [encode_crop(c, self.crops) for c in res.crops]
                 stats.boxes += len(res)
                 encode_s += time.perf_counter() - te
-                settle(index, to_detections(frame, res, jpegs, self.now_ns()))
+                det = to_detections(frame, res, jpegs, self.now_ns())
+                self._remember(det)
+                settle(index, det)
 
             self.analyzer.analyze_batch([(f.camera_id, img) for _, f, img in pending], finished)
             timing = self.analyzer.last_timing
@@ -212,6 +256,7 @@ class FrameProcessor:
                 # to its background model, which the end of stream resets.
                 flush()
                 self.analyzer.reset_camera(frame.camera_id)
+                self._forget(frame.camera_id)
                 settle(
                     index,
                     Detections(
@@ -226,6 +271,18 @@ class FrameProcessor:
                 )
                 stats.eos += 1
                 continue
+            if self.motion_gate is not None and check_jpeg(data) is None:
+                tg = time.perf_counter()
+                decision = self.motion_gate.decide(frame.camera_id, data, frame.ts_capture_ns)
+                stats.gate += time.perf_counter() - tg
+                if not decision.analyse:
+                    if any(f.camera_id == frame.camera_id for _, f, _ in pending):
+                        flush()  # the frame it repeats is still being analysed
+                    last = self._last.get(frame.camera_id)
+                    if last is not None:
+                        settle(index, repeat_still(last, frame, self.now_ns()))
+                        stats.still += 1
+                        continue
             td = time.perf_counter()
             image = decode_jpeg(data)
             stats.decode += time.perf_counter() - td

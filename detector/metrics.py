@@ -29,7 +29,15 @@ BOXES_PER_FRAME = Histogram(
     buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128),
 )
 FRAMES = Counter(
-    "crosscam_detector_frames_total", "Frames analysed (rate() = frames per second)", ["camera"]
+    "crosscam_detector_frames_total",
+    "Frames whose detections went out, analysed or still (rate() = frames per second)",
+    ["camera"],
+)
+FRAMES_STILL = Counter(
+    "crosscam_detector_frames_still_total",
+    "Frames not analysed because nothing moved since the camera's last analysed frame "
+    "(motion gating); their detections repeat that frame's",
+    ["camera"],
 )
 FRAMES_PER_SECOND = Gauge(
     "crosscam_detector_frames_per_second",

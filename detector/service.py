@@ -22,6 +22,7 @@ from detector import metrics as m
 from detector.analyzer import Analyzer
 from detector.checksum import ModelFileError
 from detector.core import FrameProcessor
+from detector.motion import MotionGate
 from detector.settings import DetectorSettingsRoot
 from detector.stage import DetectorStage, FetchJpegs
 from service.assets import models_dir
@@ -94,10 +95,13 @@ def main(args: argparse.Namespace) -> int:
             "embedder_provider": analyzer.embedder.provider,
             "background_masking": cfg.background.enabled,
             "max_batch_frames": cfg.max_batch_frames,
+            "motion_gate": cfg.motion_gate.enabled,
         },
     )
     fetch, client = redis_fetcher(settings.redis.url, cfg.claim_check_retries)
-    stage = DetectorStage(FrameProcessor(analyzer, cfg.crops, cfg.max_batch_frames), fetch)
+    gate = MotionGate(cfg.motion_gate) if cfg.motion_gate.enabled else None
+    processor = FrameProcessor(analyzer, cfg.crops, cfg.max_batch_frames, motion_gate=gate)
+    stage = DetectorStage(processor, fetch)
     start_metrics_server(settings.metrics, name="detector")
     export_provider_metrics(analyzer)
 

@@ -30,6 +30,7 @@ from detector.config import (
     CropConfig,
     DetectorBackendConfig,
     EmbedderBackendConfig,
+    MotionGateConfig,
     OnnxDetectorConfig,
     OnnxEmbedderConfig,
     RuntimeConfig,
@@ -50,6 +51,7 @@ class DetectorSettings(StrictModel):
     appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     crops: CropConfig = Field(default_factory=CropConfig)
+    motion_gate: MotionGateConfig = Field(default_factory=MotionGateConfig)
     max_batch_frames: int = Field(
         8,
         ge=1,

@@ -133,6 +133,8 @@ class DetectorStage:
 
     def _observe(self, det: Detections) -> None:
         m.FRAMES.labels(camera_label(det.camera_id)).inc()
+        # inc(0) too: a camera that never stood still still has its (zero) series
+        m.FRAMES_STILL.labels(camera_label(det.camera_id)).inc(1 if det.still else 0)
         m.BOXES_PER_FRAME.labels(camera_label(det.camera_id)).observe(len(det.scores) // 4)
 
     def _observe_batch(self, seconds: float) -> None:
@@ -144,6 +146,7 @@ class DetectorStage:
             m.INFERENCE_SECONDS.labels("embedder").observe(st.embedder_inference)
         m.CROPS_EMBEDDED.inc(st.crops_embedded)
         m.STAGE_SECONDS.labels("decode").observe(st.decode)
+        m.STAGE_SECONDS.labels("motion_gate").observe(st.gate)
         m.STAGE_SECONDS.labels("analyze").observe(st.analyze)
         m.STAGE_SECONDS.labels("crops").observe(st.crops_encode)
         if st.frames and seconds > 0:

@@ -14,6 +14,7 @@ this one tracklet for tracklet.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -28,14 +29,17 @@ def live_tracklets(
     max_frames: int | None = None,
     appearance: str = "on-demand",
     precision: str | None = None,
+    motion_gate: bool = True,
 ) -> tuple[list[Sample], dict]:
     """Run detector and tracker cores over the scenario; the tracklets in finish order.
 
     ``appearance`` (:data:`evaluation.precompute.APPEARANCE_MODES`): which boxes the
     detector embeds; the share of boxes embedded is reported.
     """
-    from detector.analyzer import Analyzer
+    from detector.analyzer import Analyzer, FrameAnalysis
     from detector.core import decode_jpeg
+    from detector.motion import MotionGate
+    from detector.settings import DetectorSettings
     from ingest.encode import FrameEncoder
     from ingest.settings import IngestSettings
     from tracker.core import CameraTracker
@@ -43,11 +47,18 @@ def live_tracklets(
     bus = IngestSettings()
     encoder = FrameEncoder(bus.analysis_width, bus.jpeg_quality)
 
-    def as_on_the_bus(frame: np.ndarray) -> np.ndarray:
-        image = decode_jpeg(encoder.encode(frame).jpeg)
+    def as_on_the_bus(frame: np.ndarray) -> tuple[bytes, np.ndarray]:
+        jpeg = encoder.encode(frame).jpeg
+        image = decode_jpeg(jpeg)
         if not isinstance(image, np.ndarray):
             raise ValueError(f"a scenario frame did not survive the bus: {image.reason}")
-        return image
+        return jpeg, image
+
+    # As the detector stage does: a frame in which nothing moved since the camera's last
+    # analysed frame repeats that frame's boxes and vectors (all carried, no crops).
+    gate = MotionGate(DetectorSettings().motion_gate) if motion_gate else None
+    last: dict[str, FrameAnalysis] = {}
+    still = 0
 
     analyzer = Analyzer.from_config(analyzer_config(appearance, precision))
     carried: list[np.ndarray] = []
@@ -80,7 +91,12 @@ def live_tracklets(
                 active.discard(cam)
                 collect(trackers[cam].close().finished)
                 continue
-            fa = analyzer.analyze(cam, as_on_the_bus(frame))
+            jpeg, image = as_on_the_bus(frame)
+            if gate is not None and not gate.decide(cam, jpeg, ts).analyse and cam in last:
+                fa = dataclasses.replace(last[cam], carried=np.ones(len(last[cam]), bool))
+                still += 1
+            else:
+                fa = last[cam] = analyzer.analyze(cam, image)
             carried.append(fa.carried)
             trackers[cam].set_colour(
                 fa.greyscale, fa.embeddings_grey if fa.embeddings_grey.size else None
@@ -93,7 +109,7 @@ def live_tracklets(
                 fa.scores,
                 fa.embeddings,
                 fa.sharpness,
-                [b""] * len(fa),
+                [b""] * len(fa) if fa is last[cam] else None,
                 carried=fa.carried,
             )
             collect(res.finished)
@@ -105,5 +121,7 @@ def live_tracklets(
         "frames_per_camera": n,
         "appearance": appearance,
         "crops_embedded_share": embedded_share(carried),
+        "motion_gate": motion_gate,
+        "frames_still_share": round(still / max(len(carried), 1), 4),
         "pipeline_fps": round(n * len(scn.cameras) / max(elapsed, 1e-9), 1),
     }

@@ -34,6 +34,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from detector.config import MotionGateConfig
 from evaluation.analysis import add_appearance_argument, runtime_config
 from evaluation.mtmc_scoring import (
     Sample,
@@ -210,6 +211,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="live run: first N frames only")
     add_appearance_argument(parser)
     parser.add_argument(
+        "--motion-gate",
+        choices=("on", "off"),
+        default="on" if MotionGateConfig().enabled else "off",
+        help="live mode: frames in which nothing moved repeat the camera's last analysed "
+        "frame's detections, as the detector stage does ([detector.motion_gate] enabled)",
+    )
+    parser.add_argument(
         "--reuse-live",
         action="store_true",
         help="reuse the live run's tracklets saved in DIR/cache (skip detector and tracker; for tuning the linker)",
@@ -262,6 +270,8 @@ def main(args: argparse.Namespace) -> int:
         on_demand = "_" + args.appearance.replace("-", "_")
         if args.embedder_precision != "f32":
             on_demand += f"_{args.embedder_precision}"
+        if args.motion_gate == "on":
+            on_demand += "_gated"
         cache = (
             args.scenario / "cache" / f"live_tracklets_{args.frames or 'all'}{on_demand}.msgpack"
         )
@@ -274,6 +284,7 @@ def main(args: argparse.Namespace) -> int:
                 max_frames=args.frames,
                 appearance=args.appearance,
                 precision=args.embedder_precision,
+                motion_gate=args.motion_gate == "on",
             )
             info["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
             save_samples(cache, samples, info)

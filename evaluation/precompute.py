@@ -117,8 +117,10 @@ def _cache_key(video: Path, score_min: float, frames: int | None, config: Analyz
         "mtime_ns": st.st_mtime_ns,
         "score_min": score_min,
         "frames": frames,
-        # runtime (threads, providers) does not change results beyond float noise
+        # runtime (threads, providers) does not change results beyond float noise; the
+        # models' precision (bfloat16) does
         "config": config.model_dump(mode="json", exclude={"runtime"}),
+        "precision": [config.runtime.detector_precision, config.runtime.embedder_precision],
         "models": sums,
         "code": _core_fingerprint(),
     }

@@ -95,7 +95,10 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
     carried from the box it unambiguously continues in the previous frame
     (appearance on demand) rather than embedded from this crop; empty when
     every vector is fresh. The tracker matches with a carried vector but keeps
-    only fresh ones in a track's appearance gallery.
+    only fresh ones in a track's appearance gallery. ``still``: nothing moved
+    since the camera's last analysed frame (motion gating), so the models did
+    not run: boxes, scores and vectors repeat that frame's, every vector is
+    carried and there are no crop images.
     """
 
     v: int = SCHEMA_VERSION
@@ -115,6 +118,7 @@ class Detections(msgspec.Struct, kw_only=True, omit_defaults=True):
     embeddings_grey: bytes = b""
     greyscale: bool = False
     carried: bytes = b""
+    still: bool = False
 
     def boxes_array(self) -> np.ndarray:
         """(N, 4) float32 x1, y1, x2, y2."""
