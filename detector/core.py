@@ -80,8 +80,11 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 def decode_jpeg(data: bytes, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray | Rejected:
     """(H, W, 3) uint8 BGR image, or why the bytes are not a whole JPEG (or too big to decode)."""
     rejected = check_jpeg(data, max_pixels)
-    if rejected is not None:
-        return rejected
+    return rejected if rejected is not None else _decode_checked(data)
+
+
+def _decode_checked(data: bytes) -> np.ndarray | Rejected:
+    """Decode bytes that passed :func:`check_jpeg`."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return Rejected("corrupt_jpeg", "JPEG could not be decoded")
@@ -271,7 +274,9 @@ class FrameProcessor:
                 )
                 stats.eos += 1
                 continue
-            if self.motion_gate is not None and check_jpeg(data) is None:
+            # the headers are checked once: a broken frame is rejected, never gated
+            rejected = check_jpeg(data)
+            if self.motion_gate is not None and rejected is None:
                 tg = time.perf_counter()
                 decision = self.motion_gate.decide(frame.camera_id, data, frame.ts_capture_ns)
                 stats.gate += time.perf_counter() - tg
@@ -284,7 +289,7 @@ class FrameProcessor:
                         stats.still += 1
                         continue
             td = time.perf_counter()
-            image = decode_jpeg(data)
+            image = rejected if rejected is not None else _decode_checked(data)
             stats.decode += time.perf_counter() - td
             if isinstance(image, Rejected):
                 settle(index, image)
