@@ -30,7 +30,10 @@ After a gap (a dropped frame, a restart) boxes no longer overlap and are embedde
 
 A carried vector is flagged (``FrameAnalysis.carried``, ``Detections.carried``):
 the tracker matches with it but keeps only embedded vectors in a track's
-gallery, so a tracklet's vectors are one per embedded crop, never repeats.
+matching gallery (no copies crowding out other looks). The tracklet's
+whole-life sample counts it as the frame it stands for (``TrackerParams.
+span_counts_carried``), so the sample is even in time, as with every box
+embedded, instead of crowding where many boxes were embedded.
 On by default (``[detector.appearance] on_demand``); the README's *Evaluation*
 has what it does to ``eval mot`` and ``eval mtmc`` and to the detector's CPU.
 """

@@ -154,6 +154,15 @@ class RuntimeConfig(_Strict):
         description="precision 'auto': least cosine between a bfloat16 candidate's output "
         "and float32's on the start-up input for the candidate to be kept",
     )
+    reduced_precision_min_speedup: float = Field(
+        1.2,
+        ge=1.0,
+        le=10.0,
+        description="precision 'auto': a bfloat16 candidate is chosen only when it runs at "
+        "least this many times faster than the fastest float32 one; a near tie (an "
+        "AVX512-BF16 CPU without AMX: 8 % faster) keeps float32, so the choice does not "
+        "flip between runs with timing noise and no accuracy is given up for little",
+    )
     auto_timing_s: float = Field(
         1.0,
         ge=0.0,

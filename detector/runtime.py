@@ -304,6 +304,11 @@ def candidates(runtime: RuntimeConfig, precision: str = "f32") -> list[Candidate
     return out
 
 
+def by_label_of(cands: list[Candidate]) -> dict[str, Candidate]:
+    """Candidates by their label."""
+    return {c.label: c for c in cands}
+
+
 def reduced_precision(cand: Candidate) -> bool:
     """Whether ``cand`` computes in less than float32."""
     return cand.settings.endswith(f"-{BF16}")
@@ -396,9 +401,8 @@ def open_fastest(
             failed[c.label] = f"{type(exc).__name__}: {exc}"
             log.warning("runtime_candidate_failed", extra={"model": what, "candidate": c.label})
     if precision == "auto":
-        by_label = {c.label: c for c in cands}
         for k, why in _disagreeing(
-            runners, by_label, make_input, runtime.reduced_precision_min_cosine
+            runners, by_label_of(cands), make_input, runtime.reduced_precision_min_cosine
         ).items():
             failed[k] = why
             del runners[k]
@@ -412,7 +416,14 @@ def open_fastest(
     seconds = _time_candidates(runners, make_input, runtime.auto_timing_s)
     ms = {k: round(1000 * s / batch_of[k], 3) for k, s in seconds.items()}
     label = min(ms, key=ms.__getitem__)
-    choice = RuntimeChoice(what, label, "fastest by timing at start", ms, failed)
+    reason = "fastest by timing at start"
+    by_label = by_label_of(cands)
+    if reduced_precision(by_label[label]):
+        full = {k: v for k, v in ms.items() if not reduced_precision(by_label[k])}
+        if full and ms[label] * runtime.reduced_precision_min_speedup > min(full.values()):
+            label = min(full, key=full.__getitem__)
+            reason = "fastest float32: bfloat16 not faster by reduced_precision_min_speedup"
+    choice = RuntimeChoice(what, label, reason, ms, failed)
     log.info(
         "runtime_chosen",
         extra={"model": what, "chosen": label, "ms_per_item": ms, "failed": failed},

@@ -165,6 +165,12 @@ class TrackerParams(BaseModel):
     """A detection more covered than this by a box in front of it does not add
     its vector to the gallery (it shows part of someone else)."""
 
+    span_counts_carried: bool = True
+    """A frame whose vector the detector carried forward (appearance on demand) is
+    offered to the tracklet's whole-life sample (not to the matching gallery), so
+    the sample is even in time as with every box embedded, instead of crowding
+    where many boxes were embedded (people close together, a better crop)."""
+
     crops_per_tracklet: int = Field(5, ge=0, le=50)
     """K best crops kept per track for the tracklet."""
 
@@ -482,8 +488,10 @@ class CameraTracker:
             carried: (N,) bool, True where the detector carried the vector of the
                 box this one continues instead of embedding its crop (appearance
                 on demand); such a vector is matched with, but enters a track's
-                gallery only while the gallery is empty, so a track's (and its
-                tracklet's) vectors stay one per embedded crop. None: all fresh.
+                matching gallery only while the gallery is empty, so that gallery
+                holds one vector per embedded crop; the tracklet's whole-life
+                sample counts it for its frame (``span_counts_carried``). None:
+                all fresh.
         """
         if self.already_seen(seq, ts_ns):
             return StepResult(duplicate=True)
@@ -746,9 +754,11 @@ class CameraTracker:
             and scores[d] >= p.high_score
             and covered[d] <= p.gallery_max_covered
             and t.gallery.dim == emb.shape[1]
-            and (frame.carried is None or not frame.carried[d] or not len(t.gallery))
         ):
-            t.gallery.add(emb[d])
+            if frame.carried is None or not frame.carried[d] or not len(t.gallery):
+                t.gallery.add(emb[d])
+            elif p.span_counts_carried:
+                t.gallery.add_to_span(emb[d])
         q = 0.0 if quality is None else float(quality[d])
         if crops_jpeg is not None and q > 0 and t.may_keep_crop(q, p.crops_per_tracklet):
             t.offer_crop(

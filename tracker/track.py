@@ -96,6 +96,19 @@ class Gallery:
         self._buf[self._pos] = vector
         self._pos = (self._pos + 1) % self.capacity
         self._n = min(self._n + 1, self.capacity)
+        self.add_to_span(vector)
+        if self.smoothed is None:
+            self.smoothed = np.array(vector, dtype=np.float32)
+        else:
+            s = self.smoothed  # updated in place: nobody else holds it
+            s *= self.momentum
+            s += (1.0 - self.momentum) * vector
+            s /= max(math.sqrt(float(s @ s)), 1e-12)
+
+    def add_to_span(self, vector: np.ndarray) -> None:
+        """Offer one (D,) vector to the whole-life sample only: a frame whose vector was
+        carried forward (appearance on demand) still counts as a frame of the track's
+        life, so the sample stays even in time, as it is when every box is embedded."""
         if self.added % self.span_stride == 0:
             if self._span_n >= self.capacity:  # full: keep every other, sample half as often
                 kept = self._span[: self._span_n : 2]
@@ -106,13 +119,6 @@ class Gallery:
                 self._span[self._span_n] = vector
                 self._span_n += 1
         self.added += 1
-        if self.smoothed is None:
-            self.smoothed = np.array(vector, dtype=np.float32)
-        else:
-            s = self.smoothed  # updated in place: nobody else holds it
-            s *= self.momentum
-            s += (1.0 - self.momentum) * vector
-            s /= max(math.sqrt(float(s @ s)), 1e-12)
 
     def vectors(self) -> np.ndarray:
         """(n, D) the kept vectors, oldest first."""

@@ -125,7 +125,8 @@ def test_on_pets_most_boxes_carry_and_carried_vectors_stay_the_person_s(
 
 def test_carried_vectors_are_flagged_on_the_bus_and_kept_out_of_the_track_gallery() -> None:
     """A carried vector reaches the tracker marked; the track matches with it but its
-    gallery (and so its tracklet's vectors) holds one vector per embedded crop."""
+    matching gallery holds one vector per embedded crop, while the tracklet's whole-life
+    sample holds one per frame (a carried vector repeated for the frames it stands for)."""
     from detector.analyzer import FrameAnalysis
     from detector.core import to_detections
     from schemas.codec import decode, encode
@@ -163,6 +164,43 @@ def test_carried_vectors_are_flagged_on_the_bus_and_kept_out_of_the_track_galler
         # every kept vector distinct: no repeats of a carried one
         v = t.gallery.vectors()
         assert len({tuple(np.round(r, 5)) for r in v}) == len(v)
+        # the whole-life sample counts every frame: a carried vector stands for the frames
+        # it was carried over, so the sample is even in time (as with every box embedded)
+        span = t.gallery.span_vectors()
+        assert len(span) == min(12, t.gallery.capacity) > len(v)
+        assert len({tuple(np.round(r, 5)) for r in span}) == len(v)
     # a malformed flag (wrong length) is ignored: every vector counts as fresh
     bad = Detections(camera_id="cam", seq=99, ts_capture_ns=1, width=1, height=1, carried=b"\x01")
     assert bad.carried_array() is None
+
+
+def test_without_span_counting_the_tracklet_sample_holds_embedded_vectors_only() -> None:
+    """``span_counts_carried=false``: the whole-life sample is the embedded vectors alone,
+    crowded where many boxes were embedded; the default spreads it over every frame."""
+    from tracker.core import CameraTracker, TrackerParams
+
+    spans = {}
+    for counts in (False, True):
+        gate = AppearanceGate(AppearanceConfig(on_demand=True, refresh_frames=6))
+        tracker = CameraTracker("cam", TrackerParams(confirm_hits=1, span_counts_carried=counts))
+        rng = np.random.default_rng(1)
+        for i in range(18):
+            boxes = APART + np.float32(2 * i) * np.array([1, 0, 1, 0], np.float32)
+            plan = gate.plan("cam", boxes, SCORES, SHARP)
+            fresh = rng.normal(size=(int(plan.embed.sum()), 8)).astype(np.float32)
+            fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+            tracker.step(
+                (i + 1) * 100_000_000,
+                i,
+                boxes,
+                SCORES,
+                gate.resolve("cam", plan, fresh),
+                SHARP,
+                None,
+                carried=~plan.embed,
+            )
+        spans[counts] = [len(t.gallery.span_vectors()) for t in tracker.tracks]
+        if not counts:
+            assert all(len(t.gallery.span_vectors()) == len(t.gallery) for t in tracker.tracks)
+    assert spans[False] == [3, 3]  # frames 0, 6 and 12 embedded (refresh every 6)
+    assert spans[True] == [18, 18]  # every frame, the capacity (32) not reached

@@ -216,3 +216,42 @@ def test_auto_precision_times_bfloat16_and_keeps_it_only_when_it_agrees() -> Non
     emb = _embedder(strict)
     assert "openvino:CPU:latency-bf16" not in emb.choice.ms_per_item
     assert "agrees with float32" in emb.choice.failed["openvino:CPU:latency-bf16"]
+
+
+def test_auto_precision_takes_bfloat16_only_when_clearly_faster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A near tie (8 % faster, as AVX512-BF16 without AMX measured here) keeps float32, so
+    timing noise cannot flip the choice between runs; a clear win (AMX) takes bfloat16."""
+    from pathlib import Path
+
+    from detector import runtime as rt
+
+    cands = [
+        Candidate("onnxruntime", "cpu", "all"),
+        Candidate("openvino", "CPU", "latency"),
+        Candidate("openvino", "CPU", "latency-bf16"),
+    ]
+    monkeypatch.setattr(rt, "candidates", lambda runtime, precision: cands)
+    monkeypatch.setattr(rt, "open_runner", lambda path, runtime, c, what: _Fake(0.0))
+    x = np.random.default_rng(1).standard_normal((4, 64))
+
+    def choose(bf16_ms: float) -> rt.RuntimeChoice:
+        ms = {"onnxruntime:cpu:all": 10.0, "openvino:CPU:latency": 4.5}
+        ms["openvino:CPU:latency-bf16"] = bf16_ms
+        monkeypatch.setattr(
+            rt,
+            "_time_candidates",
+            lambda runners, make_input, s: {k: v * 4e-3 for k, v in ms.items()},
+        )
+        return rt.open_fastest(
+            Path("m.onnx"), RuntimeConfig(), what="m", make_input=lambda r: x, precision="auto"
+        )[1]
+
+    near = choose(4.16)
+    assert near.chosen == "openvino:CPU:latency" and "bfloat16 not faster" in near.reason
+    assert near.ms_per_item["openvino:CPU:latency-bf16"] == pytest.approx(4.16)
+    clear = choose(3.0)
+    assert (
+        clear.chosen == "openvino:CPU:latency-bf16" and clear.reason == "fastest by timing at start"
+    )
