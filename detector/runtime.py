@@ -304,11 +304,6 @@ def candidates(runtime: RuntimeConfig, precision: str = "f32") -> list[Candidate
     return out
 
 
-def by_label_of(cands: list[Candidate]) -> dict[str, Candidate]:
-    """Candidates by their label."""
-    return {c.label: c for c in cands}
-
-
 def reduced_precision(cand: Candidate) -> bool:
     """Whether ``cand`` computes in less than float32."""
     return cand.settings.endswith(f"-{BF16}")
@@ -392,6 +387,7 @@ def open_fastest(
     reported in the choice.
     """
     cands = candidates(runtime, precision)
+    by_label = {c.label: c for c in cands}
     runners: dict[str, Runner] = {}
     failed: dict[str, str] = {}
     for c in cands:
@@ -402,7 +398,7 @@ def open_fastest(
             log.warning("runtime_candidate_failed", extra={"model": what, "candidate": c.label})
     if precision == "auto":
         for k, why in _disagreeing(
-            runners, by_label_of(cands), make_input, runtime.reduced_precision_min_cosine
+            runners, by_label, make_input, runtime.reduced_precision_min_cosine
         ).items():
             failed[k] = why
             del runners[k]
@@ -417,7 +413,6 @@ def open_fastest(
     ms = {k: round(1000 * s / batch_of[k], 3) for k, s in seconds.items()}
     label = min(ms, key=ms.__getitem__)
     reason = "fastest by timing at start"
-    by_label = by_label_of(cands)
     if reduced_precision(by_label[label]):
         full = {k: v for k, v in ms.items() if not reduced_precision(by_label[k])}
         if full and ms[label] * runtime.reduced_precision_min_speedup > min(full.values()):
@@ -426,7 +421,13 @@ def open_fastest(
     choice = RuntimeChoice(what, label, reason, ms, failed)
     log.info(
         "runtime_chosen",
-        extra={"model": what, "chosen": label, "ms_per_item": ms, "failed": failed},
+        extra={
+            "model": what,
+            "chosen": label,
+            "reason": reason,
+            "ms_per_item": ms,
+            "failed": failed,
+        },
     )
     return runners[label], choice
 

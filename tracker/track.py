@@ -81,7 +81,7 @@ class Gallery:
         self._span = np.zeros((capacity, dim), dtype=np.float32)
         self._span_n = 0
         self.span_stride = 1
-        self.added = 0  # vectors ever added
+        self.added = 0  # vectors ever offered to the span (added, or carried: add_to_span)
 
     def __len__(self) -> int:
         return self._n
