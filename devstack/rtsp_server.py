@@ -149,8 +149,11 @@ class Camera:
         self.held_media: GstRtspServer.RTSPMedia | None = None
         self.prepared = False  # the held media prerolled: clients can DESCRIBE
         self.sent = 0  # buffers out of the payloader of this camera's media
-        # session id -> (monotonic time first seen PLAYING, sent then, frames then)
-        self.watch: dict[str, tuple[float, int, int]] = {}
+        # session id -> (monotonic time first seen PLAYING, frames then)
+        self.watch: dict[str, tuple[float, int]] = {}
+        # the last packet count seen by the watchdog, and (when it last moved, frames then)
+        self._sent_seen = 0
+        self._progress: tuple[float, int] = (time.monotonic(), 0)
         self.pay_sinkpad: Gst.Pad | None = None
         self._lock = threading.Lock()
         self._appsrcs: list[GstApp.AppSrc] = []
@@ -203,12 +206,20 @@ class Camera:
         return Gst.PadProbeReturn.OK
 
     def stalled(self, playing: set[str], now: float) -> bool:
-        """Whether a client has been PLAYING for STALL_S with no packet out since
-        (playing: the ids of this camera's PLAYING sessions), frames coming meanwhile."""
-        self.watch = {sid: self.watch.get(sid, (now, self.sent, self.frames)) for sid in playing}
+        """Whether a client has been PLAYING while no packet went out for STALL_S
+        (playing: the ids of this camera's PLAYING sessions), frames coming meanwhile.
+
+        Quiet time counts from the later of the session's start and the last packet
+        out, so packets still leaving just after a stall began (a loaded payloader
+        finishing a frame) delay the verdict instead of hiding the stall for good."""
+        if self.sent != self._sent_seen:
+            self._sent_seen, self._progress = self.sent, (now, self.frames)
+        self.watch = {sid: self.watch.get(sid, (now, self.frames)) for sid in playing}
+        t_sent, frames_sent = self._progress
         return any(
-            now - t0 >= STALL_S and self.sent == sent0 and self.frames - frames0 >= STALL_MIN_FRAMES
-            for t0, sent0, frames0 in self.watch.values()
+            now - max(t0, t_sent) >= STALL_S
+            and self.frames - max(frames0, frames_sent) >= STALL_MIN_FRAMES
+            for t0, frames0 in self.watch.values()
         )
 
     def _end_clients(self) -> None:

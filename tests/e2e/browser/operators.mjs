@@ -86,7 +86,8 @@ try {
     // a file source is read as fast as it decodes (~1 s for PETS here): by the page's
     // next poll its ingest may already have ended, which also means it came online
     const cameUp = (page_) => `${page_}tr[data-camera="${plan.new_camera.id}"] :is([data-state=online], [data-state=ended])`;
-    await page.waitForSelector(cameUp(''), { timeout: plan.online_timeout_ms });
+    const upRow = await page.waitForSelector(cameUp(''), { timeout: plan.online_timeout_ms });
+    facts.came_up = await upRow.getAttribute('data-state');
     facts.registry_text = await page.textContent('[data-page=registry]');
     await page.screenshot({ path: join(plan.out_dir, 'registry-camera-online.png'), fullPage: true });
     await page.click('nav a[data-nav=cameras]');
