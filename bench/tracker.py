@@ -71,6 +71,7 @@ def _time_ours(vd: Any, params: TrackerParams, fps: float, crops: list[list[byte
             vd.embeddings[i],
             vd.sharpness[i],
             crops[i],
+            frame_size=(vd.width, vd.height),
         )
     tracker.close()
     return time.perf_counter() - t0
@@ -109,6 +110,7 @@ def _memory_run(vd: Any, params: TrackerParams, fps: float, stream_s: float) -> 
             vd.embeddings[i],
             vd.sharpness[i],
             [bytes(CROP_BYTES) for _ in range(n)],
+            frame_size=(vd.width, vd.height),
         )
         tracklets += len(res.finished)
         tracks_max = max(tracks_max, len(tracker.tracks))

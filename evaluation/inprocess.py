@@ -111,6 +111,7 @@ def live_tracklets(
                 fa.sharpness,
                 [b""] * len(fa) if fa is last[cam] else None,
                 carried=fa.carried,
+                frame_size=(image.shape[1], image.shape[0]),
             )
             collect(res.finished)
         n += 1

@@ -86,6 +86,7 @@ def run_ours(
             vd.embeddings[i],
             vd.sharpness[i],
             carried=vd.carried[i] if vd.carried else None,
+            frame_size=(vd.width, vd.height),
         )
         for v in res.tracks:
             if v.confirmed:

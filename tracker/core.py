@@ -199,6 +199,15 @@ class TrackerParams(BaseModel):
     """Seconds a spot must have held a motionless 'person' (over one or several
     tracks) before motionless tracks there are suppressed as a thing (``static``)."""
 
+    end_when_out_of_view: bool = True
+    """A confirmed track that is missed while its predicted box centre lies outside
+    the frame ends at once (a tracklet, ``lost``) instead of waiting ``lost_track_s``:
+    the person walked out of view. Kept alive, such a track took the next person
+    to step in at that edge and carried both in one tracklet (on the 3-camera PETS
+    cut, 3 of the 4 tracklets holding two people). A person who steps straight
+    back in starts a new track, which the linker joins by appearance. Needs the
+    frame size (from the detections message, or ``step``'s ``frame_size``)."""
+
 
 class IdCounter:
     """Hands out track ids 1, 2, 3, ...; its ``next_id`` is part of the saved state."""
@@ -474,6 +483,7 @@ class CameraTracker:
         sharpness: np.ndarray | None = None,
         crops_jpeg: Sequence[bytes] | None = None,
         carried: np.ndarray | None = None,
+        frame_size: tuple[int, int] | None = None,
     ) -> StepResult:
         """Apply one frame.
 
@@ -492,9 +502,13 @@ class CameraTracker:
                 holds one vector per embedded crop; the tracklet's whole-life
                 sample counts it for its frame (``span_counts_carried``). None:
                 all fresh.
+            frame_size: (width, height) of the frame in pixels, if the caller knows
+                it (``step_detections`` takes it from the message); kept until changed.
         """
         if self.already_seen(seq, ts_ns):
             return StepResult(duplicate=True)
+        if frame_size is not None and frame_size[0] > 0 and frame_size[1] > 0:
+            self.frame_width, self.frame_height = frame_size
         dt_s = 0.0 if self.last_ts_ns is None else max(ts_ns - self.last_ts_ns, 0) / NS_PER_S
         if self.params.regular_frame_clock:
             dt_s = self.clock.tick(ts_ns, dt_s)
@@ -517,7 +531,7 @@ class CameraTracker:
         result = StepResult()  # 5. lifecycle
         for i in matched:
             self._match_and_view(self.tracks[i], int(det_of_track[i]), frame, result)
-        survivors, keep = self._retire_unmatched(det_of_track, ts_ns, result)
+        survivors, keep = self._retire_unmatched(det_of_track, ts_ns, result, mean)
         if not keep.all():
             mean, cov = mean[keep], cov[keep]
         if len(free_high):
@@ -670,25 +684,40 @@ class CameraTracker:
         return self.clock.within_all(elapsed_s, limit_s)
 
     def _retire_unmatched(
-        self, det_of_track: np.ndarray, ts_ns: int, result: StepResult
+        self, det_of_track: np.ndarray, ts_ns: int, result: StepResult, mean: np.ndarray
     ) -> tuple[list[Track], np.ndarray]:
         """Unmatched tracks: tentative ones die, confirmed ones after ``lost_track_s``
-        (becoming tracklets). Returns the surviving tracks and the (T,) keep mask."""
+        or once predicted out of view (``end_when_out_of_view``), becoming tracklets.
+        ``mean``: the (T, 8) predicted states. Returns the surviving tracks and the
+        (T,) keep mask."""
         keep = np.ones(len(self.tracks), dtype=bool)
+        out = self._out_of_view(mean)
         for i in np.flatnonzero(det_of_track < 0):
             t = self.tracks[i]
             if t.state == TrackState.TENTATIVE:
                 t.state = TrackState.DELETED
                 keep[i] = False
-            elif not self._within(
-                np.array([(ts_ns - t.ts_last_ns) / NS_PER_S]), self.params.lost_track_s
-            )[0]:
+            elif (
+                out[i]
+                or not self._within(
+                    np.array([(ts_ns - t.ts_last_ns) / NS_PER_S]), self.params.lost_track_s
+                )[0]
+            ):
                 t.state = TrackState.DELETED
                 keep[i] = False
                 self._finish(t, "lost", result)
         if keep.all():
             return list(self.tracks), keep
         return [t for t, k in zip(self.tracks, keep, strict=True) if k], keep
+
+    def _out_of_view(self, mean: np.ndarray) -> np.ndarray:
+        """(T,) whether each track's predicted box centre lies outside the frame (all
+        False with the option off or the frame size unknown)."""
+        w, h = self.frame_width, self.frame_height
+        if not self.params.end_when_out_of_view or w <= 0 or h <= 0 or not len(mean):
+            return np.zeros(len(mean), dtype=bool)
+        x, y = mean[:, 0], mean[:, 1]  # Kalman state (x, y, a, h, ...): the box centre
+        return (x < 0) | (x > w) | (y < 0) | (y > h)
 
     def _start_tracks(
         self, free_high: np.ndarray, frame: _FrameInput, survivors: list[Track], result: StepResult

@@ -19,6 +19,7 @@ def run(
     fps: float = FPS,
     seed: int = 0,
     sharpness_of=None,
+    frame_size: tuple[int, int] | None = None,
 ) -> tuple[dict[int, set[int]], list[StepResult]]:
     """Feed frames; return {walker index: confirmed track ids it was reported under} and the results."""
     rng = np.random.default_rng(seed)
@@ -32,7 +33,7 @@ def run(
             else np.array([sharpness_of(f, k) for k in who], np.float32)
         )
         crops = [f"crop:{f}:{k}".encode() for k in who]
-        res = tracker.step(ts(f, fps), f, boxes, scores, embs, sharp, crops)
+        res = tracker.step(ts(f, fps), f, boxes, scores, embs, sharp, crops, frame_size=frame_size)
         for v in res.confirmed:
             ids[who[v.det_index]].add(v.track_id)
         results.append(res)
@@ -47,6 +48,35 @@ def test_crossing_people_with_different_looks_keep_their_ids() -> None:
     ids, _ = run(CameraTracker("cam", TrackerParams()), [a, b], range(45))
     assert len(ids[0]) == 1 and len(ids[1]) == 1
     assert ids[0] != ids[1]
+
+
+@pytest.mark.parametrize("out_of_view", [True, False])
+def test_a_person_who_walks_out_is_not_continued_by_the_next_one_in(out_of_view: bool) -> None:
+    """One person walks out at the right edge; a lookalike steps in there 5 frames
+    later, walking back. The first track's prediction has left the frame, so it ends
+    there (``end_when_out_of_view``); kept alive (off), it takes the newcomer and one
+    tracklet holds both people (what mixed tracklets on the PETS cuts were)."""
+    look = looks(1)[0]
+    out = Walker((420.0, 400.0), (70.0, 0.0), 120.0, look, visible=(0, 21))  # centre 630 at 21
+    back = Walker((1010.0, 402.0), (-70.0, 0.0), 120.0, look, visible=(26, 60))  # 630 at 26
+    params = TrackerParams(end_when_out_of_view=out_of_view)
+    ids, results = run(CameraTracker("cam", params), [out, back], range(60), frame_size=(640, 480))
+    finished = [t for r in results for t in r.finished]
+    if out_of_view:
+        assert ids[0].isdisjoint(ids[1]) and len(ids[0]) == len(ids[1]) == 1, ids
+        # the first ended as it left (before the newcomer came), not lost_track_s later
+        first = next(t for t in finished if t.track_id in ids[0])
+        assert first.ts_end_ns == ts(20) and max(first.frame_seqs) == 20
+    else:
+        assert ids[0] == ids[1], ids  # the failure the option prevents
+
+
+def test_a_person_missed_at_the_edge_but_not_leaving_keeps_the_id() -> None:
+    """Standing at the right edge (prediction inside the frame), missed for a second:
+    still one track (the rule ends only tracks predicted out of view)."""
+    w = Walker((620.0, 400.0), (0.0, 0.0), 120.0, looks(1)[0], hidden=(10, 17))
+    ids, results = run(CameraTracker("cam", TrackerParams()), [w], range(30), frame_size=(640, 480))
+    assert len(ids[0]) == 1 and not any(r.finished for r in results)
 
 
 @pytest.mark.parametrize("fps", [7.0, 30.0])
