@@ -204,7 +204,7 @@ class TrackerParams(BaseModel):
     the frame ends at once (a tracklet, ``lost``) instead of waiting ``lost_track_s``:
     the person walked out of view. Kept alive, such a track took the next person
     to step in at that edge and carried both in one tracklet (on the 3-camera PETS
-    cut, 3 of the 4 tracklets holding two people). A person who steps straight
+    cut, the two tracklets that held two people longest). A person who steps straight
     back in starts a new track, which the linker joins by appearance. Needs the
     frame size (from the detections message, or ``step``'s ``frame_size``)."""
 
