@@ -102,11 +102,16 @@ code), floor = worst - 0.06"""
 MIN_PRECISION_OVER_MERGED = 0.05
 """Link precision must beat, by this much, what the run's own tracklets score when every
 one is given one identity: a linker that merges everyone fails."""
-MIN_DETECTIONS_TRACKED_WITH_FAULT = 0.90
+MIN_DETECTIONS_TRACKED_WITH_FAULT = 0.81
 """Share of each camera's confident detection boxes that end in a tracklet
 (:func:`devstack.faults.detections_tracked`). measured: 0.967-1.0 with the replica kill,
-0.977-1.0 fault-free (branch `scorers`, one run each), floor = worst - 0.05 (rounded down
-for the outage and the camera drop, not measured yet)."""
+0.977-1.0 fault-free (branch `scorers`, one run each); then, on a camera of the killed
+replica, 0.866 (a local CI run of ccd252a), 0.928 / 0.952 / 0.952 (c2a96cc) and 0.887 / 0.962 /
+0.959 with ``end_when_out_of_view`` off: the kill costs up to ~1 s of that camera's track
+state by design (the frames between the last checkpoint, at most
+``checkpoint_interval_s`` old, and the committed offset; see ``tracker/service.py``),
+and what those frames' tracks then become varies with the moment of the kill. floor =
+worst - 0.05, rounded down (0.90 was one run's 0.967 less 0.05 and failed in 2 of 10 runs)."""
 MAX_TAKEOVER_S = 17.0
 """Kill to the survivor restoring the victim's cameras: the consumers' session timeout
 (10 s) plus the rebalance and restore. measured: 12.7 s (branch `scorers`, load 26), 10.8 /
