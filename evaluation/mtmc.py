@@ -173,14 +173,19 @@ def greyscale_cameras(scn: Scenario, frames: int = 15) -> frozenset[str]:
 
 
 def engine_params(
-    link_distance: float | None, shot_weight: float | None, calibrated: bool = True
+    link_distance: float | None,
+    shot_weight: float | None,
+    calibrated: bool = True,
+    transit_evidence: bool = True,
 ) -> EngineParams:
     """Default linking settings with the command line's overrides."""
     base = LinkerParams()
     lp = LinkerParams(
         link_distance=base.link_distance if link_distance is None else link_distance,
         shot_weight=base.shot_weight if shot_weight is None else shot_weight,
-        calibration=base.calibration.model_copy(update={"enabled": calibrated}),
+        calibration=base.calibration.model_copy(
+            update={"enabled": calibrated, "transit_evidence": transit_evidence}
+        ),
         link_same_camera=base.link_same_camera and calibrated,
     )
     return EngineParams(linker=lp, aggregation=AggregationParams())
@@ -204,6 +209,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="on",
         help="off: the linker before calibration (one absolute link_distance for every "
         "camera pair, no same-camera links)",
+    )
+    parser.add_argument(
+        "--transit-evidence",
+        choices=("on", "off"),
+        default="on",
+        help="off: transit times only bound links (the calibrated linker before it learnt "
+        "each camera pair's transit times from its confident links)",
     )
     parser.add_argument(
         "--store", default="edge", choices=("edge", "local"), help="embedded store backend"
@@ -239,8 +251,13 @@ def main(args: argparse.Namespace) -> int:
     from detector.greyscale import grey_crops
 
     scn = Scenario.load(args.scenario)
-    params = engine_params(args.link_distance, args.shot_weight, args.calibration == "on")
-    report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance, "calibration": args.calibration,
+    params = engine_params(
+        args.link_distance,
+        args.shot_weight,
+        args.calibration == "on",
+        args.transit_evidence == "on",
+    )
+    report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance, "calibration": args.calibration, "transit_evidence": args.transit_evidence,
                     "shot_weight": params.linker.shot_weight}  # fmt: skip
     if args.mode in ("all", "gt"):
         embedder = build_embedder(

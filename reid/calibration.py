@@ -23,6 +23,16 @@ the traffic itself, with no labels:
   describe "a stranger" on that pair. A link needs a distance that a stranger
   reaches rarely: ``z = (d - median) / spread`` at most ``z_link``.
 
+* **Transit time as evidence** (:class:`TransitPrior`): on each camera pair,
+  how much more often the window's *confident* links (mutual best matches
+  under ``z_link`` on appearance alone) show a transit time than all allowed
+  pairs do. Where a pair's people usually cross in a second or two, a
+  candidate with that transit gets a bonus, in stranger sigmas; where the
+  confident links show nothing particular (or there are none yet: a cold
+  site), the bonus is zero. Learned per site from its own traffic, so no
+  walking time is assumed; it only ever adds evidence (a long or unusual
+  transit is not penalised: people wander).
+
 A pair with fewer than ``min_pair_samples`` distances is *cold*: the linker
 falls back to the generic absolute threshold (the model's own scale, strict),
 so a fresh site links only near-identical appearances and never everything.
@@ -30,6 +40,7 @@ so a fresh site links only near-identical appearances and never everything.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -62,6 +73,13 @@ class CalibrationParams(BaseModel):
         min_spread: floor of a pair's stranger spread (cosine distance), so a
             pair of near-identical strangers cannot make every distance
             extreme.
+        transit_evidence: learn each camera pair's transit times from its
+            confident links and credit a candidate whose transit they favour
+            (:class:`TransitPrior`); off = transit times only bound links.
+        transit_pseudo_links: how many confident links a pair's transit
+            profile is worth before any are seen: the profile starts as that
+            of all allowed pairs (no evidence) and moves towards the links'
+            own as they accumulate (at this many links, half way).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -72,6 +90,8 @@ class CalibrationParams(BaseModel):
     max_pair_samples: int = Field(2000, ge=10, le=1_000_000)
     mean_prior_count: float = Field(4.0, ge=0.0)
     min_spread: float = Field(0.02, gt=0.0, le=1.0)
+    transit_evidence: bool = True
+    transit_pseudo_links: float = Field(10.0, gt=0.0)
 
 
 class CameraMeans:
@@ -172,3 +192,101 @@ class PairStats:
             if m is not None:
                 out[name].update(median=round(m.median, 4), spread=round(m.spread, 4))
         return out
+
+
+TRANSIT_NATS_PER_SIGMA = 3.0
+"""Log-likelihood ratio (nats) worth one stranger sigma of appearance near ``z_link``.
+With unit-variance normal models of a stranger (z about 0) and of the same person
+(z about mu), the appearance log-likelihood ratio is linear in z with slope
+``|mu|``; on the colour pairs of the five cuts a same person's median z is about
+-3 (the README's *Self-calibrating linking*)."""
+
+TRANSIT_FIRST_BIN_S = 0.5
+"""Transit times are binned in doublings: under this, then up to twice this, ..."""
+
+TRANSIT_BINS = 16
+"""Bins of a transit profile (the last holds everything beyond ~2^14 x the first)."""
+
+
+def transit_bin(gap_s: np.ndarray) -> np.ndarray:
+    """Bin of each transit time (seconds, end of one sighting to start of the next)."""
+    g = np.asarray(gap_s, np.float64) / TRANSIT_FIRST_BIN_S
+    b = np.floor(np.log2(np.maximum(g, 1.0))).astype(np.int64) + (g >= 1.0)
+    return np.minimum(b, TRANSIT_BINS - 1)
+
+
+class TransitPrior:
+    """Transit-time evidence per camera pair, learned from the window's confident links.
+
+    :meth:`fit` takes every allowed cross-camera pair of the window (its camera
+    pair, transit time, and whether it is a confident link); :meth:`bonus` is
+    then ``max(0, log(p_link / p_all)) / TRANSIT_NATS_PER_SIGMA`` for a
+    transit's bin, where ``p_all`` is the pair's transit profile over all
+    allowed pairs (mostly strangers) and ``p_link`` that of its confident links,
+    shrunk towards ``p_all`` by ``pseudo_links`` (so none or few links give no
+    bonus). Camera pairs are unordered (a walk either way).
+    """
+
+    def __init__(self, pseudo_links: float) -> None:
+        self.pseudo_links = pseudo_links
+        self._bonus: dict[tuple[str, str], np.ndarray] = {}
+
+    @staticmethod
+    def key(camera_from: str, camera_to: str) -> tuple[str, str]:
+        """A walk's direction: from the earlier sighting's camera to the later one's."""
+        return (camera_from, camera_to)
+
+    def clear(self) -> None:
+        self._bonus.clear()
+
+    def fit(
+        self,
+        cameras: list[str],
+        camera_from: np.ndarray,
+        camera_to: np.ndarray,
+        gap_s: np.ndarray,
+        confident: np.ndarray,
+    ) -> None:
+        """Learn every camera pair's profile from its allowed cross-camera pairs: each pair's
+        cameras (indices into ``cameras``, earlier sighting first), transit and whether it
+        is a confident link."""
+        self._bonus.clear()
+        k = len(cameras)
+        code = np.asarray(camera_from, np.int64) * k + np.asarray(camera_to, np.int64)
+        cell = code * TRANSIT_BINS + transit_bin(gap_s)
+        size = k * k * TRANSIT_BINS
+        n_all = np.bincount(cell, minlength=size).reshape(k * k, TRANSIT_BINS).astype(np.float64)
+        n_link = np.bincount(cell[confident], minlength=size).reshape(k * k, TRANSIT_BINS)
+        for c in np.flatnonzero(n_link.sum(axis=1)):
+            links = float(n_link[c].sum())
+            p_all = (n_all[c] + 1.0) / (n_all[c].sum() + TRANSIT_BINS)
+            p_link = (n_link[c] + self.pseudo_links * p_all) / (links + self.pseudo_links)
+            key = self.key(cameras[c // k], cameras[c % k])
+            self._bonus[key] = np.maximum(np.log(p_link / p_all), 0.0) / TRANSIT_NATS_PER_SIGMA
+
+    def bonus(self, camera_from: str, camera_to: str, gap_s: float) -> float:
+        """Stranger sigmas of credit for one candidate (0 on one camera or an unlearnt pair)."""
+        if camera_from == camera_to:
+            return 0.0
+        b = self._bonus.get(self.key(camera_from, camera_to))
+        if b is None:
+            return 0.0
+        g = gap_s / TRANSIT_FIRST_BIN_S  # transit_bin of one value, without numpy's overhead
+        return float(b[0 if g < 1.0 else min(math.frexp(g)[1], TRANSIT_BINS - 1)])
+
+    def table(self, cameras: list[str]) -> np.ndarray:
+        """(k, k, bins) :meth:`bonus` by camera index (from, to) and transit bin."""
+        k = len(cameras)
+        out = np.zeros((k, k, TRANSIT_BINS))
+        for x in range(k):
+            for y in range(k):
+                b = self._bonus.get(self.key(cameras[x], cameras[y]))
+                if b is not None and x != y:
+                    out[x, y] = b
+        return out
+
+    def summary(self) -> dict[str, list[float]]:
+        """Per camera pair: the bonus of each transit bin (for logs and the evaluation)."""
+        return {
+            f"{a}-{b}": [round(float(x), 3) for x in v] for (a, b), v in sorted(self._bonus.items())
+        }

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.units import NS_PER_S
-from reid.calibration import CalibrationParams, CameraMeans, PairStats
+from reid.calibration import CalibrationParams, CameraMeans, PairStats, TransitPrior, transit_bin
 from reid.corrections import Constraints
 from reid.topology import Topology
 from schemas.messages import Match, MatchedTracklet
@@ -237,6 +237,7 @@ class Linker:
         none) as of the last whole-window rebuild; None once anything moved since."""
         self._means = CameraMeans(params.calibration.mean_prior_count)
         self._pairs = PairStats(params.calibration)
+        self._transit = TransitPrior(params.calibration.transit_pseudo_links)
         self._centred_cache: dict[tuple[str, str], np.ndarray] = {}
         """(space, tracklet) -> its centred vector, while the camera means stay as they are."""
 
@@ -427,7 +428,7 @@ class Linker:
         model = self._pairs.model(key)
         if model is None:
             return self._absolute(same, raw)
-        z = model.z(d)
+        z = model.z(d) - self._transit_bonus(a, b)
         return (z, raw) if z <= cal.z_link else None
 
     def _pair_z(self, a: Sighting, b: Sighting) -> float | None:
@@ -437,7 +438,15 @@ class Linker:
             return None
         key, d = self._centred(a, b)
         model = self._pairs.model(key)
-        return None if model is None else model.z(d)
+        return None if model is None else model.z(d) - self._transit_bonus(a, b)
+
+    def _transit_bonus(self, a: _Span | Sighting, b: _Span | Sighting) -> float:
+        """Transit-time credit of two sightings (:class:`reid.calibration.TransitPrior`)."""
+        if not self.params.calibration.transit_evidence:
+            return 0.0
+        first, second = (a, b) if a.ts_start_ns <= b.ts_start_ns else (b, a)
+        gap_s = (second.ts_start_ns - first.ts_end_ns) / NS
+        return self._transit.bonus(first.camera_id, second.camera_id, gap_s)
 
     def _alike(self, first: list[str], second: list[str]) -> bool:
         """Average linkage: two clusters join only if their members are alike *on average*.
@@ -541,17 +550,17 @@ class Linker:
         same = cam[i] == cam[j]
         keep = ~same | self.params.link_same_camera
         raw = self._raw_distances(live, i, j)
-        score = np.full(i.size, np.inf)
         p, cal = self.params, self.params.calibration
-        cold = np.ones(i.size, bool)
+        z = np.full(i.size, np.nan)  # appearance alone
         for code, key in keys.items():
             model = self._pairs.model(key)
             if model is None:
                 continue
             sel = key_code == code
-            z = (d[sel] - model.median) / model.spread
-            score[sel] = np.where(z <= cal.z_link, z, np.inf)
-            cold[sel] = False
+            z[sel] = (d[sel] - model.median) / model.spread
+        cold = np.isnan(z)
+        z = z - self._fit_transit(live, i, j, cam, cam_names, z)
+        score = np.where(~cold & (z <= cal.z_link), z, np.inf)
         limit = np.where(same, p.same_camera_link_distance, p.link_distance)
         absolute = np.where(raw <= limit, cal.z_link + (raw - limit) / COLD_SCORE_SCALE, np.inf)
         score = np.where(cold, absolute, score)
@@ -561,6 +570,51 @@ class Linker:
             self._dist[frozenset((a, b))] = float(raw[e])
         if self.params.calibration.enabled:
             self._window_z = self._window_table(live, grey, has_grey, cam, cam_names, gram_of)
+
+    def _fit_transit(
+        self,
+        live: list[Sighting],
+        i: np.ndarray,
+        j: np.ndarray,
+        cam: np.ndarray,
+        cam_names: list[str],
+        z: np.ndarray,
+    ) -> np.ndarray:
+        """Learn the transit profiles from the allowed pairs (i, j) and their appearance
+        scores ``z`` (NaN when cold); return each pair's bonus.
+
+        A confident link is a cross-camera pair under ``z_link`` whose two
+        tracklets are each other's best-scoring candidate on the other's camera.
+        """
+        self._transit.clear()
+        if not self.params.calibration.transit_evidence or not i.size:
+            return np.zeros(i.size)
+        n = len(live)
+        start = np.array([t.ts_start_ns for t in live], np.int64)
+        end = np.array([t.ts_end_ns for t in live], np.int64)
+        first_i = start[i] <= start[j]
+        first, second = np.where(first_i, i, j), np.where(first_i, j, i)
+        gap_s = (start[second] - end[first]) / NS
+        cross = cam[i] != cam[j]
+        zz = np.where(cross & ~np.isnan(z), z, np.inf)
+        table = np.full((n, n), np.inf)
+        table[i, j] = zz
+        table[j, i] = zz
+        best = np.full((n, len(cam_names)), -1, np.int64)  # each tracklet's best on each camera
+        for c in range(len(cam_names)):
+            cols = np.flatnonzero(cam == c)
+            if cols.size:
+                sub = table[:, cols]
+                arg = sub.argmin(axis=1)
+                best[:, c] = np.where(np.isfinite(sub[np.arange(n), arg]), cols[arg], -1)
+        confident = (
+            (zz <= self.params.calibration.z_link) & (best[i, cam[j]] == j) & (best[j, cam[i]] == i)
+        )
+        self._transit.fit(
+            cam_names, cam[first][cross], cam[second][cross], gap_s[cross], confident[cross]
+        )
+        bonus = self._transit.table(cam_names)[cam[first], cam[second], transit_bin(gap_s)]
+        return np.where(cross, bonus, 0.0)
 
     def _window_table(
         self,
@@ -582,16 +636,33 @@ class Linker:
         lo, hi = np.minimum.outer(cam, cam), np.maximum.outer(cam, cam)
         k = len(cam_names)
         code = (pair_grey * k + lo) * k + hi
-        z = np.full(d.shape, np.nan)
-        for c in np.unique(code):
-            sel = code == c
-            r, q = np.argwhere(sel)[0]
-            key = PairStats.key(
-                GREY if pair_grey[r, q] else COLOUR, cam_names[lo[r, q]], cam_names[hi[r, q]]
+        median = np.full(2 * k * k, np.nan)  # per code; NaN while the pair is cold
+        spread = np.ones(2 * k * k)
+        for c in range(2 * k * k):
+            g, rest = divmod(c, k * k)
+            a, b = divmod(rest, k)
+            if a > b:
+                continue
+            model = self._pairs.model(
+                PairStats.key(GREY if g else COLOUR, cam_names[a], cam_names[b])
             )
-            model = self._pairs.model(key)
             if model is not None:
-                z[sel] = (d[sel] - model.median) / model.spread
+                median[c], spread[c] = model.median, model.spread
+        z = (d - median[code]) / spread[code]
+        if self.params.calibration.transit_evidence:
+            start = np.array([t.ts_start_ns for t in live], np.int64)
+            end = np.array([t.ts_end_ns for t in live], np.int64)
+            row_first = start[:, None] <= start[None, :]
+            gap_s = (
+                np.where(row_first, start[None, :] - end[:, None], start[:, None] - end[None, :])
+                / NS
+            )
+            c_row, c_col = (
+                np.broadcast_to(cam[:, None], z.shape),
+                np.broadcast_to(cam[None, :], z.shape),
+            )
+            c_from, c_to = np.where(row_first, c_row, c_col), np.where(row_first, c_col, c_row)
+            z -= self._transit.table(cam_names)[c_from, c_to, transit_bin(gap_s)]
         return {t.tracklet_id: n for n, t in enumerate(live)}, z
 
     def _allowed_pairs(self, live: list[Sighting]) -> tuple[np.ndarray, np.ndarray]:
