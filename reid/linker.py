@@ -587,14 +587,11 @@ class Linker:
         tracklets are each other's best-scoring candidate on the other's camera.
         """
         self._transit.clear()
-        if not self.params.calibration.transit_evidence or not i.size:
+        cal = self.params.calibration
+        if not (cal.enabled and cal.transit_evidence) or not i.size:
             return np.zeros(i.size)
         n = len(live)
-        start = np.array([t.ts_start_ns for t in live], np.int64)
-        end = np.array([t.ts_end_ns for t in live], np.int64)
-        first_i = start[i] <= start[j]
-        first, second = np.where(first_i, i, j), np.where(first_i, j, i)
-        gap_s = (start[second] - end[first]) / NS
+        first, second, gap_s = self._ordered(live, i, j)
         cross = cam[i] != cam[j]
         zz = np.where(cross & ~np.isnan(z), z, np.inf)
         table = np.full((n, n), np.inf)
@@ -607,9 +604,7 @@ class Linker:
                 sub = table[:, cols]
                 arg = sub.argmin(axis=1)
                 best[:, c] = np.where(np.isfinite(sub[np.arange(n), arg]), cols[arg], -1)
-        confident = (
-            (zz <= self.params.calibration.z_link) & (best[i, cam[j]] == j) & (best[j, cam[i]] == i)
-        )
+        confident = (zz <= cal.z_link) & (best[i, cam[j]] == j) & (best[j, cam[i]] == i)
         self._transit.fit(
             cam_names, cam[first][cross], cam[second][cross], gap_s[cross], confident[cross]
         )
@@ -650,20 +645,22 @@ class Linker:
                 median[c], spread[c] = model.median, model.spread
         z = (d - median[code]) / spread[code]
         if self.params.calibration.transit_evidence:
-            start = np.array([t.ts_start_ns for t in live], np.int64)
-            end = np.array([t.ts_end_ns for t in live], np.int64)
-            row_first = start[:, None] <= start[None, :]
-            gap_s = (
-                np.where(row_first, start[None, :] - end[:, None], start[:, None] - end[None, :])
-                / NS
-            )
-            c_row, c_col = (
-                np.broadcast_to(cam[:, None], z.shape),
-                np.broadcast_to(cam[None, :], z.shape),
-            )
-            c_from, c_to = np.where(row_first, c_row, c_col), np.where(row_first, c_col, c_row)
-            z -= self._transit.table(cam_names)[c_from, c_to, transit_bin(gap_s)]
+            first, second, gap_s = self._ordered(live, *np.indices(z.shape))
+            z -= self._transit.table(cam_names)[cam[first], cam[second], transit_bin(gap_s)]
         return {t.tracklet_id: n for n, t in enumerate(live)}, z
+
+    @staticmethod
+    def _ordered(
+        live: list[Sighting], i: np.ndarray, j: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For index pairs (i, j) of ``live`` (arrays of any one shape): the sighting that
+        starts first, the other, and the gap from the first's end to the second's start in
+        seconds (as :meth:`compatible` orders them)."""
+        start = np.array([t.ts_start_ns for t in live], np.int64)
+        end = np.array([t.ts_end_ns for t in live], np.int64)
+        i_first = start[i] <= start[j]
+        first, second = np.where(i_first, i, j), np.where(i_first, j, i)
+        return first, second, (start[second] - end[first]) / NS
 
     def _allowed_pairs(self, live: list[Sighting]) -> tuple[np.ndarray, np.ndarray]:
         """Index pairs (i < j, row-major) of ``live`` that :meth:`compatible` allows with
@@ -671,8 +668,6 @@ class Linker:
         n = len(live)
         cam_names = sorted({t.camera_id for t in live})
         cam = np.array([cam_names.index(t.camera_id) for t in live])
-        start = np.array([t.ts_start_ns for t in live], np.int64)
-        end = np.array([t.ts_end_ns for t in live], np.int64)
         k = len(cam_names)
         lo = np.zeros((k, k))
         hi = np.zeros((k, k))
@@ -684,9 +679,7 @@ class Linker:
                     linked[x, y] = True
                     lo[x, y], hi[x, y] = bounds
         i, j = np.triu_indices(n, 1)
-        i_first = start[i] <= start[j]
-        first, second = np.where(i_first, i, j), np.where(i_first, j, i)
-        gap_s = (start[second] - end[first]) / NS
+        first, second, gap_s = self._ordered(live, i, j)
         cf, cs = cam[first], cam[second]
         same = cf == cs
         tol = self.params.overlap_tolerance_s
