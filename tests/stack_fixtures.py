@@ -21,11 +21,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devstack import stack as stack_mod
 from devstack.stack import RtspServer, StackConfig
+
+if TYPE_CHECKING:  # the pipeline's modules load only for the tests that run it
+    from crosscam.demo import LiveRun
 
 
 def free_port() -> int:
@@ -33,6 +37,22 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def live_run_on_free_ports(out: Path, metrics_ports: int, timeout_s: float, **kw: Any) -> LiveRun:
+    """A live run of the whole pipeline on free ports (metrics, ReID API, gallery), never the
+    defaults; ``kw`` are the rest of :class:`crosscam.demo.LiveRun`'s fields."""
+    from crosscam.demo import LiveRun
+    from devstack.faults import free_port_range
+
+    return LiveRun(
+        out=out,
+        gallery_port=free_port(),
+        reid_api_port=free_port(),
+        metrics_base_port=free_port_range(metrics_ports),
+        timeout_s=timeout_s,
+        **kw,
+    )
 
 
 @contextlib.contextmanager

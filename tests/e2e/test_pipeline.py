@@ -31,7 +31,7 @@ from devstack import faults
 from devstack import stack as stack_mod
 from devstack.stack import StackConfig
 from schemas.topics import FRAMES as FRAMES_T
-from tests.stack_fixtures import free_port
+from tests.stack_fixtures import live_run_on_free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -88,15 +88,7 @@ measured: 173 of 200 = 0.865, floor = worst - 0.065 (it is a rate, not an accura
 
 def live_run(out: Path) -> LiveRun:
     """The run on free ports (metrics, ReID API, gallery), never the defaults."""
-    return LiveRun(
-        out=out,
-        cameras=CAMERAS,
-        frames=FRAMES,
-        gallery_port=free_port(),
-        reid_api_port=free_port(),
-        metrics_base_port=faults.free_port_range(METRICS_PORTS),
-        timeout_s=RUN_TIMEOUT_S,
-    )
+    return live_run_on_free_ports(out, METRICS_PORTS, RUN_TIMEOUT_S, cameras=CAMERAS, frames=FRAMES)
 
 
 def test_frame_accounting_by_offset() -> None:

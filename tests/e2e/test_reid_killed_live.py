@@ -23,6 +23,7 @@ import json
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ from crosscam.supervisor import Supervisor
 from devstack import faults
 from devstack import stack as stack_mod
 from devstack.stack import StackConfig
-from tests.stack_fixtures import free_port
+from tests.stack_fixtures import live_run_on_free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -47,16 +48,8 @@ MAX_F1_DIFFERENCE = 0.02
 """The issue's bound: a restart changes the link F1 by at most this."""
 
 
-def live_run(out: Path, during: object = None) -> LiveRun:
-    return LiveRun(
-        out=out,
-        cameras=CAMERAS,
-        gallery_port=free_port(),
-        reid_api_port=free_port(),
-        metrics_base_port=faults.free_port_range(METRICS_PORTS),
-        timeout_s=RUN_TIMEOUT_S,
-        during=during,  # type: ignore[arg-type]
-    )
+def live_run(out: Path, during: Callable[[Supervisor], None] | None = None) -> LiveRun:
+    return live_run_on_free_ports(out, METRICS_PORTS, RUN_TIMEOUT_S, cameras=CAMERAS, during=during)
 
 
 def _stored_points(port: int) -> float:

@@ -48,7 +48,7 @@ from devstack import stack as stack_mod
 from devstack.stack import StackConfig
 from evaluation import live_scoring as pipeline
 from schemas.topics import DETECTIONS, FRAMES, TRACKLETS
-from tests.stack_fixtures import free_port, private_stack_config, server_state_dir
+from tests.stack_fixtures import live_run_on_free_ports, private_stack_config, server_state_dir
 
 pytestmark = pytest.mark.integration
 
@@ -171,16 +171,8 @@ class Fault:
 def live_run(
     out: Path, during: Fault, cameras: int = 3, frames: int = FRAMES_PER_RUN, **kw: Any
 ) -> LiveRun:
-    return LiveRun(
-        out=out,
-        cameras=cameras,
-        frames=frames,
-        gallery_port=free_port(),
-        reid_api_port=free_port(),
-        metrics_base_port=faults.free_port_range(METRICS_PORTS),
-        timeout_s=RUN_TIMEOUT_S,
-        during=during,
-        **kw,
+    return live_run_on_free_ports(
+        out, METRICS_PORTS, RUN_TIMEOUT_S, cameras=cameras, frames=frames, during=during, **kw
     )
 
 
