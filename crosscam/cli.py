@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -73,6 +74,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 }
 
 
+# Long-running stages: one BLAS thread each. OpenBLAS's worker threads spin between calls
+# (a ReID stage's linker left one spinning at ~0.05 of a core, measured with perf under
+# `crosscam bench pipeline`); its matrices are small and the cores are the stages' to share.
+# Set before numpy loads; an operator's own setting wins.
+SINGLE_BLAS_THREAD = {"ingest", "detector", "tracker", "reid", "gallery", "run", "anonymize-live"}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crosscam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -103,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First pass finds the command; its module then adds its own arguments.
     known, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")] or argv)
     path: tuple[str, ...] = known._path
+    if path[0] in SINGLE_BLAS_THREAD:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     module = importlib.import_module(known._module)
     sub = parser
     for name in path:

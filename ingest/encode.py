@@ -30,6 +30,19 @@ def analysis_size(width: int, height: int, analysis_width: int) -> tuple[int, in
     return analysis_width, max(1, round(height * analysis_width / width))
 
 
+# Below this shrink factor bilinear is used: it reads every source pixel's neighbourhood
+# at that ratio, and OpenCV's area resize at a non-integer ratio costs 5-6 times as much
+# (768 -> 640 px: 3.5 ms against 0.6 ms a frame here, the largest part of ingest's CPU).
+# PETS09's first 300 frames, every other one, shrunk either way then detected: the same
+# 850 true positives against ground truth, precision 0.772 / 0.773 (README, *Capacity*).
+AREA_FROM_FACTOR = 2.0
+
+
+def shrink_interpolation(width: int, target_width: int) -> int:
+    """OpenCV interpolation for shrinking ``width`` to ``target_width`` pixels across."""
+    return cv2.INTER_AREA if width >= AREA_FROM_FACTOR * target_width else cv2.INTER_LINEAR
+
+
 class FrameEncoder:
     """BGR image → resized JPEG.
 
@@ -61,7 +74,7 @@ class FrameEncoder:
         h, w = image.shape[:2]
         tw, th = analysis_size(w, h, self.analysis_width)
         if (tw, th) != (w, h):
-            image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
+            image = cv2.resize(image, (tw, th), interpolation=shrink_interpolation(w, tw))
         ok, buf = cv2.imencode(".jpg", image, self._params)
         if not ok:
             raise ValueError("JPEG encoding failed")

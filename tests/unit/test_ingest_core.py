@@ -11,7 +11,7 @@ import pytest
 
 from common.backoff import Backoff, backoff_delay_s
 from ingest.capture import LatestSlot, is_file_source, redact
-from ingest.encode import FrameEncoder, analysis_size
+from ingest.encode import FrameEncoder, analysis_size, shrink_interpolation
 from ingest.rate import RateMeter
 from ingest.sampler import FrameSampler
 
@@ -114,6 +114,18 @@ def test_encoder_resizes_and_round_trips_jpeg() -> None:
     assert back.shape == (480, 640, 3)
     # the red box scaled by 640/768 is still red where expected
     assert back[200, 170, 2] > 200 and back[200, 170, 0] < 50
+
+
+def test_a_large_shrink_averages_and_a_mild_one_is_bilinear() -> None:
+    assert shrink_interpolation(768, 640) == cv2.INTER_LINEAR
+    assert shrink_interpolation(1920, 640) == cv2.INTER_AREA
+    # pixel noise shrunk 3x: each output pixel averages its 3x3 block (std / 3), where
+    # sampling (bilinear at that ratio) would keep most of the noise (aliasing)
+    noise = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    enc = FrameEncoder(640, 95).encode(noise)
+    back = cv2.imdecode(np.frombuffer(enc.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert back.shape == (360, 640, 3)
+    assert float(back.std()) < 35, float(back.std())  # 74 before shrinking
 
 
 def test_encoder_quality_trades_bytes() -> None:
