@@ -41,11 +41,14 @@ from detector.config import (
     RuntimeConfig,
     usable_cores,
 )
-from detector.embedder import OnnxEmbedder
+from detector.embedder import OnnxEmbedder, build_embedder
 from detector.preprocess import crop_views
 from detector.runtime import Runner, candidates, open_runner, static_batch_size, with_dynamic_batch
 from evaluation.video import video_frames
 from service.assets import models_dir, pets_dir
+
+# The appearance model's int8 copy (embedder_precision 'int8'), timed beside the float one.
+INT8_MODEL = "osnet_x0_25:int8"
 
 # Frames of PETS09 used as inputs (and to count people per frame): every 10th from 40.
 _FIRST_FRAME, _FRAME_STEP, _N_FRAMES = 40, 10, 16
@@ -83,12 +86,28 @@ def _batch_of(pool: np.ndarray, b: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([pool] * reps)[:b])
 
 
+def _int8_copy(runtime: RuntimeConfig) -> Path:
+    """The appearance model's int8 copy as the stage makes it, calibrated on PETS09's people."""
+    spec = OnnxEmbedderConfig().spec()
+    rt = runtime.model_copy(
+        update={
+            "embedder_precision": "int8",
+            "int8_calibration": pets_dir() / "vtest.avi",
+            "auto_timing_s": 0.2,
+        }
+    )
+    emb = build_embedder(OnnxEmbedderConfig(), rt, models_dir())
+    assert isinstance(emb, OnnxEmbedder) and emb.int8 is not None, spec.filename
+    return emb.int8.path
+
+
 def _cells(
     runtime: RuntimeConfig,
     batches: list[int],
     frames: np.ndarray,
     crops: np.ndarray,
     precision: str,
+    int8: bool = True,
 ):
     det_src = resolve_model_path(None, OnnxDetectorConfig().spec().filename, models_dir())
     emb_src = resolve_model_path(None, OnnxEmbedderConfig().spec().filename, models_dir())
@@ -97,6 +116,8 @@ def _cells(
         ("yolox_nano:dynamic_batch", with_dynamic_batch(det_src), frames),
         ("osnet_x0_25", emb_src, crops),
     ]
+    if int8:
+        models.append((INT8_MODEL, _int8_copy(runtime), crops))
     cells, failed = [], {}
     for cand in candidates(runtime, precision):
         for name, path, pool in models:
@@ -124,13 +145,17 @@ def _time(cells: list[_Cell], seconds: float) -> None:
         rounds += 1
 
 
-def _fastest(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
-    mine = [r for r in rows if r["model"].startswith(prefix)]
+def _fastest(rows: list[dict[str, Any]], *models: str) -> dict[str, Any]:
+    mine = [r for r in rows if r["model"] in models]
     return min(mine, key=lambda r: r["ms_per_item_median"])
 
 
 def bench(
-    runtime: RuntimeConfig, batches: list[int], seconds: float, precision: str = "auto"
+    runtime: RuntimeConfig,
+    batches: list[int],
+    seconds: float,
+    precision: str = "auto",
+    int8: bool = True,
 ) -> dict[str, Any]:
     """The backend × model × batch table, the fastest per model and the camera estimate.
 
@@ -139,7 +164,7 @@ def bench(
     """
     load_start = os.getloadavg()
     frames, crops, crops_per_frame = _inputs(runtime)
-    cells, failed = _cells(runtime, batches, frames, crops, precision)
+    cells, failed = _cells(runtime, batches, frames, crops, precision, int8)
     wanted = [PROVIDER_NAMES[p] for p in runtime.providers]
     if runtime.engine == "onnxruntime" and "CPUExecutionProvider" not in wanted:
         # ONNX Runtime falls back to CPU silently when CUDA/TensorRT fail to load
@@ -160,15 +185,24 @@ def bench(
         }
         for c in cells
     ]
-    det, emb = _fastest(rows, "yolox_nano"), _fastest(rows, "osnet")
+    det = _fastest(rows, "yolox_nano", "yolox_nano:dynamic_batch")
+    emb = _fastest(rows, "osnet_x0_25")
     frame_ms = det["ms_per_item_median"] + crops_per_frame * emb["ms_per_item_median"]
-    return {
+    report: dict[str, Any] = {
         "rows": rows,
         "failed": failed,
         "fastest": {"detector": det, "embedder": emb},
         "crops_per_frame": round(crops_per_frame, 2),
         "inference_ms_per_frame": round(frame_ms, 2),
         "cameras_at_10fps": round(1000 / frame_ms / 10, 2),
+    }
+    if any(r["model"] == INT8_MODEL for r in rows):
+        q = _fastest(rows, INT8_MODEL)
+        q_ms = det["ms_per_item_median"] + crops_per_frame * q["ms_per_item_median"]
+        report["fastest"]["embedder_int8"] = q
+        report["inference_ms_per_frame_int8_appearance"] = round(q_ms, 2)
+        report["cameras_at_10fps_int8_appearance"] = round(1000 / q_ms / 10, 2)
+    return report | {
         "intra_op_threads": runtime.intra_op_threads,
         "providers": runtime.providers,
         "usable_cores": usable_cores(),
@@ -194,6 +228,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="OpenVINO's arithmetic timed: 'auto' (the default here) float32 and, on a CPU "
         "with native bfloat16, bfloat16 too, for every model; 'f32' float32 only",
     )
+    parser.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the appearance model's int8 copy (embedder_precision 'int8', "
+        "calibrated on PETS09's people; quantised once, about 20 s); off with --provider",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--json", action="store_true")
 
@@ -210,7 +251,13 @@ def _runtime(args: argparse.Namespace) -> RuntimeConfig:
 def main(args: argparse.Namespace) -> int:
     try:
         runtime = _runtime(args)
-        report = bench(runtime, sorted(set(args.batches)), args.seconds, args.precision)
+        report = bench(
+            runtime,
+            sorted(set(args.batches)),
+            args.seconds,
+            args.precision,
+            int8=args.int8 and not args.provider,
+        )
     except RuntimeError as exc:  # e.g. --provider cuda without onnxruntime-gpu
         print(f"bench models: {exc}", file=sys.stderr)
         return 2

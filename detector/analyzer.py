@@ -131,7 +131,7 @@ class Analyzer:
         """
         config = config or AnalyzerConfig()
         detector, reason = build_detector(config.detector, config.runtime, config.models_dir)
-        embedder = build_embedder(config.embedder, config.runtime, config.models_dir)
+        embedder = build_embedder(config.embedder, config.runtime, config.models_dir, detector)
         masker = None
         if config.background.enabled:
             fill = _NEUTRAL_GREY_BGR

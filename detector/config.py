@@ -92,6 +92,7 @@ class MotionGateConfig(_Strict):
 
 
 Precision = Literal["f32", "auto", "bf16"]
+EmbedderPrecision = Literal["f32", "auto", "bf16", "int8"]
 """A model's arithmetic: float32, bfloat16 where native and agreeing (auto), or bfloat16."""
 
 
@@ -139,13 +140,32 @@ class RuntimeConfig(_Strict):
         "default: in bfloat16 YOLOX-nano's boxes and scores moved enough to change tracklets "
         "(measured in the README)",
     )
-    embedder_precision: Precision = Field(
+    embedder_precision: EmbedderPrecision = Field(
         "auto",
         description="the appearance model's arithmetic on OpenVINO on a CPU with native "
         "bfloat16 (AMX or AVX512-BF16): 'f32' never reduces it; 'auto' also times a bfloat16 "
         "candidate and keeps it only if its output agrees with float32 at start (cosine >= "
         "reduced_precision_min_cosine) and it is the fastest; 'bf16' runs OpenVINO in bfloat16 "
-        "where native. ONNX Runtime always runs float32",
+        "where native. ONNX Runtime always runs float32 there. 'int8' runs a copy of the model "
+        "quantised at start (int8 weights, uint8 activations), calibrated on the people of "
+        "int8_calibration, on whichever engine times fastest; opt-in, since its vectors move "
+        "more than bfloat16's (measured in the README)",
+    )
+    int8_calibration: Path | None = Field(
+        None,
+        description="embedder_precision 'int8': a recording of the site's cameras (a video "
+        "file or a folder of images) whose people calibrate the quantisation's ranges",
+    )
+    int8_calibration_frames: int = Field(
+        60, ge=2, le=10_000, description="frames of int8_calibration searched for people"
+    )
+    int8_min_cosine: float = Field(
+        0.98,
+        ge=0.0,
+        le=1.0,
+        description="embedder_precision 'int8': least mean cosine between the int8 copy's "
+        "vectors and float32's on held-out calibration crops; below it the stage runs float32 "
+        "and logs why",
     )
     reduced_precision_min_cosine: float = Field(
         0.995,
@@ -169,6 +189,15 @@ class RuntimeConfig(_Strict):
         le=60.0,
         description="time budget of the start-up timing per model (at least 3 rounds run)",
     )
+
+    @model_validator(mode="after")
+    def _int8_calibrated(self) -> RuntimeConfig:
+        if self.embedder_precision == "int8" and self.int8_calibration is None:
+            raise ValueError(
+                "embedder_precision 'int8' needs int8_calibration: a recording of the site's "
+                "cameras (video file or image folder) whose people calibrate the int8 ranges"
+            )
+        return self
 
 
 class OnnxDetectorConfig(_Strict):

@@ -433,7 +433,7 @@ def open_fastest(
 
 
 # Where graphs edited at load (dynamic batch) are written; never committed, rebuilt when missing.
-_EDITED_MODELS_DIR = Path(tempfile.gettempdir()) / "crosscam-models"
+EDITED_MODELS_DIR = Path(tempfile.gettempdir()) / "crosscam-models"
 
 
 def with_dynamic_batch(path: Path) -> Path:
@@ -446,7 +446,7 @@ def with_dynamic_batch(path: Path) -> Path:
     import onnx
 
     st = path.stat()
-    out = _EDITED_MODELS_DIR / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}-dynbatch.onnx"
+    out = EDITED_MODELS_DIR / f"{path.stem}-{st.st_size}-{st.st_mtime_ns}-dynbatch.onnx"
     if out.exists():
         return out
     model = onnx.load(str(path))

@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.analysis import analyzer_config, embedded_share
+from evaluation.analysis import (
+    analyzer_config,
+    embedded_share,
+    embedder_facts,
+    scenario_calibration,
+)
 from evaluation.mtmc_scoring import Sample, Scenario, read_frames
 
 
@@ -60,7 +65,11 @@ def live_tracklets(
     last: dict[str, FrameAnalysis] = {}
     still = 0
 
-    analyzer = Analyzer.from_config(analyzer_config(appearance, precision))
+    calibration = None
+    if precision == "int8":  # calibrated on the scenario's own cameras, as a site would
+        videos = [Path(scn.video(c)) for c in scn.cameras]
+        calibration = scenario_calibration(videos, scn.root / "cache" / "int8_calibration")
+    analyzer = Analyzer.from_config(analyzer_config(appearance, precision, calibration))
     carried: list[np.ndarray] = []
     trackers = {c: CameraTracker(c) for c in scn.cameras}
     readers = {c: read_frames(Path(scn.video(c))) for c in scn.cameras}
@@ -125,4 +134,5 @@ def live_tracklets(
         "motion_gate": motion_gate,
         "frames_still_share": round(still / max(len(carried), 1), 4),
         "pipeline_fps": round(n * len(scn.cameras) / max(elapsed, 1e-9), 1),
+        "embedder": embedder_facts(analyzer.embedder),
     }

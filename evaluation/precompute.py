@@ -26,6 +26,7 @@ import numpy as np
 import detector
 from detector.analyzer import Analyzer
 from detector.config import AnalyzerConfig, HogDetectorConfig, OnnxDetectorConfig
+from detector.int8 import source_fingerprint
 from evaluation.video import video_fps, video_frames
 from service.assets import REPO_ROOT, models_dir
 
@@ -124,6 +125,13 @@ def _cache_key(video: Path, score_min: float, frames: int | None, config: Analyz
         "models": sums,
         "code": _core_fingerprint(),
     }
+    rt = config.runtime
+    if rt.embedder_precision == "int8" and rt.int8_calibration is not None:
+        # the int8 copy depends on the recording it was calibrated on
+        ident["int8_calibration"] = [
+            source_fingerprint(rt.int8_calibration),
+            rt.int8_calibration_frames,
+        ]
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -27,6 +27,8 @@ def test_table_covers_every_runtime_and_model() -> None:
             ("yolox_nano:dynamic_batch", 2),
             ("osnet_x0_25", 1),
             ("osnet_x0_25", 2),
+            (models.INT8_MODEL, 1),
+            (models.INT8_MODEL, 2),
         }
     assert all(r["calls"] >= 3 and r["ms_per_item_median"] > 0 for r in rows)
     emb = report["fastest"]["embedder"]
@@ -39,6 +41,15 @@ def test_table_covers_every_runtime_and_model() -> None:
         + report["crops_per_frame"] * emb["ms_per_item_median"]
     )
     assert report["cameras_at_10fps"] == pytest.approx(100 / frame_ms, rel=0.02)
+    q = report["fastest"]["embedder_int8"]  # the int8 copy, estimated on its own
+    assert q["model"] == models.INT8_MODEL and q["ms_per_item_median"] == min(
+        r["ms_per_item_median"] for r in rows if r["model"] == models.INT8_MODEL
+    )
+    q_ms = (
+        report["fastest"]["detector"]["ms_per_item_median"]
+        + report["crops_per_frame"] * (q["ms_per_item_median"])
+    )
+    assert report["cameras_at_10fps_int8_appearance"] == pytest.approx(100 / q_ms, rel=0.02)
     assert len(report["load_average"]["start"]) == 3
 
 
@@ -51,6 +62,7 @@ def test_a_missing_gpu_provider_is_a_clear_error(capsys: pytest.CaptureFixture[s
         out=None,
         json=True,
         precision="auto",
+        int8=True,
     )
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA: the GPU run is deploy/gpu-check.sh's")
