@@ -119,7 +119,7 @@ def _cells(
     if int8:
         models.append((INT8_MODEL, _int8_copy(runtime), crops))
     cells, failed = [], {}
-    for cand in candidates(runtime, precision):
+    for cand in candidates(runtime, "both" if precision == "auto" else precision):
         for name, path, pool in models:
             try:
                 runner = open_runner(path, runtime, cand, what=name)

@@ -142,11 +142,12 @@ class RuntimeConfig(_Strict):
     )
     embedder_precision: EmbedderPrecision = Field(
         "auto",
-        description="the appearance model's arithmetic on OpenVINO on a CPU with native "
-        "bfloat16 (AMX or AVX512-BF16): 'f32' never reduces it; 'auto' also times a bfloat16 "
-        "candidate and keeps it only if its output agrees with float32 at start (cosine >= "
-        "reduced_precision_min_cosine) and it is the fastest; 'bf16' runs OpenVINO in bfloat16 "
-        "where native. ONNX Runtime always runs float32 there. 'int8' runs a copy of the model "
+        description="the appearance model's arithmetic on OpenVINO: 'f32' never reduces it; "
+        "'auto' on a CPU with AMX also times a bfloat16 candidate and keeps it only if its "
+        "output agrees with float32 at start (cosine >= reduced_precision_min_cosine) and it is "
+        "the fastest (without AMX, where bfloat16 gained 8 %, a timing under load flipped the "
+        "choice, so it is not timed); 'bf16' runs OpenVINO in bfloat16 wherever native (AMX or "
+        "AVX512-BF16). ONNX Runtime always runs float32 there. 'int8' runs a copy of the model "
         "quantised at start (int8 weights, uint8 activations), calibrated on the people of "
         "int8_calibration, on whichever engine times fastest; opt-in, since its vectors move "
         "more than bfloat16's (measured in the README)",

@@ -43,8 +43,8 @@ def crops() -> list[np.ndarray]:
 def test_reid_embedder_matches_the_detectors(
     crops: list[np.ndarray], precision: str, least: float
 ) -> None:
-    """Float32 against float32 agree to 0.999; the detector's default ('auto': bfloat16 where
-    the CPU computes it natively and it agrees at start) to 0.995."""
+    """Float32 against float32 agree to 0.999; the detector's default ('auto': bfloat16 on a
+    CPU with AMX, where it also agrees at start) to 0.995."""
     from detector.config import OnnxEmbedderConfig, RuntimeConfig
     from detector.embedder import build_embedder
 
