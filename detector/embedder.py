@@ -22,13 +22,12 @@ from detector.int8 import (
     CalibrationError,
     Int8Report,
     calibration_frames,
-    cosines,
     held_out,
     quantised_copy,
     source_fingerprint,
 )
 from detector.preprocess import crop_views, image_like_noise, write_batch_chw
-from detector.runtime import Runner, open_fastest, static_batch_size
+from detector.runtime import Runner, cosines, open_fastest, static_batch_size
 from detector.zoo import EmbedderModelSpec
 
 if TYPE_CHECKING:
@@ -117,7 +116,7 @@ class OnnxEmbedder:
         chunks = range(0, len(test), CALIBRATION_BATCH)
         ref = np.concatenate([self.runner.run(test[i : i + CALIBRATION_BATCH]) for i in chunks])
         got = np.concatenate([q_runner.run(test[i : i + CALIBRATION_BATCH]) for i in chunks])
-        cos = cosines(ref.reshape(len(test), -1), got.reshape(len(test), -1))
+        cos = cosines(ref, got)
         self.int8 = Int8Report(q_path, len(crops), len(test), float(cos.mean()), float(cos.min()))
         agreed = self.int8.mean_cosine >= runtime.int8_min_cosine
         log.log(

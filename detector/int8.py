@@ -73,12 +73,11 @@ def calibration_frames(source: Path, frames: int) -> list[np.ndarray]:
             step = max(1, total // max(frames, 1)) if total > 0 else 1
             out = []
             index = 0
-            while len(out) < frames:
-                ok, frame = cap.read()
-                if not ok:
-                    break
+            while len(out) < frames and cap.grab():  # skipped frames are not converted
                 if index % step == 0:
-                    out.append(frame)
+                    ok, frame = cap.retrieve()
+                    if ok:
+                        out.append(frame)
                 index += 1
         finally:
             cap.release()
@@ -183,11 +182,3 @@ def held_out(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def _batches(crops: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
     return [list(crops[i : i + CALIBRATION_BATCH]) for i in range(0, len(crops), CALIBRATION_BATCH)]
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine between two (N, D) arrays."""
-    x = np.asarray(a, np.float64)
-    y = np.asarray(b, np.float64)
-    den = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-    return np.where(den > 0, (x * y).sum(axis=1) / np.maximum(den, 1e-300), 1.0)

@@ -340,13 +340,18 @@ def open_runner(path: Path, runtime: RuntimeConfig, cand: Candidate, *, what: st
     return OpenVinoRunner(path, runtime, device=cand.device, what=what, precision=precision)
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Least cosine, item by item (first axis), between two outputs of the same input."""
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine, item by item (first axis), between two outputs of the same input."""
     x = np.asarray(a, np.float64).reshape(len(a), -1)
     y = np.asarray(b, np.float64).reshape(len(b), -1)
     num = (x * y).sum(axis=1)
     den = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-    cos = np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
+    return np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Least cosine, item by item (first axis), between two outputs of the same input."""
+    cos = cosines(a, b)
     return float(cos.min()) if len(cos) else 1.0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,3 +109,12 @@ def embedder_facts(embedder: object) -> dict:
             "held_out_min_cosine": round(q.min_cosine, 4),
         }
     return facts
+
+
+def scenario_int8_calibration(scn: Any, precision: str | None) -> Path | None:
+    """For precision 'int8', frames of a scenario's own cameras (``DIR/cache/int8_calibration``),
+    as a site would calibrate on its own; else None."""
+    if precision != "int8":
+        return None
+    videos = [Path(scn.video(c)) for c in scn.cameras]
+    return scenario_calibration(videos, Path(scn.root) / "cache" / "int8_calibration")

@@ -24,7 +24,7 @@ from evaluation.analysis import (
     analyzer_config,
     embedded_share,
     embedder_facts,
-    scenario_calibration,
+    scenario_int8_calibration,
 )
 from evaluation.mtmc_scoring import Sample, Scenario, read_frames
 
@@ -65,10 +65,7 @@ def live_tracklets(
     last: dict[str, FrameAnalysis] = {}
     still = 0
 
-    calibration = None
-    if precision == "int8":  # calibrated on the scenario's own cameras, as a site would
-        videos = [Path(scn.video(c)) for c in scn.cameras]
-        calibration = scenario_calibration(videos, scn.root / "cache" / "int8_calibration")
+    calibration = scenario_int8_calibration(scn, precision)
     analyzer = Analyzer.from_config(analyzer_config(appearance, precision, calibration))
     carried: list[np.ndarray] = []
     trackers = {c: CameraTracker(c) for c in scn.cameras}

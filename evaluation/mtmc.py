@@ -35,7 +35,11 @@ import msgspec
 import numpy as np
 
 from detector.config import MotionGateConfig
-from evaluation.analysis import add_appearance_argument, runtime_config, scenario_calibration
+from evaluation.analysis import (
+    add_appearance_argument,
+    runtime_config,
+    scenario_int8_calibration,
+)
 from evaluation.mtmc_scoring import (
     Sample,
     Scenario,
@@ -260,10 +264,7 @@ def main(args: argparse.Namespace) -> int:
     report: dict = {"scenario": str(args.scenario), "cameras": scn.cameras, "link_distance": params.linker.link_distance, "calibration": args.calibration, "transit_evidence": args.transit_evidence,
                     "shot_weight": params.linker.shot_weight}  # fmt: skip
     if args.mode in ("all", "gt"):
-        calibration = None
-        if args.embedder_precision == "int8":  # the scenario's own cameras, as a site would
-            videos = [Path(scn.video(c)) for c in scn.cameras]
-            calibration = scenario_calibration(videos, args.scenario / "cache" / "int8_calibration")
+        calibration = scenario_int8_calibration(scn, args.embedder_precision)
         embedder = build_embedder(
             OnnxEmbedderConfig(),
             runtime_config(args.embedder_precision, calibration),

@@ -18,8 +18,9 @@ import detector.int8 as int8
 from detector.checksum import resolve_model_path
 from detector.config import OnnxEmbedderConfig, RuntimeConfig
 from detector.embedder import OnnxEmbedder, build_embedder
-from detector.int8 import CalibrationError, calibration_frames, cosines
+from detector.int8 import CalibrationError, calibration_frames
 from detector.preprocess import crop_views
+from detector.runtime import cosines
 from evaluation.video import video_frames
 from service.assets import models_dir, pets_dir
 
