@@ -217,12 +217,19 @@ def native_bf16(device: str) -> bool:
     return "BF16" in [str(c).upper() for c in caps]
 
 
+def amx_in_cpuinfo(text: str) -> bool:
+    """Whether ``/proc/cpuinfo`` text lists the ``amx_bf16`` flag."""
+    return any(
+        line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines()
+    )
+
+
 @cache
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles for bfloat16 (Linux: the ``amx_bf16`` flag)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+            return amx_in_cpuinfo(f.read())
     except OSError:
         return False
 

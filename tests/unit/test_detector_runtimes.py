@@ -187,8 +187,12 @@ def test_precision_decides_which_openvino_candidates_exist(
 def test_amx_is_read_from_the_cpu_flags() -> None:
     from detector import runtime as rt
 
+    amx = "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    no_amx = "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n"
+    assert rt.amx_in_cpuinfo(amx) and not rt.amx_in_cpuinfo(no_amx)
+    assert not rt.amx_in_cpuinfo("model name\t: amx_bf16 in a name, not a flag\n")
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    assert rt.cpu_has_amx() == ("amx_bf16" in flags.split())
+    assert rt.cpu_has_amx() == rt.amx_in_cpuinfo(flags)
 
 
 @bf16_here
